@@ -1,0 +1,31 @@
+# The two commands of the README, each self-contained on a machine with only Python:
+#   make demo   builds .venv if missing, then runs the main experiment on the embedded default
+#   make test   builds .venv if missing, then runs the test suite
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.selftrain-installed
+PIP := $(VENV)/bin/pip --disable-pip-version-check -q
+
+.PHONY: demo test test-vllm lint bench clean-runs
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	# torch first and pinned: this CPU build lies on local disk; an unpinned torch pulls CUDA wheels
+	$(PIP) install torch==2.13.0
+	$(PIP) install -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/selftrain compare configs/countdown_compare.yaml --overwrite
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q tests
+
+test-vllm:
+	bash scripts/test_vllm.sh
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check selftrain critics tests scripts
+
+bench: $(STAMP)
+	$(VENV)/bin/python scripts/benchmark.py

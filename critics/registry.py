@@ -1,0 +1,86 @@
+"""Where critics are found: the built-in registry, `module:Class` paths, and entry points.
+
+A critic class is constructed with the task (so it can read query metadata) and the config's
+`critic.args` as keyword arguments: `Critic(task=task, **args)`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+from collections.abc import Callable
+from typing import Any
+
+from critics.protocol import Critic
+
+ENTRY_POINT_GROUP = "selftrain.critics"
+_REGISTRY: dict[str, Callable[..., Critic]] = {}
+
+
+class CriticLoadError(ValueError):
+    """A critic could not be found, imported or built; the message lists the known critics."""
+
+
+def register_critic(name: str) -> Callable[[type], type]:
+    """Class decorator: make a critic available as `critic.name: <name>`."""
+
+    def wrap(cls: type) -> type:
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def known_critics() -> list[str]:
+    _load_builtins()
+    names = set(_REGISTRY)
+    names.update(ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+    return sorted(names)
+
+
+def resolve_critic(name: str | None = None, path: str | None = None) -> Callable[..., Critic]:
+    """The critic factory named by `path` (`module:Class`) or `name` (registry, entry point)."""
+    _load_builtins()
+    if path:
+        module_name, _, attr = path.partition(":")
+        if not attr:
+            raise CriticLoadError(f"critic.path {path!r} must look like 'my_pkg.my_module:MyCritic'")
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as err:  # noqa: BLE001 - any import failure is the user's to see
+            raise CriticLoadError(
+                f"critic.path {path!r}: importing {module_name} failed: {err!r}. "
+                f"Known critics: {', '.join(known_critics())}"
+            ) from err
+        if not hasattr(module, attr):
+            raise CriticLoadError(f"critic.path {path!r}: module {module_name} has no {attr}")
+        return getattr(module, attr)
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            try:
+                return ep.load()
+            except Exception as err:  # noqa: BLE001
+                raise CriticLoadError(f"critic entry point {name!r} ({ep.value}) failed to load: {err!r}") from err
+    raise CriticLoadError(f"unknown critic {name!r}; known critics: {', '.join(known_critics())}")
+
+
+def build_critic(name: str | None, path: str | None, args: dict[str, Any], task: Any) -> Critic:
+    """Construct the configured critic and check that it fits the `Critic` protocol."""
+    factory = resolve_critic(name, path)
+    label = path or name
+    try:
+        critic = factory(task=task, **args)
+    except TypeError as err:
+        raise CriticLoadError(f"critic {label!r} could not be built with args {args}: {err}") from err
+    if not isinstance(critic, Critic) or not callable(getattr(critic, "critique", None)):
+        raise CriticLoadError(
+            f"critic {label!r} does not fit the Critic protocol (needs a `name` attribute and a "
+            f"`critique(requests) -> list[Critique]` method). Known critics: {', '.join(known_critics())}"
+        )
+    return critic
+
+
+def _load_builtins() -> None:
+    import critics.builtin  # noqa: F401  (registers the built-in critics)

@@ -1,0 +1,33 @@
+"""Everything that can be checked before Ray starts, so bad input fails in seconds (exit 2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from selftrain.config import Config, ConfigError
+
+
+def preflight(cfg: Config, source: str) -> None:
+    """Task buildable, model resolvable, critic loadable; raises ConfigError/CriticLoadError."""
+    from critics import build_critic
+    from selftrain.tasks import make_task
+
+    try:
+        task = make_task(cfg.task.name, **cfg.task.args)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{source}: task {cfg.task.name!r} with task.args "
+                          f"{cfg.task.args}: {err}") from err
+    if cfg.model.path is not None:
+        path = Path(cfg.model.path).expanduser()
+        if path.exists() and not (path / "config.json").is_file():
+            raise ConfigError(f"{source}: model.path {path} is not a Hugging Face model folder "
+                              f"(no config.json)")
+        if not path.exists():
+            from selftrain.model_source import check_hub_model
+
+            check_hub_model(cfg.model.path)
+    if cfg.arm.name == "critique":
+        build_critic(cfg.critic.name, cfg.critic.path, cfg.critic.args, task)
+    check = getattr(task, "check", None)
+    if check is not None:  # tasks that read files check their columns here
+        check()

@@ -1,0 +1,136 @@
+"""`selftrain` command line: run one arm, compare arms, verify a run folder."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from selftrain.config import ConfigError, load_config
+
+EXIT_USAGE = 2
+
+EPILOG = """\
+overrides are dotted keys: rounds=2 rollout.num_samples=8 critic.name=noisy
+exit codes: 0 ok, 1 a run failed, 2 bad input (config, model, critic, run folder in use)"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="selftrain",
+        description="Multi-round self-training loops (rejection sampling, critique-in-loop) on Ray.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run", help="run one arm (the config's arm.name) for `rounds` rounds after round 0",
+        description="Run one arm of a self-training experiment; writes "
+                    "<run_root>/<experiment>/<arm>/seed<seed>/.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("config", nargs="?", help="YAML experiment config (configs/*.yaml)")
+    run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. rounds=2")
+    run.add_argument("--resume", metavar="RUN_DIR",
+                     help="continue the run in RUN_DIR from its last finished stage")
+    run.add_argument("--overwrite", action="store_true",
+                     help="delete an existing run folder of the same experiment/arm/seed first")
+
+    cmp = sub.add_parser(
+        "compare", help="run several arms on the same base model, pools and seeds; side-by-side table",
+        description="Run every arm of the config's `arms:` section (overrides on top of the "
+                    "shared config), then print one comparison table per round.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cmp.add_argument("config", nargs="?", help="YAML comparison config with an `arms:` section")
+    cmp.add_argument("overrides", nargs="*", help="key=value overrides applied to every arm")
+    cmp.add_argument("--resume", metavar="EXPERIMENT_DIR",
+                     help="continue every arm under <run_root>/<experiment>")
+    cmp.add_argument("--overwrite", action="store_true", help="start every arm over")
+    cmp.add_argument("--no-report", action="store_true", help="skip report.md at the end")
+
+    ver = sub.add_parser("verify", help="check a run folder against its manifest",
+                         description="Re-hash every file recorded in manifest.json; name any "
+                                     "missing, truncated or altered file. Exit 1 when any.")
+    ver.add_argument("run_dir", help="a run folder (…/<arm>/seed<s>) or an experiment folder")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, FileExistsError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as err:
+        from critics import CriticLoadError
+        from selftrain.groups import SchedulingError
+        from selftrain.runfolder import RunLockedError
+
+        if isinstance(err, (CriticLoadError, RunLockedError, SchedulingError)):
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_USAGE
+        raise
+
+
+def _load(args: argparse.Namespace, what: str):
+    if args.resume:
+        config_path = _resume_config(Path(args.resume), what)
+        return load_config(config_path, args.overrides + ([args.config] if args.config else []))
+    if not args.config:
+        raise ConfigError(f"selftrain {what}: give a CONFIG file (or --resume RUN_DIR)")
+    return load_config(args.config, args.overrides)
+
+
+def _resume_config(path: Path, what: str) -> Path:
+    if what == "run":
+        config = path / "config.yaml"
+    else:  # an experiment folder: any arm's resolved config holds the shared sections
+        config = path / "compare.yaml"
+    if not config.is_file():
+        raise FileNotFoundError(f"--resume {path}: no {config.name} there; is it a "
+                                f"{'run' if what == 'run' else 'compare experiment'} folder?")
+    return config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _load(args, "run")
+    from selftrain.checks import preflight
+    from selftrain.loop import run_arm
+
+    preflight(cfg, "run")
+    run_arm(cfg, cfg.arm.name, resume=bool(args.resume), overwrite=args.overwrite)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    cfg = _load(args, "compare")
+    from selftrain.compare import run_compare
+
+    run_compare(cfg, resume=bool(args.resume), overwrite=args.overwrite,
+                report=not args.no_report)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from selftrain.runfolder import verify
+
+    root = Path(args.run_dir)
+    folders = sorted(p.parent for p in root.rglob("manifest.json")) if root.is_dir() else []
+    if not folders:
+        print(f"error: no manifest.json under {root}", file=sys.stderr)
+        return EXIT_USAGE
+    bad = 0
+    for folder in folders:
+        problems = verify(folder)
+        bad += len(problems)
+        print(f"{folder}: {'ok' if not problems else f'{len(problems)} problem(s)'}")
+        for p in problems:
+            print(f"  - {p}")
+    return 1 if bad else 0
+
+
+COMMANDS = {"run": cmd_run, "compare": cmd_compare, "verify": cmd_verify}
+
+if __name__ == "__main__":
+    sys.exit(main())

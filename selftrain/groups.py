@@ -1,0 +1,91 @@
+"""Ray actor groups: N copies of a worker class, placed by a placement group, fed in chunks.
+
+Work is cut into fixed chunks before it is dispatched, and each chunk carries its own seed, so
+which actor runs a chunk, and how often (after a crash), never changes its result. Ray restarts
+a dead actor (`max_restarts`) and re-runs its in-flight call (`max_task_retries`); results are
+stored by chunk index, so a redone chunk is neither lost nor duplicated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from selftrain.config import ResourceConfig
+
+
+class SchedulingError(RuntimeError):
+    """The cluster cannot provide the resources a group asked for."""
+
+
+class ActorGroup:
+    """`resources.num_workers` actors of `cls`, kept alive for the whole run."""
+
+    def __init__(self, name: str, cls: type, args: tuple, resources: ResourceConfig,
+                 timeout_s: float = 120.0, max_restarts: int = 3) -> None:
+        self.name = name
+        self.pg = None
+        bundle = {k: v for k, v in (("CPU", resources.num_cpus), ("GPU", resources.num_gpus)) if v > 0}
+        options: dict[str, Any] = {
+            "num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus,
+            "max_restarts": max_restarts, "max_task_retries": max_restarts,
+        }
+        if bundle:  # an all-zero bundle is not placeable; such light workers float freely
+            self.pg = placement_group([bundle] * resources.num_workers,
+                                      strategy=resources.placement_strategy)
+            if not self.pg.wait(timeout_seconds=timeout_s):
+                remove_placement_group(self.pg)
+                raise SchedulingError(
+                    f"{name} group: the cluster could not place {resources.num_workers} x {bundle} "
+                    f"(strategy {resources.placement_strategy}) within {timeout_s:.0f}s. Cluster "
+                    f"resources: {ray.cluster_resources()}. Lower {name}.resources.num_workers / "
+                    f"num_cpus / num_gpus, or add nodes."
+                )
+        remote = ray.remote(cls)
+        self.actors = []
+        for i in range(resources.num_workers):
+            opts = dict(options)
+            if self.pg is not None:
+                opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                    placement_group=self.pg, placement_group_bundle_index=i)
+            self.actors.append(remote.options(**opts).remote(*args))
+        ray.get([a.info.remote() for a in self.actors], timeout=timeout_s + 600)
+
+    def map(self, method: str, chunks: Sequence[tuple], desc: str | None = None) -> list[Any]:
+        """Run `method(*chunk)` for every chunk over the actors; results in chunk order."""
+        results: list[Any] = [None] * len(chunks)
+        pending = list(range(len(chunks)))[::-1]
+        in_flight: dict[Any, tuple[int, int]] = {}
+        free = list(range(len(self.actors)))
+        with Progress(TextColumn(f"  {desc or self.name}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), transient=True) as progress:
+            bar = progress.add_task(desc or self.name, total=len(chunks))
+            while pending or in_flight:
+                while pending and free:
+                    idx, actor = pending.pop(), free.pop()
+                    ref = getattr(self.actors[actor], method).remote(*chunks[idx])
+                    in_flight[ref] = (idx, actor)
+                done, _ = ray.wait(list(in_flight), num_returns=1)
+                for ref in done:
+                    idx, actor = in_flight.pop(ref)
+                    results[idx] = ray.get(ref)
+                    free.append(actor)
+                    progress.advance(bar)
+        return results
+
+    def call_all(self, method: str, *args: Any) -> list[Any]:
+        return ray.get([getattr(a, method).remote(*args) for a in self.actors])
+
+    def shutdown(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+        if self.pg is not None:
+            remove_placement_group(self.pg)
+            self.pg = None
+

@@ -1,0 +1,22 @@
+"""Metric functions (METRICS.md): pure functions over run-folder DataFrames.
+
+The same code computes a round's metrics in the loop, recomputes them from parquet in tests and
+feeds reports. An undefined figure is returned as None (JSON null), never NaN.
+"""
+
+from selftrain.metrics.diversity import DIVERSITY_METRICS, diversity_metrics
+from selftrain.metrics.embed import Embedder
+from selftrain.metrics.histograms import correct_per_query, length_histogram
+from selftrain.metrics.outcome import outcome_metrics, pass_at_k
+from selftrain.metrics.tail import tail_metrics
+
+__all__ = [
+    "DIVERSITY_METRICS",
+    "Embedder",
+    "correct_per_query",
+    "diversity_metrics",
+    "length_histogram",
+    "outcome_metrics",
+    "pass_at_k",
+    "tail_metrics",
+]

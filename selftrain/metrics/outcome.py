@@ -1,0 +1,86 @@
+"""Outcome figures on the test split (METRICS.md, "Outcome"): pass@1, pass@k, maj@n, acc@L.
+
+Input is the rows of `eval.parquet` (query_id, difficulty, sample_idx, answer, correct). Every
+test query must have the same number n of samples, since `maj@n` names one n.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+import pandas as pd
+
+
+def is_missing_answer(answer: Any) -> bool:
+    """True for "no answer": None, NaN/NA, or an empty string.
+
+    One rule for `maj@n` (no answer is never correct) and `answer_entropy` (no answer is one
+    more value), so the two figures agree on what a missing answer is.
+    """
+    if isinstance(answer, str):
+        return answer.strip() == ""
+    return answer is None or bool(pd.isna(answer))
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of one query: 1 - C(n-c, k) / C(n, k), for n samples of which c are correct.
+
+    Computed as 1 - prod_{i=n-c+1}^{n} (1 - k/i) (Chen et al. 2021), which avoids the huge
+    binomials of large n.
+    """
+    if not 0 <= c <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n, got c={c}, n={n}")
+    if not 1 <= k <= n:
+        raise ValueError(
+            f"pass@{k} needs 1 <= k <= n, but there are n={n} samples per query; "
+            f"lower k in eval.pass_k or raise eval.num_samples"
+        )
+    if n - c < k:  # every k-subset holds a correct sample
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def _majority_correct(group: pd.DataFrame) -> bool:
+    """Whether the most frequent answer of one query (rows sorted by sample_idx) is correct.
+
+    Ties go to the answer seen first: Counter keeps first-seen order and max() returns the first
+    maximum. A missing answer is a value of its own (key None) that is never correct.
+    """
+    answers = [None if is_missing_answer(a) else a for a in group["answer"]]
+    counts = Counter(answers)
+    top = max(counts, key=counts.__getitem__)
+    if top is None:
+        return False
+    return bool(group["correct"].iloc[answers.index(top)])
+
+
+def outcome_metrics(eval_df: pd.DataFrame, pass_ks: list[int]) -> dict[str, float]:
+    """`pass@1`, `pass@k` for k in `pass_ks`, `maj@n` and `acc@L` of one round's test samples."""
+    if eval_df.empty:
+        raise ValueError("eval.parquet rows are empty: the test split produced no samples")
+    df = eval_df.sort_values(["query_id", "sample_idx"], kind="stable")
+    groups = df.groupby("query_id", sort=True)
+    sizes = groups.size()
+    if sizes.nunique() != 1:
+        raise ValueError(
+            "every test query needs the same number of samples, got "
+            f"{sizes.value_counts().sort_index().to_dict()} (samples per query: queries)"
+        )
+    n = int(sizes.iloc[0])
+    per_query = pd.DataFrame(
+        {
+            "difficulty": groups["difficulty"].first(),
+            "c": groups["correct"].sum().astype(int),
+            "maj": groups[["answer", "correct"]].apply(_majority_correct),
+        }
+    )
+
+    out: dict[str, float] = {"pass@1": float((per_query["c"] / n).mean())}
+    for k in sorted(set(pass_ks) - {1}):
+        out[f"pass@{k}"] = float(per_query["c"].map(lambda c, k=k: pass_at_k(n, c, k)).mean())
+    out[f"maj@{n}"] = float(per_query["maj"].mean())
+    for level, rows in per_query.groupby("difficulty", sort=True):
+        out[f"acc@{int(level)}"] = float((rows["c"] / n).mean())
+    return out

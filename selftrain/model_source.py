@@ -1,0 +1,39 @@
+"""Where the base policy comes from: a named HF model (path or hub id) or the embedded tiny one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from selftrain.config import Config, ConfigError
+from selftrain.tasks import Task
+from selftrain.tiny_model import ensure_tiny_model
+
+
+def resolve_model(cfg: Config, task: Task) -> str:
+    """A path or hub id `from_pretrained` can load; builds the tiny model when none is named."""
+    if cfg.model.path is None:
+        describe = getattr(task, "describe", None)
+        if describe is None or not hasattr(task, "demonstrations"):
+            raise ConfigError(
+                f"task {task.name!r} has no embedded base model: set model.path to a HF model")
+        return str(ensure_tiny_model(task, cfg.model.tiny, Path(cfg.model.cache_dir).resolve()))
+    path = Path(cfg.model.path).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"model.path {path} is not a Hugging Face model folder "
+                              f"(no config.json)")
+        return str(path)
+    check_hub_model(cfg.model.path)
+    return cfg.model.path
+
+
+def check_hub_model(name: str) -> None:
+    """Fail early, before Ray starts, when a hub id cannot be resolved (offline, typo)."""
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(name)
+    except Exception as err:  # noqa: BLE001 - the message is for a person
+        raise ConfigError(
+            f"model.path {name!r} is neither a local folder nor a loadable hub model: {err}"
+        ) from err

@@ -1,0 +1,219 @@
+"""The named stages of a round. The driver (`loop.py`) calls them in order.
+
+Each stage takes what it needs explicitly, fans its compute out to an actor group, and returns
+plain records; writing files and recording the manifest is the driver's job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+from critics import Critique, CritiqueRequest
+from selftrain.backends import Generation, SamplingConfig
+from selftrain.config import Config
+from selftrain.groups import ActorGroup
+from selftrain.tasks import Task
+from selftrain.types import Query, Sample
+
+
+def chunk_seed(*parts: object) -> int:
+    """A seed fixed by (run seed, round, stage, chunk): the same chunk always samples the same."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+@dataclass
+class GenJob:
+    """Prompts to sample, and how; `keys` name each prompt's samples."""
+
+    keys: list[str]
+    prompts: list[str]
+    params: SamplingConfig
+
+
+def run_generation(group: ActorGroup, job: GenJob, weights: str, batch_size: int,
+                   seed_parts: tuple, desc: str) -> list[list[Generation]]:
+    """Fixed chunks of `batch_size` prompts, each with its own seed, spread over the workers."""
+    per_chunk = max(1, batch_size // max(1, job.params.n))
+    chunks = []
+    for c, start in enumerate(range(0, len(job.prompts), per_chunk)):
+        chunks.append((job.prompts[start : start + per_chunk], job.params,
+                       chunk_seed(*seed_parts, c), weights))
+    out: list[list[Generation]] = []
+    for part in group.map("generate", chunks, desc=desc):
+        out.extend(part)
+    return out
+
+
+def make_sample(task: Task, query: Query, sample_id: str, completion: str, num_tokens: int,
+                origin: str = "sample", parent_id: str | None = None) -> Sample:
+    return Sample(
+        sample_id=sample_id, query_id=query.query_id, difficulty=query.difficulty,
+        prompt=query.prompt, completion=completion, steps=task.split_steps(completion),
+        answer=task.extract_answer(completion), correct=bool(task.is_correct(query, completion)),
+        origin=origin, parent_id=parent_id, num_tokens=num_tokens,
+    )
+
+
+def fits(prompt_tokens: int, max_new_tokens: int, context: int) -> bool:
+    return prompt_tokens + max_new_tokens <= context
+
+
+# -- generate -------------------------------------------------------------------------------
+
+
+def generate(cfg: Config, task: Task, group: ActorGroup, queries: list[Query], weights: str,
+             k: int, num_samples: int, first_index: int = 0) -> list[Sample]:
+    """K first-pass samples per query (`first_index` continues numbering for budget top-ups)."""
+    params = SamplingConfig(n=num_samples, temperature=cfg.rollout.temperature,
+                            top_p=cfg.rollout.top_p, max_new_tokens=cfg.rollout.max_new_tokens,
+                            stop=task.stop)
+    job = GenJob([q.query_id for q in queries], [q.prompt for q in queries], params)
+    gens = run_generation(group, job, weights, cfg.rollout.batch_size,
+                          (cfg.seed, k, "generate", first_index), f"round {k} generate")
+    samples = []
+    for query, outs in zip(queries, gens):
+        for j, g in enumerate(outs, start=first_index):
+            samples.append(make_sample(task, query, f"r{k}-{query.query_id}-s{j}", g.text,
+                                       g.num_tokens))
+    return samples
+
+
+# -- critique and refine --------------------------------------------------------------------
+
+
+def critique(group: ActorGroup, batch_size: int, requests: list[CritiqueRequest],
+             desc: str) -> list[Critique]:
+    chunks = [(requests[i : i + batch_size],) for i in range(0, len(requests), batch_size)]
+    out: list[Critique] = []
+    for part in group.map("critique", chunks, desc=desc):
+        out.extend(part)
+    return out
+
+
+def requests_for(samples: list[Sample], queries: dict[str, Query]) -> list[CritiqueRequest]:
+    return [CritiqueRequest(sample_id=s.sample_id, query=queries[s.query_id], steps=s.steps,
+                            completion=s.completion) for s in samples]
+
+
+def resume_prefix(sample: Sample, crit: Critique) -> str:
+    """The steps before the first error, as text the policy continues from.
+
+    A failed sample whose steps all pass (it stopped short of the answer) keeps all its steps.
+    """
+    cut = crit.first_error if crit.first_error >= 0 else len(sample.steps)
+    return "".join(step + "\n" for step in sample.steps[:cut])
+
+
+def refine(cfg: Config, task: Task, rollout: ActorGroup, critic: ActorGroup,
+           queries: dict[str, Query], failed: list[tuple[Sample, Critique]], weights: str,
+           k: int) -> tuple[list[Sample], list[Critique]]:
+    """Up to R attempts per failed sample, each guided by the latest critique.
+
+    `resume` keeps the steps before `first_error` and lets the policy continue; `rewrite`
+    prompts with the query, the failed attempt and the critique's feedback. Every refinement
+    is checked like a sample and critiqued (for the process filter and the next attempt); a
+    chain stops at its first refinement that is correct and passes the critic.
+    """
+    rc = cfg.refine
+    params = SamplingConfig(n=1, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+                            max_new_tokens=cfg.rollout.max_new_tokens, stop=task.stop)
+    all_refinements: list[Sample] = []
+    all_critiques: list[Critique] = []
+    frontier = failed
+    for attempt in range(rc.attempts):
+        if not frontier:
+            break
+        prefixes, prompts = [], []
+        for sample, crit in frontier:
+            query = queries[sample.query_id]
+            if rc.mode == "resume":
+                prefix = resume_prefix(sample, crit)
+                prompts.append(query.prompt + prefix)
+            else:
+                prefix = ""
+                prompts.append(rc.template.format(prompt=query.prompt, attempt=sample.completion,
+                                                  feedback=crit.feedback))
+            prefixes.append(prefix)
+        job = GenJob([s.sample_id for s, _ in frontier], prompts, params)
+        gens = run_generation(rollout, job, weights, cfg.rollout.batch_size,
+                              (cfg.seed, k, "refine", attempt), f"round {k} refine {attempt + 1}")
+        new = []
+        for (sample, _), prefix, outs in zip(frontier, prefixes, gens):
+            root = sample.parent_id or sample.sample_id
+            g = outs[0]
+            new.append(make_sample(task, queries[sample.query_id], f"{root}-a{attempt}",
+                                   prefix + g.text, g.num_tokens, origin="refine",
+                                   parent_id=root))
+        crits = critique(critic, cfg.critic.batch_size, requests_for(new, queries),
+                         f"round {k} critique refinements {attempt + 1}")
+        all_critiques.extend(crits)
+        all_refinements.extend(new)
+        frontier = [(s, c) for s, c in zip(new, crits) if not (s.correct and c.passed)]
+    return all_refinements, all_critiques
+
+
+# -- filter ---------------------------------------------------------------------------------
+
+
+def select_training_set(cfg: Config, samples: list[Sample],
+                        critiques: dict[str, Critique]) -> list[Sample]:
+    """The arm's rule: which samples and refinements become training rows.
+
+    rs keeps outcome-correct first-pass samples. critique keeps outcome-correct samples whose
+    steps the critic passes (the process filter) plus verified refinements. Then exact
+    duplicates of a query's completion are dropped and a per-query cap applies.
+    """
+    if cfg.arm.name == "rs":
+        kept = [s for s in samples if s.origin == "sample" and s.correct]
+    else:
+        kept = [s for s in samples if s.correct and s.sample_id in critiques
+                and critiques[s.sample_id].passed]
+    seen: set[tuple[str, str]] = set()
+    per_query: dict[str, int] = {}
+    out = []
+    for s in kept:
+        if cfg.arm.dedup and (s.query_id, s.completion) in seen:
+            continue
+        if cfg.arm.per_query_cap is not None and per_query.get(s.query_id, 0) >= cfg.arm.per_query_cap:
+            continue
+        seen.add((s.query_id, s.completion))
+        per_query[s.query_id] = per_query.get(s.query_id, 0) + 1
+        out.append(s)
+    return out
+
+
+# -- evaluate -------------------------------------------------------------------------------
+
+
+def evaluate(cfg: Config, task: Task, group: ActorGroup, queries: list[Query], weights: str,
+             k: int) -> list[dict]:
+    """n samples per test query; one row of eval.parquet each."""
+    params = SamplingConfig(n=cfg.eval.num_samples, temperature=cfg.eval.temperature,
+                            top_p=cfg.rollout.top_p, max_new_tokens=cfg.rollout.max_new_tokens,
+                            stop=task.stop)
+    job = GenJob([q.query_id for q in queries], [q.prompt for q in queries], params)
+    # Evaluation is seeded by the run seed only, not the round: every round's policy is
+    # judged on the same random stream, which lowers round-to-round noise.
+    gens = run_generation(group, job, weights, cfg.rollout.batch_size,
+                          (cfg.seed, "evaluate"), f"round {k} evaluate")
+    rows = []
+    for query, outs in zip(queries, gens):
+        for j, g in enumerate(outs):
+            rows.append({"query_id": query.query_id, "difficulty": query.difficulty,
+                         "sample_idx": j, "completion": g.text,
+                         "answer": task.extract_answer(g.text),
+                         "correct": bool(task.is_correct(query, g.text)),
+                         "num_tokens": g.num_tokens})
+    return rows
+
+
+def extra_samples_for_budget(target_tokens: int, spent: int, samples: list[Sample],
+                             num_queries: int) -> int:
+    """Samples per query to add so first-pass tokens reach `target_tokens` (budget matching)."""
+    if spent >= target_tokens or not samples:
+        return 0
+    per_sample = max(1.0, spent / len(samples))
+    return math.ceil((target_tokens - spent) / (per_sample * num_queries))

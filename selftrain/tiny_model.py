@@ -1,0 +1,118 @@
+"""The embedded base model: a tiny Llama with a character tokenizer, seed-SFT'd on easy levels.
+
+Nothing can be downloaded here, so the default policy is built locally: a `LlamaConfig` model of
+about a million parameters (head dim 32, so vLLM can load it too) and a character-level
+tokenizer made with `tokenizers`, both saved with `save_pretrained`. It is then finetuned on
+solver-written demonstrations of the task's easier levels only, so that the hard levels are
+genuinely hard for it: the starting point of tail narrowing. The folder is built once and
+cached under a key of everything that shapes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import string
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from tokenizers import Tokenizer, decoders, models
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from selftrain.config import TinyModelConfig
+from selftrain.sft import SFTExample, SFTSettings, train_sft
+
+SPECIAL = ["<pad>", "<s>", "</s>", "<unk>"]
+CHARS = list(string.printable[:95]) + ["\n", "—"]
+
+
+def build_char_tokenizer() -> PreTrainedTokenizerFast:
+    """One token per character: a BPE model with no merges splits text into characters."""
+    vocab = {tok: i for i, tok in enumerate(SPECIAL + CHARS)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tok.decoder = decoders.Fuse()  # join characters back without spaces
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+        unk_token="<unk>", padding_side="left",
+    )
+
+
+def build_tiny_llama(cfg: TinyModelConfig, vocab_size: int, tokenizer) -> LlamaForCausalLM:
+    torch.manual_seed(cfg.seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=cfg.max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return LlamaForCausalLM(config)
+
+
+def cache_key(cfg: TinyModelConfig, task_description: dict) -> str:
+    blob = json.dumps({"model": asdict(cfg), "task": task_description, "v": 1}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def ensure_tiny_model(task, cfg: TinyModelConfig, cache_dir: str | Path) -> Path:
+    """Path of the cached base model for `task`, building it first when missing."""
+    path = Path(cache_dir) / f"{task.name}-{cache_key(cfg, task.describe())}"
+    if (path / "config.json").is_file() and (path / "selftrain_base.json").is_file():
+        return path
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    build_base_model(task, cfg, tmp)
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)  # atomic: a half-built model is never taken for a cached one
+    return path
+
+
+def build_base_model(task, cfg: TinyModelConfig, out: Path) -> dict:
+    tokenizer = build_char_tokenizer()
+    model = build_tiny_llama(cfg, len(tokenizer), tokenizer)
+    demos = task.demonstrations(levels=cfg.sft_levels, per_query=cfg.demos_per_query, seed=cfg.seed)
+    examples = [SFTExample(prompt=p, completion=c) for p, c in demos]
+    settings = SFTSettings(
+        epochs=10_000, lr=cfg.sft_lr, batch_size=cfg.sft_batch_size, max_steps=cfg.sft_steps,
+        warmup_ratio=0.05, seed=cfg.seed, max_length=cfg.max_position_embeddings,
+    )
+    params = sum(p.numel() for p in model.parameters())
+    start = time.time()
+    with Progress(
+        TextColumn(f"[bold]building base model for {task.name}[/] ({params / 1e6:.2f}M params)"),
+        BarColumn(), TextColumn("{task.completed}/{task.total} steps · loss {task.fields[loss]:.3f}"),
+        TimeElapsedColumn(),
+    ) as progress:
+        bar = progress.add_task("sft", total=cfg.sft_steps, loss=float("nan"))
+        stats = train_sft(
+            model, tokenizer, examples, settings, torch.device("cpu"),
+            on_step=lambda s, t, loss: progress.update(bar, completed=s, loss=loss),
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    _portable_tokenizer_config(out)
+    info = {
+        "task": task.describe(), "model": asdict(cfg), "params": params,
+        "demonstrations": len(examples), "sft": stats, "seconds": round(time.time() - start, 1),
+    }
+    (out / "selftrain_base.json").write_text(json.dumps(info, indent=2))
+    return info
+
+
+def _portable_tokenizer_config(out: Path) -> None:
+    """Name the tokenizer class every transformers version knows (4.x has no TokenizersBackend)."""
+    path = out / "tokenizer_config.json"
+    conf = json.loads(path.read_text())
+    conf["tokenizer_class"] = "PreTrainedTokenizerFast"
+    path.write_text(json.dumps(conf, indent=2))

@@ -1,0 +1,85 @@
+"""wandb tracking (offline by default) and the per-round terminal table.
+
+One wandb run per arm and seed, grouped by experiment, every metric logged with `round` as its
+step. Everything logged also lands in the run folder (`round_<k>/metrics.json`, written by the
+driver), so nothing depends on wandb being reachable.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from selftrain.config import Config, to_dict
+
+console = Console(width=None if sys.stdout.isatty() else 160)
+
+TABLE_KEYS = ["pass@1", "coverage", "tail_ratio", "narrowing_kl", "train_size", "refined_share",
+              "gen_tokens"]
+
+
+class Tracker:
+    def __init__(self, cfg: Config, run_dir: Path, arm: str, resume_id: str | None = None) -> None:
+        self.run = None
+        if not cfg.tracking.enabled:
+            return
+        import wandb
+
+        mode = cfg.tracking.mode or os.environ.get("WANDB_MODE") or "offline"
+        os.environ.setdefault("WANDB_SILENT", "true")
+        self.run = wandb.init(
+            project=cfg.tracking.project, entity=cfg.tracking.entity, group=cfg.experiment,
+            job_type=arm, name=f"{arm}-seed{cfg.seed}", config=to_dict(cfg), dir=str(run_dir),
+            mode=mode, id=resume_id, resume="allow" if resume_id else None,
+            settings=wandb.Settings(console="off", x_disable_stats=True),
+        )
+        self.run.define_metric("round")
+        self.run.define_metric("*", step_metric="round")
+
+    @property
+    def run_id(self) -> str | None:
+        return self.run.id if self.run is not None else None
+
+    def log(self, k: int, metrics: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+        if self.run is None:
+            return
+        payload = {key: v for key, v in metrics.items() if v is not None}
+        payload.update(extra or {})
+        payload["round"] = k
+        self.run.log(payload)
+
+    def finish(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
+
+
+def fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def round_table(title: str, rows: dict[int, dict[str, Any]], keys: list[str]) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("round", justify="right")
+    for key in keys:
+        table.add_column(key, justify="right")
+    for k, metrics in sorted(rows.items()):
+        table.add_row(str(k), *[fmt(metrics.get(key)) for key in keys])
+    return table
+
+
+def level_keys(metrics: dict[str, Any]) -> list[str]:
+    """acc@L and coverage@L keys in level order, for the terminal table."""
+    acc = sorted((key for key in metrics if key.startswith("acc@")), key=lambda s: int(s[4:]))
+    cov = sorted((key for key in metrics if key.startswith("coverage@")), key=lambda s: int(s[9:]))
+    return acc + cov[-1:]

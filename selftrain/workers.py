@@ -1,0 +1,70 @@
+"""The compute of a round, as plain classes: Ray wraps them in `groups.ActorGroup`.
+
+Each class can be built and called in-process (tests, a debugger, the GPU check) exactly as the
+actors run it. Workers are created once per run and kept across rounds; the rollout worker
+swaps in each round's checkpoint instead of being re-created.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from critics import Critique, CritiqueRequest, build_critic, checked
+from selftrain.backends import Generation, SamplingConfig, make_backend
+from selftrain.device import configure_threads
+from selftrain.tasks import make_task
+
+
+class RolloutWorker:
+    """Holds one policy behind a generation backend."""
+
+    def __init__(self, model_path: str, backend: str, backend_args: dict[str, Any],
+                 num_cpus: float | None = None) -> None:
+        configure_threads(num_cpus)
+        self.backend = make_backend(backend, model_path, **backend_args)
+        self.weights = model_path
+
+    def generate(self, prompts: list[str], params: SamplingConfig, seed: int,
+                 weights: str) -> list[list[Generation]]:
+        """Generate with the policy at `weights`, loading it first if this worker holds another
+        (a restarted actor comes back with the base weights and catches up here)."""
+        if weights != self.weights:
+            self.backend.load_weights(weights)
+            self.weights = weights
+        return self.backend.generate(prompts, params, seed)
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return self.backend.count_tokens(texts)
+
+    def max_context(self) -> int:
+        return self.backend.max_context()
+
+    def info(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "node": _node_id(), "weights": self.weights}
+
+
+class CriticWorker:
+    """Holds one critic (built from the config's critic section) for the run."""
+
+    def __init__(self, critic_name: str | None, critic_path: str | None,
+                 critic_args: dict[str, Any], task_name: str, task_args: dict[str, Any],
+                 num_cpus: float | None = None) -> None:
+        configure_threads(num_cpus)
+        self.task = make_task(task_name, **task_args)
+        self.critic = build_critic(critic_name, critic_path, critic_args, self.task)
+
+    def critique(self, requests: list[CritiqueRequest]) -> list[Critique]:
+        return checked(self.critic, requests)
+
+    def info(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "node": _node_id(), "critic": self.critic.name}
+
+
+def _node_id() -> str | None:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except Exception:  # noqa: BLE001 - info only
+        return None

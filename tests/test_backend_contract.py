@@ -1,0 +1,150 @@
+"""The `GenerationBackend` contract, checked the same way on every backend.
+
+`hf` runs everywhere; `vllm` runs where vLLM imports (scripts/test_vllm.sh builds .venv-vllm with
+PyPI's CPU build) and is skipped elsewhere. Each backend is created once per module: a vLLM
+engine takes from seconds to a minute to start on CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from selftrain.backends import SamplingConfig, make_backend
+from selftrain.backends.hf import HFBackend
+from selftrain.config import TinyModelConfig
+from selftrain.tiny_model import _portable_tokenizer_config, build_char_tokenizer, build_tiny_llama
+
+# Longer than a vLLM KV-cache block (128 tokens on CPU), so a reload test also sees whether
+# cached prefix blocks of the old weights are reused.
+LONG_PROMPT = "".join(chr(33 + (i * 7) % 90) for i in range(150))
+PROMPTS = ["Question: 12+7=?\nAnswer:", "abc", LONG_PROMPT]
+GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=16)
+
+
+def save_model(out: Path, seed: int) -> Path:
+    """An untrained tiny Llama with enlarged random weights, saved like a round's checkpoint.
+
+    At the default init (std 0.02) every seed mostly echoes the prompt's last character; extra
+    noise gives each seed greedy outputs of its own, so a weight swap shows in the text.
+    """
+    tokenizer = build_char_tokenizer()
+    model = build_tiny_llama(TinyModelConfig(seed=seed), len(tokenizer), tokenizer)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    _portable_tokenizer_config(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return {"a": save_model(root / "a", seed=0), "b": save_model(root / "b", seed=1)}
+
+
+def _require_vllm() -> None:
+    try:
+        import vllm  # noqa: F401
+    except ImportError as err:
+        if os.environ.get("SELFTRAIN_REQUIRE_VLLM") == "1":
+            raise
+        pytest.skip(f"vLLM is not installed ({err}); scripts/test_vllm.sh runs it in .venv-vllm")
+
+
+@pytest.fixture(scope="module", params=["hf", "vllm"])
+def backend(request, models):
+    if request.param == "vllm":
+        _require_vllm()
+    b = make_backend(request.param, str(models["a"]))
+    yield b
+    if hasattr(b, "shutdown"):
+        b.shutdown()
+
+
+def texts(out) -> list[list[str]]:
+    return [[g.text for g in gens] for gens in out]
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_n_generations_per_prompt_in_prompt_order(backend, n):
+    out = backend.generate(PROMPTS, SamplingConfig(n=n, max_new_tokens=8), seed=0)
+    assert [len(gens) for gens in out] == [n] * len(PROMPTS)
+    for gen in (g for gens in out for g in gens):
+        assert 0 < gen.num_tokens <= 8
+        assert gen.finish_reason in ("stop", "length")
+    assert backend.generate([], SamplingConfig(), seed=0) == []
+
+
+def test_samples_of_one_prompt_differ(backend):
+    out = backend.generate(PROMPTS, SamplingConfig(n=4, max_new_tokens=16), seed=0)
+    for gens in texts(out):
+        assert len(set(gens)) > 1, gens
+
+
+def test_text_ends_just_after_the_stop_string(backend):
+    full = backend.generate(PROMPTS[:1], GREEDY, seed=0)[0][0].text
+    assert len(full) >= 8, full
+    stop = full[len(full) // 2 : len(full) // 2 + 2]
+    expected = full[: full.index(stop) + len(stop)]
+
+    params = SamplingConfig(temperature=0.0, max_new_tokens=16, stop=(stop,))
+    gen = backend.generate(PROMPTS[:1], params, seed=0)[0][0]
+    assert gen.text == expected
+    assert gen.finish_reason == "stop"
+    assert backend.count_tokens([expected])[0] <= gen.num_tokens < 16
+
+
+def test_sampled_texts_stop_at_the_first_stop_string(backend):
+    stops = ("a", "e", "o", "5", "x", "M")
+    out = backend.generate(PROMPTS, SamplingConfig(n=4, max_new_tokens=16, stop=stops), seed=3)
+    hits = 0
+    for gen in (g for gens in out for g in gens):
+        for s in stops:  # a stop string may only appear at the very end
+            assert gen.text.find(s) in (-1, len(gen.text) - len(s)), (s, gen.text)
+        if gen.text.endswith(stops):
+            hits += 1
+            assert gen.finish_reason == "stop"
+    assert hits > 0
+
+
+def test_same_seed_same_texts_other_seed_other_texts(backend):
+    params = SamplingConfig(n=2, temperature=1.0, max_new_tokens=16)
+    first = texts(backend.generate(PROMPTS, params, seed=1))
+    assert texts(backend.generate(PROMPTS, params, seed=1)) == first
+    assert texts(backend.generate(PROMPTS, params, seed=2)) != first
+
+
+def test_greedy_ignores_the_seed(backend):
+    first = texts(backend.generate(PROMPTS, GREEDY, seed=0))
+    assert texts(backend.generate(PROMPTS, GREEDY, seed=9)) == first
+
+
+def test_max_new_tokens_is_respected(backend):
+    out = backend.generate(PROMPTS, SamplingConfig(n=4, max_new_tokens=5), seed=0)
+    for gen in (g for gens in out for g in gens):
+        assert gen.num_tokens <= 5
+        assert backend.count_tokens([gen.text])[0] <= 5
+
+
+def test_load_weights_swaps_the_live_model(backend, models):
+    before = texts(backend.generate(PROMPTS, GREEDY, seed=0))
+    try:
+        backend.load_weights(str(models["b"]))
+        swapped = texts(backend.generate(PROMPTS, GREEDY, seed=0))
+        assert swapped != before
+        # The reloaded engine must behave as if it had been started on the new checkpoint.
+        assert swapped == texts(HFBackend(str(models["b"])).generate(PROMPTS, GREEDY, seed=0))
+    finally:
+        backend.load_weights(str(models["a"]))
+    assert texts(backend.generate(PROMPTS, GREEDY, seed=0)) == before
+
+
+def test_count_tokens_and_max_context(backend):
+    assert backend.count_tokens(["abc", "", "a\nb c"]) == [3, 0, 5]
+    assert backend.max_context() == TinyModelConfig().max_position_embeddings

@@ -1,0 +1,89 @@
+"""Config loading: YAML + key=value overrides into typed dataclasses, and errors that name the
+key and the file (exit code 2 at the command line)."""
+
+from pathlib import Path
+
+import pytest
+
+from selftrain.cli import main
+from selftrain.config import ConfigError, dump_yaml, load_config
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_yaml_and_overrides_become_typed_values(tmp_path):
+    path = write(tmp_path, "experiment: e\nrounds: 2\nrollout: {num_samples: 4}\n")
+    cfg = load_config(path, ["rounds=5", "rollout.temperature=0.7", "arm.per_query_cap=3",
+                             "task.args.train_per_level=10"])
+    assert cfg.rounds == 5
+    assert cfg.rollout.num_samples == 4
+    assert cfg.rollout.temperature == 0.7
+    assert cfg.arm.per_query_cap == 3
+    assert cfg.task.args == {"train_per_level": 10}
+    # the resolved config round-trips through YAML
+    again = write(tmp_path, dump_yaml(cfg))
+    assert load_config(again) == cfg
+
+
+def test_int_is_accepted_where_a_float_is_expected(tmp_path):
+    cfg = load_config(write(tmp_path, "rollout: {temperature: 1}\n"))
+    assert cfg.rollout.temperature == 1.0 and isinstance(cfg.rollout.temperature, float)
+
+
+@pytest.mark.parametrize(
+    "text, overrides, needle",
+    [
+        ("rounds: 2\nrolout: {num_samples: 4}\n", [], "unknown key rolout"),
+        ("rollout: {num_sample: 4}\n", [], "unknown key rollout.num_sample"),
+        ("rounds: three\n", [], "key rounds must be an integer"),
+        ("rollout: {temperature: hot}\n", [], "key rollout.temperature must be a number"),
+        ("arm: {dedup: 1}\n", [], "key arm.dedup must be true or false"),
+        ("arm: {name: best}\n", [], "key arm.name must be one of rs, critique"),
+        ("arm: {name: critique}\n", [], "needs critic.name or critic.path"),
+        ("experiment: e\n", ["rollout.nope=3"], "unknown key rollout.nope"),
+        ("experiment: e\n", ["rounds"], "expected key=value"),
+        ("experiment: e\n", ["experiment=null"], "key experiment is required"),
+        ("eval: {num_samples: 2, pass_k: [1, 4]}\n", [], "eval.pass_k has 4"),
+        ("- a\n- b\n", [], "top level must be a mapping"),
+        ("rounds: [\n", [], "not valid YAML"),
+    ],
+)
+def test_bad_configs_name_the_key_and_the_file(tmp_path, text, overrides, needle):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, overrides)
+    assert needle in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_cli_exits_2_on_a_bad_config(tmp_path, capsys):
+    path = write(tmp_path, "rounds: 2\nrolout: {}\n")
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key rolout" in err and str(path) in err
+    assert main(["run", str(tmp_path / "missing.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_help_is_complete(capsys):
+    for argv in (["--help"], ["run", "--help"], ["compare", "--help"], ["verify", "--help"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for word in ("run", "compare", "verify", "--resume", "overrides", "exit codes"):
+        assert word in out
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_shipped_config_validates(path):
+    from selftrain.compare import arm_configs
+
+    cfg = load_config(path)
+    assert arm_configs(cfg)  # every arm's overrides apply and validate too
