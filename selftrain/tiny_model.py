@@ -81,7 +81,10 @@ def build_base_model(task, cfg: TinyModelConfig, out: Path) -> dict:
     tokenizer = build_char_tokenizer()
     model = build_tiny_llama(cfg, len(tokenizer), tokenizer)
     demos = task.demonstrations(levels=cfg.sft_levels, per_query=cfg.demos_per_query, seed=cfg.seed)
-    examples = [SFTExample(prompt=p, completion=c) for p, c in demos]
+    # (prompt, completion) or (prompt, completion, masked_spans) for agent tasks
+    examples = [SFTExample(prompt=d[0], completion=d[1],
+                           masked_spans=[tuple(s) for s in (d[2] if len(d) > 2 else [])])
+                for d in demos]
     settings = SFTSettings(
         epochs=10_000, lr=cfg.sft_lr, batch_size=cfg.sft_batch_size, max_steps=cfg.sft_steps,
         warmup_ratio=0.05, seed=cfg.seed, max_length=cfg.max_position_embeddings,

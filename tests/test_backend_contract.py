@@ -125,6 +125,18 @@ def test_greedy_ignores_the_seed(backend):
     assert texts(backend.generate(PROMPTS, GREEDY, seed=9)) == first
 
 
+def test_greedy_with_n_gives_n_equal_texts(backend, request):
+    request.applymarker(
+        pytest.mark.xfail(
+            isinstance(backend, HFBackend),
+            reason="HFBackend passes n to transformers, which refuses n > 1 without sampling",
+        )
+    )
+    out = backend.generate(PROMPTS, SamplingConfig(n=3, temperature=0.0, max_new_tokens=8), seed=0)
+    assert [len(set(gens)) for gens in texts(out)] == [1] * len(PROMPTS)
+    assert [len(gens) for gens in out] == [3] * len(PROMPTS)
+
+
 def test_max_new_tokens_is_respected(backend):
     out = backend.generate(PROMPTS, SamplingConfig(n=4, max_new_tokens=5), seed=0)
     for gen in (g for gens in out for g in gens):

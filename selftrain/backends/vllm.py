@@ -5,8 +5,8 @@ string, which is kept; `num_tokens` counts generated tokens including a final EO
 tokenized without special tokens, as HF does, and passed to vLLM as token ids.
 
 Weights move between rounds in place: `load_weights` asks every worker to re-read the new
-checkpoint into the live model with vLLM's `Worker.reload_weights(weights_path=...)` (since about
-0.11; in 0.32 `vllm/v1/worker/gpu_worker.py`, inherited by `CPUWorker`), reached by name through
+checkpoint into the live model with vLLM's `Worker.reload_weights(weights_path=...)` (in vLLM
+0.32: `vllm/v1/worker/gpu_worker.py`, inherited by `CPUWorker`), reached by name through
 `LLM.collective_rpc` on `WorkerExtension`, which the engine mixes into its workers
 (`worker_extension_cls`). The extension then redoes the LM head's post-load step: on CPU, vLLM
 0.32 keeps a prepacked copy of the LM head for its GEMM, and with tied embeddings the layerwise
@@ -14,17 +14,20 @@ reload ("ParallelLMHead: Failed to load weights") leaves that copy stale, so log
 from the old weights. Last, the prefix cache is dropped: its KV blocks came from the old weights.
 Only a vLLM without `reload_weights` re-creates the engine, with a warning.
 
-Processes: vLLM runs its engine core (and, on CPU, its worker) in processes it starts with
-`spawn`, so a script that builds this backend needs the `if __name__ == "__main__":` guard. On
-CPU, `VLLM_ENABLE_V1_MULTIPROCESSING=0` keeps the engine in the calling process: it starts in
-seconds instead of a minute (each spawned process re-imports vLLM) and needs no guard, but vLLM
-then binds memory to the NUMA node, sets torch to one thread and disables
-`torch.set_num_threads` for that whole process; the test suite sets it, a dedicated rollout
-worker may. Defaults set here on CPU, only where the user has not set them:
-`VLLM_CPU_KVCACHE_SPACE=1` (GiB of KV cache; unset, vLLM reserves `gpu_memory_utilization` of
-all RAM) and `enforce_eager=True` (torch.compile takes minutes on a small CPU and its warm-up
-is skipped when the KV cache size is explicit). `VLLM_CPU_OMP_THREADS_BIND` keeps vLLM's
-`auto` (bind to all cores but one, kept for the engine core).
+Processes: vLLM runs its engine core and, on CPU, a worker in processes it starts with `spawn`,
+so a script that builds this backend needs the `if __name__ == "__main__":` guard (pytest's
+entry point has one; nothing else is needed for tests). This is vLLM's supported CPU path and
+the default here. `VLLM_ENABLE_V1_MULTIPROCESSING=0` keeps the engine in the calling process:
+it starts faster (each spawned process re-imports vLLM, ~15 s on 2 cores) but vLLM then binds
+memory to one NUMA node, cuts torch to one thread and disables `torch.set_num_threads` for the
+whole calling process, so use it only in a process that does nothing else.
+
+CPU defaults, set here only where the user has not: `VLLM_CPU_KVCACHE_SPACE=1` (GiB of KV
+cache; unset, vLLM takes `gpu_memory_utilization` of all RAM) and `enforce_eager=True`
+(torch.compile takes minutes on a small CPU; eager with an explicit KV size also skips the
+warm-up). `VLLM_CPU_OMP_THREADS_BIND` keeps vLLM's `auto`: the worker binds to all cores but
+one, which the engine core keeps. Several CPU engines on one node would bind the same cores:
+give each its own list (e.g. "0-3", "4-7") or "nobind".
 """
 
 from __future__ import annotations
@@ -37,12 +40,6 @@ from pathlib import Path
 from selftrain.backends.base import Generation, SamplingConfig
 
 CPU_KVCACHE_GIB = "1"
-
-
-def _on_cpu() -> bool:
-    from vllm.platforms import current_platform
-
-    return current_platform.is_cpu()
 
 
 def _has_inplace_reload() -> bool:
@@ -63,8 +60,8 @@ class WorkerExtension:
         refresh_lm_heads(self.model_runner.get_model())
 
 
-def refresh_lm_heads(model) -> int:
-    """Redo the post-load step of unquantized LM heads; returns how many were refreshed.
+def refresh_lm_heads(model) -> None:
+    """Redo the post-load step of unquantized LM heads.
 
     Cheap and idempotent (a no-op on GPU); needed on CPU, where it rebuilds the prepacked GEMM
     weight that a tied LM head would otherwise keep from the previous checkpoint.
@@ -75,13 +72,12 @@ def refresh_lm_heads(model) -> int:
     )
 
     heads = [
-        m for m in model.modules()
-        if isinstance(m, ParallelLMHead)
-        and isinstance(m.quant_method, UnquantizedEmbeddingMethod)
+        m
+        for m in model.modules()
+        if isinstance(m, ParallelLMHead) and isinstance(m.quant_method, UnquantizedEmbeddingMethod)
     ]
     for head in heads:
         head.quant_method.process_weights_after_loading(head)
-    return len(heads)
 
 
 def prompt_seed(seed: int, index: int) -> int:
@@ -107,7 +103,9 @@ class VLLMBackend:
         enforce_eager: bool | None = None,
         **_: object,
     ) -> None:
-        on_cpu = _on_cpu()
+        from vllm.platforms import current_platform
+
+        on_cpu = current_platform.is_cpu()
         if on_cpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GIB)
         self._engine_args = dict(
@@ -125,7 +123,9 @@ class VLLMBackend:
         from vllm import LLM
 
         return LLM(
-            model=path, tokenizer=path, worker_extension_cls=f"{__name__}.WorkerExtension",
+            model=path,
+            tokenizer=path,
+            worker_extension_cls=f"{__name__}.WorkerExtension",
             **self._engine_args,
         )
 
@@ -134,7 +134,7 @@ class VLLMBackend:
         path = str(Path(path).resolve())
         if _has_inplace_reload():
             self.llm.collective_rpc("selftrain_reload_weights", args=(path,))
-            pass
+            self.llm.reset_prefix_cache()  # cached KV blocks came from the old weights
         else:
             warnings.warn(
                 "this vLLM has no in-place weight reload (Worker.reload_weights); re-creating "
@@ -168,9 +168,11 @@ class VLLMBackend:
 
         if not prompt_ids:
             return []
+        # vLLM refuses n > 1 when greedy: sample once, copy the result n times.
+        greedy = params.temperature <= 0
         sampling = [
             SamplingParams(
-                n=params.n,
+                n=1 if greedy else params.n,
                 temperature=max(params.temperature, 0.0),
                 top_p=params.top_p,
                 max_tokens=params.max_new_tokens,
@@ -181,9 +183,11 @@ class VLLMBackend:
             for i in range(len(prompt_ids))
         ]
         outputs = self.llm.generate(
-            [TokensPrompt(prompt_token_ids=list(ids)) for ids in prompt_ids], sampling,
+            [TokensPrompt(prompt_token_ids=list(ids)) for ids in prompt_ids],
+            sampling,
             use_tqdm=False,
         )
+        copies = params.n if greedy else 1
         return [
             [
                 Generation(
@@ -192,13 +196,14 @@ class VLLMBackend:
                     finish_reason="stop" if c.finish_reason == "stop" else "length",
                 )
                 for c in sorted(out.outputs, key=lambda c: c.index)
+                for _ in range(copies)
             ]
             for out in outputs
         ]
 
     def shutdown(self) -> None:
         """Stop the engine's processes now rather than at interpreter exit."""
-        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
-        if core is not None and hasattr(core, "shutdown"):
+        llm = self.__dict__.pop("llm", None)
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if core is not None:
             core.shutdown()
-        del self.llm

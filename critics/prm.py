@@ -1,0 +1,237 @@
+"""`prm`: a process reward model. A causal-LM backbone reads the query and the steps; a linear
+head at the last token of each step (its trailing "\\n") gives P(step ok) through a sigmoid.
+
+One forward pass scores every step of a sample, which makes the PRM far cheaper than the
+generative `lm` critic, at the price of no explanation text. A PRM folder is a plain HF
+`save_pretrained` backbone (any `AutoModel`) plus `prm_head.pt` and `prm.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from critics.protocol import Critique, CritiqueRequest, StepVerdict
+from critics.registry import register_critic
+from selftrain.device import best_device
+
+# transformers is imported inside the functions that load or save: `critics.builtin` imports
+# this module, and listing or resolving critics (CLI errors, config checks) should stay fast.
+
+STEP_SUFFIX = "\n"
+"""Each step is fed as `step + STEP_SUFFIX`; the score is read at that piece's last token."""
+HEAD_FILE = "prm_head.pt"
+META_FILE = "prm.json"
+
+
+class PRMModel(torch.nn.Module):
+    """Backbone hidden states -> one logit per position (read only at step ends)."""
+
+    def __init__(self, backbone: torch.nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = torch.nn.Linear(backbone.config.hidden_size, 1)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.head(hidden).squeeze(-1)
+
+
+@dataclass
+class PRMExample:
+    """One labelled sample: `labels[i]` says whether step i is ok (None: unknown, not learned)."""
+
+    prompt: str
+    steps: list[str]
+    labels: list[bool | None]
+
+
+@dataclass
+class PRMTrainSettings:
+    steps: int = 300
+    lr: float = 2e-3
+    batch_size: int = 32
+    warmup_ratio: float = 0.05
+    max_length: int = 512
+    seed: int = 0
+
+
+def encode(tokenizer: Any, prompt: str, steps: Sequence[str],
+           max_length: int | None = None) -> tuple[list[int], list[int]]:
+    """input_ids and the position of each step's last token.
+
+    Pieces are tokenized one by one so step ends are exact for any tokenizer. With
+    `max_length`, ids are cut there and steps ending beyond it get no position (training only:
+    at inference every step needs a score).
+    """
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    ends = []
+    for step in steps:
+        ids = ids + tokenizer(step + STEP_SUFFIX, add_special_tokens=False)["input_ids"]
+        ends.append(len(ids) - 1)
+    if max_length is not None:
+        ids = ids[:max_length]
+        ends = [e for e in ends if e < max_length]
+    return ids, ends
+
+
+def _pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right padding: step-end positions stay absolute, and causal attention never looks right."""
+    width = max(1, max(len(r) for r in rows))
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def build_prm(backbone: str | Path | torch.nn.Module) -> PRMModel:
+    """A PRM with a fresh head on `backbone`: a module, or an HF folder of any causal LM
+    (`AutoModel` drops its LM head and keeps the transformer)."""
+    if not isinstance(backbone, torch.nn.Module):
+        from transformers import AutoModel
+
+        backbone = AutoModel.from_pretrained(str(backbone), dtype=torch.float32)
+    return PRMModel(backbone)
+
+
+def train_prm(model: PRMModel, tokenizer: Any, examples: Sequence[PRMExample],
+              settings: PRMTrainSettings, device: torch.device,
+              on_step: Callable[[int, int, float], None] | None = None) -> dict[str, float]:
+    """BCE on the step-end logits of labelled steps; AdamW, warmup then cosine decay to 10%."""
+    encoded = []
+    for ex in examples:
+        ids, ends = encode(tokenizer, ex.prompt, ex.steps, settings.max_length)
+        kept = [(e, float(lab)) for e, lab in zip(ends, ex.labels) if lab is not None]
+        if kept:
+            encoded.append((ids, kept))
+    if not encoded:
+        return {"steps": 0, "loss": float("nan")}
+    model.to(device).train()
+    rng = random.Random(settings.seed)
+    torch.manual_seed(settings.seed)
+    optim = torch.optim.AdamW(model.parameters(), lr=settings.lr)
+    total = settings.steps
+    warmup = max(1, int(settings.warmup_ratio * total))
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, schedule)
+    order: list[int] = []
+    losses: list[float] = []
+    for step in range(total):
+        if len(order) < settings.batch_size:
+            fresh = list(range(len(encoded)))
+            rng.shuffle(fresh)
+            order += fresh
+        batch = [encoded[i] for i in order[: settings.batch_size]]
+        del order[: settings.batch_size]
+        ids, mask = _pad([b[0] for b in batch], tokenizer.pad_token_id, device)
+        rows = torch.tensor([r for r, b in enumerate(batch) for _ in b[1]], device=device)
+        cols = torch.tensor([e for b in batch for e, _ in b[1]], device=device)
+        target = torch.tensor([lab for b in batch for _, lab in b[1]], device=device)
+        logits = model(ids, mask)[rows, cols]
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optim.step()
+        sched.step()
+        optim.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if on_step is not None:
+            on_step(step + 1, total, losses[-1])
+    model.eval()
+    tail = losses[-max(1, total // 10):]
+    return {"steps": total, "loss": sum(tail) / len(tail)}
+
+
+@torch.inference_mode()
+def score_steps(model: PRMModel, tokenizer: Any, items: Sequence[tuple[str, Sequence[str]]],
+                batch_size: int = 64) -> list[list[float]]:
+    """P(ok) of every step of every (prompt, steps) pair, in order."""
+    device = next(model.parameters()).device
+    out: list[list[float]] = []
+    for start in range(0, len(items), batch_size):
+        encoded = [encode(tokenizer, p, s) for p, s in items[start : start + batch_size]]
+        ids, mask = _pad([e[0] for e in encoded], tokenizer.pad_token_id, device)
+        probs = torch.sigmoid(model(ids, mask).float()).cpu()
+        out += [probs[i, ends].tolist() for i, (_, ends) in enumerate(encoded)]
+    return out
+
+
+def save_prm(model: PRMModel, tokenizer: Any, out: str | Path, threshold: float = 0.5,
+             extra: dict[str, Any] | None = None) -> Path:
+    """Write a PRM folder: the backbone and tokenizer (save_pretrained), the head, prm.json."""
+    from selftrain.tiny_model import _portable_tokenizer_config
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.backbone.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    _portable_tokenizer_config(out)
+    torch.save({k: v.detach().cpu() for k, v in model.head.state_dict().items()}, out / HEAD_FILE)
+    meta = {"threshold": threshold, "step_suffix": STEP_SUFFIX,
+            "score_at": "last token of each step", "format": "prompt + (step + step_suffix) * n",
+            "version": 1, **(extra or {})}
+    (out / META_FILE).write_text(json.dumps(meta, indent=2))
+    return out
+
+
+def load_prm(path: str | Path, device: torch.device | None = None) -> tuple[PRMModel, Any, dict]:
+    """(model on `device`, tokenizer, prm.json contents) of a folder written by `save_prm`."""
+    path = Path(path)
+    if not (path / META_FILE).is_file() or not (path / HEAD_FILE).is_file():
+        raise FileNotFoundError(
+            f"{path} is not a PRM folder (it needs {META_FILE} and {HEAD_FILE} next to the HF "
+            f"backbone); train one with `selftrain train-critic`"
+        )
+    meta = json.loads((path / META_FILE).read_text())
+    if meta.get("step_suffix", STEP_SUFFIX) != STEP_SUFFIX:
+        raise ValueError(f"{path / META_FILE}: step_suffix {meta['step_suffix']!r} is not the "
+                         f"{STEP_SUFFIX!r} this version of the prm critic feeds")
+    from transformers import AutoTokenizer
+
+    model = build_prm(path)
+    model.head.load_state_dict(torch.load(path / HEAD_FILE, map_location="cpu", weights_only=True))
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.to(device or best_device()).eval(), tokenizer, meta
+
+
+@register_critic("prm")
+class PRMCritic:
+    """Flags a step when the PRM's P(ok) is below `threshold` (None: the one in prm.json)."""
+
+    name = "prm"
+
+    def __init__(self, task: Any = None, *, model_path: str, threshold: float | None = None,
+                 batch_size: int = 64) -> None:
+        self.task = task
+        self.model, self.tokenizer, meta = load_prm(model_path)
+        self.threshold = float(meta.get("threshold", 0.5) if threshold is None else threshold)
+        self.batch_size = batch_size
+
+    def critique(self, requests: list[CritiqueRequest]) -> list[Critique]:
+        scores = score_steps(self.model, self.tokenizer,
+                             [(r.query.prompt, r.steps) for r in requests], self.batch_size)
+        out = []
+        for req, probs in zip(requests, scores):
+            verdicts = [
+                StepVerdict(ok=p >= self.threshold, score=p,
+                            feedback="ok" if p >= self.threshold else f"likely wrong (PRM P(ok)={p:.2f})")
+                for p in probs
+            ]
+            out.append(Critique(sample_id=req.sample_id, critic=self.name, verdicts=verdicts))
+        return out

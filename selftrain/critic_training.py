@@ -1,0 +1,330 @@
+"""`selftrain train-critic`: train the `prm` and `lm` critics from oracle-labelled policy samples.
+
+The learned critics must judge what the loop will show them, so their data comes from the base
+policy itself: samples of the task's training queries at temperature 1, every step labelled
+by an oracle critic. Queries (not samples) are split into train and held-out, so the held-out
+figures measure a critic on queries it has never seen. Both critics start from fresh tiny
+char-level Llamas; on held-out samples each is scored against the oracle on the steps it flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import shutil
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from critics import Critic, Critique, CritiqueRequest, build_critic, checked
+from critics.lm import format_prompt, format_verdicts
+from critics.prm import PRMExample, PRMTrainSettings, build_prm, save_prm, train_prm
+from selftrain.backends import SamplingConfig
+from selftrain.backends.hf import HFBackend
+from selftrain.config import TinyModelConfig
+from selftrain.device import best_device
+from selftrain.sft import SFTExample, SFTSettings, train_sft
+from selftrain.tiny_model import _portable_tokenizer_config, build_char_tokenizer, build_tiny_llama
+
+
+@dataclass
+class CriticTrainSettings:
+    """Sizes of `train-critic`. The defaults train both critics in about 1-3 minutes on 2 CPU
+    cores; raise `prm_steps`/`lm_steps` and the model sizes for a better critic."""
+
+    num_samples: int = 4
+    """Policy samples per training query (temperature `temperature`)."""
+    max_queries: int | None = None
+    """Use only the first this many of `task.queries("train")` (None: all)."""
+    temperature: float = 1.0
+    max_new_tokens: int = 48
+    gen_batch_size: int = 128
+    """Sequences (prompts times samples) per generate call."""
+    heldout_fraction: float = 0.25
+    """Share of the queries of each difficulty held out for evaluation."""
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 2
+    intermediate_size: int = 192
+    max_length: int = 768
+    """Longest training sequence in tokens (characters, for the char tokenizer)."""
+    prm_steps: int = 300
+    prm_lr: float = 2e-3
+    prm_batch_size: int = 32
+    threshold: float = 0.5
+    lm_steps: int = 400
+    lm_lr: float = 3e-3
+    lm_batch_size: int = 32
+    max_explanation: int = 40
+    """Characters of oracle feedback kept in the lm critic's training targets."""
+    eval_batch_size: int = 64
+    seed: int = 0
+
+
+@dataclass
+class LabelledSample:
+    """A policy sample with the oracle's verdict on every step."""
+
+    request: CritiqueRequest
+    oracle: Critique
+    heldout: bool
+
+
+def train_critics(
+    cfg: Any,
+    out_dir: Path,
+    *,
+    base_model_path: str,
+    task: Any,
+    num_samples: int | None = None,
+    settings: CriticTrainSettings | None = None,
+    oracle: Critic | None = None,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Sample, label, train both critics, evaluate them, write `out_dir/{prm,lm}` and
+    `out_dir/critic_eval.json`; return what the json holds.
+
+    `cfg` may be None or an experiment `Config`; from it only `seed` is read, and a
+    `critic_train` section (fields named as in `CriticTrainSettings`) when there is one.
+    Explicit `settings` win over both, `num_samples` over `settings.num_samples`.
+    """
+    settings = _resolve_settings(cfg, settings, num_samples)
+    oracle = oracle or build_critic("countdown-oracle", None, {}, task)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = best_device()
+    seconds: dict[str, float] = {}
+    start = time.time()
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                        TextColumn("{task.completed}/{task.total} · {task.fields[info]}"),
+                        TimeElapsedColumn(), console=console)
+    with progress:
+        t = time.time()
+        samples = sample_and_label(task, base_model_path, oracle, settings, progress)
+        seconds["sample_and_label"] = time.time() - t
+        train = [s for s in samples if not s.heldout]
+        heldout = [s for s in samples if s.heldout]
+        if not train or not heldout:
+            raise ValueError(
+                f"train-critic: got {len(train)} training and {len(heldout)} held-out samples "
+                f"with steps; use more queries or samples (max_queries, num_samples)"
+            )
+
+        t = time.time()
+        prm_stats = _train_prm(train, settings, device, out_dir / "prm", progress)
+        seconds["prm_train"] = time.time() - t
+        t = time.time()
+        lm_stats = _train_lm(train, settings, device, out_dir / "lm", progress)
+        seconds["lm_train"] = time.time() - t
+
+        requests = [s.request for s in heldout]
+        truth = [s.oracle for s in heldout]
+        t = time.time()
+        prm = build_critic("prm", None, {"model_path": str(out_dir / "prm"),
+                                         "batch_size": settings.eval_batch_size}, task)
+        prm_eval = evaluate_critic(prm, requests, truth, settings.eval_batch_size, progress)
+        seconds["prm_eval"] = time.time() - t
+        t = time.time()
+        lm = build_critic("lm", None, {"model_path": str(out_dir / "lm"),
+                                       "max_new_tokens": _lm_budget(heldout, settings),
+                                       "batch_size": settings.eval_batch_size}, task)
+        lm_eval = evaluate_critic(lm, requests, truth, settings.eval_batch_size, progress)
+        seconds["lm_eval"] = time.time() - t
+    seconds["total"] = time.time() - start
+
+    steps = [v.ok for s in samples for v in s.oracle.verdicts if v.ok is not None]
+    flagged = steps.count(False) / max(1, len(steps))
+    result = {
+        "prm": {**prm_eval, "train": prm_stats, "path": str(out_dir / "prm")},
+        "lm": {**lm_eval, "train": lm_stats, "path": str(out_dir / "lm")},
+        "data": {
+            "oracle": oracle.name,
+            "base_model": str(base_model_path),
+            "queries": len({s.request.query.query_id for s in samples}),
+            "train_samples": len(train),
+            "heldout_samples": len(heldout),
+            "steps": len(steps),
+            "flagged_rate": flagged,
+            "always_flag_f1": 2 * flagged / (1 + flagged) if flagged else 0.0,
+            "samples_by_difficulty": _count_by_difficulty(samples),
+        },
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "settings": dataclasses.asdict(settings),
+    }
+    tmp = out_dir / "critic_eval.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.rename(out_dir / "critic_eval.json")  # atomic: a half-written eval is never read
+    return result
+
+
+def sample_and_label(task: Any, base_model_path: str, oracle: Critic,
+                     settings: CriticTrainSettings, progress: Progress) -> list[LabelledSample]:
+    """Policy samples of the training queries (distinct per query, with at least one step),
+    labelled by `oracle`; a per-difficulty share of the queries is marked held out."""
+    queries = task.queries("train")[: settings.max_queries]
+    heldout_ids = _heldout_queries(queries, settings.heldout_fraction, settings.seed)
+    backend = HFBackend(base_model_path)
+    params = SamplingConfig(n=settings.num_samples, temperature=settings.temperature,
+                            max_new_tokens=settings.max_new_tokens, stop=tuple(task.stop))
+    per_call = max(1, settings.gen_batch_size // settings.num_samples)
+    bar = progress.add_task("sampling the policy", total=len(queries), info="queries")
+    requests: list[CritiqueRequest] = []
+    for start in range(0, len(queries), per_call):
+        batch = queries[start : start + per_call]
+        gens = backend.generate([q.prompt for q in batch], params, settings.seed + start)
+        for query, outs in zip(batch, gens):
+            seen = set()
+            for j, gen in enumerate(outs):
+                steps = task.split_steps(gen.text)
+                if steps and gen.text not in seen:
+                    seen.add(gen.text)
+                    requests.append(CritiqueRequest(f"{query.query_id}-s{j}", query, steps, gen.text))
+        progress.update(bar, completed=start + len(batch), info=f"{len(requests)} samples")
+    del backend
+    labels = checked(oracle, requests)
+    return [LabelledSample(r, c, r.query.query_id in heldout_ids) for r, c in zip(requests, labels)]
+
+
+def evaluate_critic(critic: Critic, requests: list[CritiqueRequest], truth: list[Critique],
+                    batch_size: int, progress: Progress | None = None) -> dict[str, float]:
+    """Step-level agreement with the oracle, the flagged (not ok) class being the positive one.
+
+    A step the critic left unknown counts as flagged, as `Critique.first_error` counts it.
+    Precision is 0 when nothing is flagged (no NaN in the json).
+    """
+    progress = progress or Progress(disable=True)
+    bar = progress.add_task(f"evaluating {critic.name}", total=len(requests), info="samples")
+    got: list[Critique] = []
+    for start in range(0, len(requests), batch_size):
+        got += checked(critic, requests[start : start + batch_size])
+        progress.update(bar, completed=len(got))
+    tp = fp = fn = tn = unknown = first_error_hits = tokens = 0
+    for pred, gold in zip(got, truth):
+        first_error_hits += pred.first_error == gold.first_error
+        tokens += pred.tokens
+        for p, g in zip(pred.verdicts, gold.verdicts):
+            if g.ok is None:
+                continue
+            unknown += p.ok is None
+            flag, wrong = p.ok is not True, not g.ok
+            tp += flag and wrong
+            fp += flag and not wrong
+            fn += wrong and not flag
+            tn += not flag and not wrong
+    steps = tp + fp + fn + tn
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "accuracy": (tp + tn) / steps if steps else 0.0,
+        "first_error_accuracy": first_error_hits / max(1, len(got)),
+        "unknown_rate": unknown / steps if steps else 0.0,
+        "steps": steps,
+        "samples": len(got),
+        "critic_tokens_per_sample": tokens / max(1, len(got)),
+    }
+
+
+def _train_prm(train: list[LabelledSample], settings: CriticTrainSettings, device: Any,
+               out: Path, progress: Progress) -> dict[str, float]:
+    tokenizer = build_char_tokenizer()
+    backbone = build_tiny_llama(_tiny(settings), len(tokenizer), tokenizer).model
+    model = build_prm(backbone)
+    examples = [PRMExample(s.request.query.prompt, s.request.steps, [v.ok for v in s.oracle.verdicts])
+                for s in train]
+    bar = progress.add_task("training prm", total=settings.prm_steps, info="")
+    stats = train_prm(
+        model, tokenizer, examples,
+        PRMTrainSettings(steps=settings.prm_steps, lr=settings.prm_lr,
+                         batch_size=settings.prm_batch_size, max_length=settings.max_length,
+                         seed=settings.seed),
+        device, on_step=lambda s, n, loss: progress.update(bar, completed=s, info=f"loss {loss:.3f}"),
+    )
+    shutil.rmtree(out, ignore_errors=True)
+    save_prm(model.cpu(), tokenizer, out, settings.threshold)
+    return stats
+
+
+def _train_lm(train: list[LabelledSample], settings: CriticTrainSettings, device: Any,
+              out: Path, progress: Progress) -> dict[str, float]:
+    """SFT a fresh tiny Llama on prompt -> the oracle's verdicts in the `lm` critic's format."""
+    tokenizer = build_char_tokenizer()
+    model = build_tiny_llama(_tiny(settings), len(tokenizer), tokenizer).to(device)
+    examples = [
+        SFTExample(prompt=format_prompt(s.request.query.prompt, s.request.steps),
+                   completion=format_verdicts(s.oracle.verdicts, settings.max_explanation))
+        for s in train
+    ]
+    sft = SFTSettings(epochs=10_000, lr=settings.lm_lr, batch_size=settings.lm_batch_size,
+                      warmup_ratio=0.05, max_length=settings.max_length,
+                      max_steps=settings.lm_steps, seed=settings.seed)
+    bar = progress.add_task("training lm critic", total=settings.lm_steps, info="")
+    stats = train_sft(model, tokenizer, examples, sft, device,
+                      on_step=lambda s, n, loss: progress.update(bar, completed=s,
+                                                                 info=f"loss {loss:.3f}"))
+    shutil.rmtree(out, ignore_errors=True)
+    model.cpu().save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    _portable_tokenizer_config(out)
+    return stats
+
+
+def _tiny(settings: CriticTrainSettings) -> TinyModelConfig:
+    return TinyModelConfig(hidden_size=settings.hidden_size, num_layers=settings.num_layers,
+                           num_heads=settings.num_heads,
+                           intermediate_size=settings.intermediate_size,
+                           max_position_embeddings=max(1024, settings.max_length),
+                           seed=settings.seed)
+
+
+def _lm_budget(samples: list[LabelledSample], settings: CriticTrainSettings) -> int:
+    """Tokens enough for a full answer on the longest sample: one worst-case line per step
+    (characters are tokens for the char tokenizer the trained critic uses)."""
+    most = max(len(s.request.steps) for s in samples)
+    return (len(f"Step {most}: incorrect — \n") + settings.max_explanation) * most + 1
+
+
+def _heldout_queries(queries: list[Any], fraction: float, seed: int) -> set[str]:
+    """Query ids held out: the same share of each difficulty, chosen at random with `seed`."""
+    by_level: dict[int, list[str]] = defaultdict(list)
+    for q in queries:
+        by_level[q.difficulty].append(q.query_id)
+    out: set[str] = set()
+    rng = random.Random(seed)
+    for level in sorted(by_level):
+        ids = sorted(by_level[level])
+        rng.shuffle(ids)
+        take = round(fraction * len(ids))
+        if 0 < fraction and len(ids) > 1:
+            take = min(max(1, take), len(ids) - 1)  # both sides get queries of every level
+        out.update(ids[:take])
+    return out
+
+
+def _count_by_difficulty(samples: list[LabelledSample]) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for s in samples:
+        counts[str(s.request.query.difficulty)] += 1
+    return dict(sorted(counts.items()))
+
+
+def _resolve_settings(cfg: Any, settings: CriticTrainSettings | None,
+                      num_samples: int | None) -> CriticTrainSettings:
+    if settings is None:
+        section = getattr(cfg, "critic_train", None)
+        names = {f.name for f in dataclasses.fields(CriticTrainSettings)}
+        known = {k: v for k, v in vars(section).items() if k in names} if section else {}
+        if cfg is not None and "seed" not in known and hasattr(cfg, "seed"):
+            known["seed"] = cfg.seed
+        settings = CriticTrainSettings(**known)
+    if num_samples is not None:
+        settings = dataclasses.replace(settings, num_samples=num_samples)
+    return settings

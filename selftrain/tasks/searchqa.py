@@ -1,0 +1,203 @@
+"""Searchqa: open-domain QA (NQ / HotpotQA format) answered by a search agent over a corpus.
+
+Questions come from local json / jsonl / parquet files or any `datasets.load_dataset` source
+(a hub id with a split), with configurable column names; the FlashRAG / Search-R1 layout
+(`question`, `golden_answers`) is the default. Answers are scored by SQuAD exact match against
+any gold answer, as in Search-R1. The environment is the user's retriever: a BM25 index over a
+JSONL corpus or a running retrieval server. There is no embedded base model: set model.path.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from selftrain import agent
+from selftrain.agent import AgentEnv
+from selftrain.retrieval import make_retriever
+from selftrain.tasks.registry import register_task
+from selftrain.types import Query
+
+SEARCH_R1_TEMPLATE = (
+    "Answer the given question. You must conduct reasoning inside <think> and </think> first "
+    "every time you get new information. After reasoning, if you find you lack some knowledge, "
+    "you can call a search engine by <search> query </search> and it will return the top "
+    "searched results between <information> and </information>. You can search as many times "
+    "as your want. If you find no further external knowledge needed, you can directly provide "
+    "the answer inside <answer> and </answer>, without detailed illustrations. For example, "
+    "<answer> Beijing </answer>. Question: {question}\n"
+)
+"""Search-R1's `make_prefix` (template "base"), verbatim."""
+
+_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+_LEVEL_WORDS = {"easy": 1, "medium": 2, "hard": 3}
+"""HotpotQA's `level` column, as difficulty."""
+
+
+def load_rows(source: str | dict[str, Any], cache_dir: str | None = None) -> tuple[Any, str]:
+    """A `datasets.Dataset` and a label for messages, from a file path or load_dataset kwargs."""
+    from datasets import load_dataset
+
+    if isinstance(source, str):
+        path = Path(source).expanduser()
+        fmt = _FORMATS.get(path.suffix.lower())
+        if fmt is None:
+            raise ValueError(f"searchqa: {path} is not a .json, .jsonl or .parquet file; for a "
+                             f"hub dataset pass {{'path': <hub id>, 'split': 'train', ...}}")
+        if not path.is_file():
+            raise FileNotFoundError(f"searchqa: data file {path} does not exist")
+        return load_dataset(fmt, data_files=str(path), split="train", cache_dir=cache_dir), str(path)
+    if not isinstance(source, dict) or "path" not in source or "split" not in source:
+        raise ValueError(f"searchqa: a data source is a file path or load_dataset arguments with "
+                         f"'path' and 'split', got {source!r}")
+    label = f"{source['path']}[{source['split']}]"
+    return load_dataset(**{"cache_dir": cache_dir, **source}), label
+
+
+def _answers(value: Any, where: str) -> list[str]:
+    """Gold answers as a list of strings (a column may hold one string or a list / array)."""
+    if isinstance(value, str):
+        golds = [value]
+    elif value is not None and hasattr(value, "__iter__"):
+        golds = [str(v) for v in value]
+    else:
+        golds = []
+    if not golds:
+        raise ValueError(f"{where}: no gold answer ({value!r})")
+    return golds
+
+
+def _difficulty(value: Any, where: str) -> int:
+    if isinstance(value, str) and value.strip().lower() in _LEVEL_WORDS:
+        return _LEVEL_WORDS[value.strip().lower()]
+    try:
+        return int(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: difficulty {value!r} is not an integer (or easy/medium/hard)"
+                         ) from err
+
+
+@register_task("searchqa")
+class SearchQATask:
+    """QA over a user's data and retriever.
+
+    train / test: a .json/.jsonl/.parquet path, or load_dataset arguments such as
+    {"path": "RUC-NLPIR/FlashRAG_datasets", "name": "nq", "split": "train"}.
+    retriever: a `make_retriever` spec ({"kind": "http", "url": ...} or {"kind": "bm25",
+    "corpus": ...}); `corpus` alone is shorthand for BM25 over that JSONL file.
+    Difficulty is `difficulty_column` when the data has it, else 1. `max_train` / `max_test`
+    keep a seeded random subset (in file order).
+    """
+
+    name = "searchqa"
+    stop: tuple[str, ...] = agent.STOP
+
+    def __init__(
+        self,
+        train: str | dict[str, Any],
+        test: str | dict[str, Any],
+        retriever: dict[str, Any] | None = None,
+        corpus: str | None = None,
+        question_column: str = "question",
+        answers_column: str = "golden_answers",
+        difficulty_column: str = "difficulty",
+        id_column: str = "id",
+        max_train: int | None = None,
+        max_test: int | None = None,
+        seed: int = 0,
+        topk: int = 3,
+        max_turns: int = 4,
+        prompt_template: str = SEARCH_R1_TEMPLATE,
+        cache_dir: str | None = None,
+    ) -> None:
+        if "{question}" not in prompt_template:
+            raise ValueError("searchqa prompt_template must contain {question}")
+        self.sources = {"train": train, "test": test}
+        self.limits = {"train": max_train, "test": max_test}
+        self.retriever_spec = retriever or ({"kind": "bm25", "corpus": corpus} if corpus else None)
+        self.columns = {"question_column": question_column, "answers_column": answers_column,
+                        "difficulty_column": difficulty_column, "id_column": id_column}
+        self.seed = seed
+        self.topk = topk
+        self.max_turns = max_turns
+        self.prompt_template = prompt_template
+        self.cache_dir = cache_dir
+        self._splits: dict[str, list[Query]] = {}
+
+    def env(self) -> AgentEnv:
+        if self.retriever_spec is None:
+            raise ValueError("searchqa needs a retriever: set task.args.retriever (e.g. "
+                             "{kind: http, url: 'http://127.0.0.1:8000/retrieve'}) or "
+                             "task.args.corpus (a JSONL corpus for BM25)")
+        return AgentEnv(retriever=make_retriever(self.retriever_spec), max_turns=self.max_turns,
+                        topk=self.topk)
+
+    # -- queries
+
+    def _load(self, split: str) -> list[Query]:
+        rows, label = load_rows(self.sources[split], self.cache_dir)
+        cols = self.columns
+        for arg in ("question_column", "answers_column"):
+            if cols[arg] not in rows.column_names:
+                raise ValueError(
+                    f"searchqa {split} data {label}: no column {cols[arg]!r}; its columns are "
+                    f"{rows.column_names}. Set task.args.{arg} to the right one.")
+        indices: Sequence[int] = range(len(rows))
+        limit = self.limits[split]
+        if limit is not None and limit < len(rows):
+            indices = sorted(random.Random(f"searchqa:{self.seed}:{split}").sample(indices, limit))
+        has_level = cols["difficulty_column"] in rows.column_names
+        has_id = cols["id_column"] in rows.column_names
+        out, seen = [], {}
+        for i in indices:
+            row = rows[int(i)]
+            where = f"searchqa {split} data {label}, row {i}"
+            question = str(row[cols["question_column"]]).strip()
+            qid = f"{split}-{row[cols['id_column']] if has_id else f'{i:06d}'}"
+            if qid in seen:
+                raise ValueError(f"{where}: id {qid!r} repeats row {seen[qid]}; ids must be unique")
+            seen[qid] = i
+            golds = _answers(row[cols["answers_column"]], where)
+            out.append(Query(
+                query_id=qid,
+                difficulty=_difficulty(row[cols["difficulty_column"]], where) if has_level else 1,
+                prompt=self.prompt_template.format(question=question),
+                data={"question": question, "golden_answers": golds},
+            ))
+        return out
+
+    def queries(self, split: str) -> list[Query]:
+        if split not in self.sources:
+            raise ValueError(f"searchqa has splits 'train' and 'test', not {split!r}")
+        if split not in self._splits:
+            self._splits[split] = self._load(split)
+        return list(self._splits[split])
+
+    # -- reading completions
+
+    def split_steps(self, completion: str) -> list[str]:
+        return agent.split_steps(completion)
+
+    def extract_answer(self, completion: str) -> str | None:
+        return agent.extract_answer(completion)
+
+    def is_correct(self, query: Query, completion: str) -> bool:
+        """SQuAD exact match against any gold answer (Search-R1's `em_check`)."""
+        return agent.exact_match(self.extract_answer(completion), query.data["golden_answers"])
+
+    def solution_key(self, steps: list[str]) -> str:
+        return agent.solution_key(steps)
+
+    def extra_metrics(self, samples: Any, train: Any) -> dict[str, float | None]:
+        return agent.search_metrics(samples, train)
+
+    def reference_solutions(self, query: Query) -> list[str]:
+        """None: real QA data has answers but no gold search trajectories."""
+        return []
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "sources": self.sources, "limits": self.limits,
+                **self.columns, "seed": self.seed, "topk": self.topk,
+                "max_turns": self.max_turns, "prompt_template": self.prompt_template}
