@@ -24,8 +24,8 @@ and `num_steps`. Pass `template=` to the critic for instruct models that need mo
 
 UNPARSED = "unparsed"
 
-# "Step 2: incorrect — why", tolerant of case, markdown bold, "-"/"–"/":" for the dash and a
-# missing explanation. "incorrect" is tried first so "correct" never matches inside it.
+# "Step 2: incorrect — why", tolerant of case, markdown, "-"/"–"/":" for the dash and a missing
+# explanation. The `\b` keeps "correctness ..." from reading as a verdict.
 _VERDICT = re.compile(
     r"^[\s*#>-]*step\s*(\d+)\s*\**\s*[:.)—–-]?\s*\**\s*(incorrect|correct)\b[\s*]*(?:[—–-]+|:)?\s*(.*)$",
     re.IGNORECASE,

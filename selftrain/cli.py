@@ -51,6 +51,30 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Re-hash every file recorded in manifest.json; name any "
                                      "missing, truncated or altered file. Exit 1 when any.")
     ver.add_argument("run_dir", help="a run folder (…/<arm>/seed<s>) or an experiment folder")
+
+    rep = sub.add_parser("report", help="write report.md with figures from run folders",
+                         description="Read run folders (run, experiment or root folders) and "
+                                     "write report.md with PNG figures.")
+    rep.add_argument("run_dirs", nargs="+", help="run folders or folders above them")
+    rep.add_argument("--out", help="output folder (default: <first path>/report)")
+
+    srv = sub.add_parser("serve-retriever",
+                         help="serve a BM25 index over the Search-R1 retrieval API (POST /retrieve)",
+                         description="Serve a JSONL corpus (id, title, text) with BM25 over "
+                                     "HTTP so rollout workers on many nodes share one retriever.")
+    srv.add_argument("corpus", help="JSONL corpus with id, title, text per line")
+    srv.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    srv.add_argument("--cache-dir", help="where the BM25 index is cached (default: beside corpus)")
+
+    tc = sub.add_parser("train-critic",
+                        help="train the prm and lm critics from oracle-labelled base-policy samples",
+                        description="Sample the base policy, label every step with the task's "
+                                    "oracle critic, train the prm and lm critics, and report their "
+                                    "step-level precision/recall/F1 against the oracle.")
+    tc.add_argument("config", help="YAML config (its task, model and critic_training sections)")
+    tc.add_argument("overrides", nargs="*", help="key=value overrides")
+    tc.add_argument("--out", help="output folder (default: <run_root>/<experiment>/critics)")
     return parser
 
 
@@ -130,7 +154,28 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
-COMMANDS = {"run": cmd_run, "compare": cmd_compare, "verify": cmd_verify}
+def cmd_report(args: argparse.Namespace) -> int:
+    from selftrain.report import report_main
+
+    return report_main(args.run_dirs, args.out)
+
+
+def cmd_serve_retriever(args: argparse.Namespace) -> int:
+    from selftrain.retrieval import serve_main
+
+    serve_main(args.corpus, host=args.host, port=args.port, cache_dir=args.cache_dir)
+    return 0
+
+
+def cmd_train_critic(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    from selftrain.critic_training import train_critic_main
+
+    return train_critic_main(cfg, Path(args.out) if args.out else None)
+
+
+COMMANDS = {"run": cmd_run, "compare": cmd_compare, "verify": cmd_verify, "report": cmd_report,
+            "serve-retriever": cmd_serve_retriever, "train-critic": cmd_train_critic}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -319,9 +319,11 @@ def _count_by_difficulty(samples: list[LabelledSample]) -> dict[str, int]:
 def _resolve_settings(cfg: Any, settings: CriticTrainSettings | None,
                       num_samples: int | None) -> CriticTrainSettings:
     if settings is None:
-        section = getattr(cfg, "critic_train", None)
+        section = getattr(cfg, "critic_train", None) or {}
+        if dataclasses.is_dataclass(section):
+            section = dataclasses.asdict(section)
         names = {f.name for f in dataclasses.fields(CriticTrainSettings)}
-        known = {k: v for k, v in vars(section).items() if k in names} if section else {}
+        known = {k: v for k, v in section.items() if k in names}  # e.g. out_dir is the CLI's
         if cfg is not None and "seed" not in known and hasattr(cfg, "seed"):
             known["seed"] = cfg.seed
         settings = CriticTrainSettings(**known)

@@ -98,7 +98,8 @@ def run_arm(cfg: Config, arm: str, *, resume: bool = False, overwrite: bool = Fa
         res = cfg.rollout.resources
         rollout = ActorGroup(
             "rollout", RolloutWorker,
-            (str(base), cfg.rollout.backend, _backend_args(cfg), res.num_cpus), res,
+            (str(base), cfg.rollout.backend, _backend_args(cfg), res.num_cpus, cfg.task.name,
+             cfg.task.args), res,
             timeout_s=cfg.ray.schedule_timeout_s)
         groups.append(rollout)
         critic = None

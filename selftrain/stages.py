@@ -26,34 +26,46 @@ def chunk_seed(*parts: object) -> int:
 
 @dataclass
 class GenJob:
-    """Prompts to sample, and how; `keys` name each prompt's samples."""
+    """Prompts to sample, and how."""
 
-    keys: list[str]
     prompts: list[str]
     params: SamplingConfig
+    prefixes: list[list[str]] | None = None
+    """Agent tasks, resume mode: policy turns to replay before the policy continues."""
+
+
+def is_agent(task: Task) -> bool:
+    """Tasks with an environment (`env()`) run multi-turn episodes instead of one generation."""
+    return callable(getattr(task, "env", None))
 
 
 def run_generation(group: ActorGroup, job: GenJob, weights: str, batch_size: int,
-                   seed_parts: tuple, desc: str) -> list[list[Generation]]:
+                   seed_parts: tuple, desc: str, agent: bool = False) -> list[list[Generation]]:
     """Fixed chunks of `batch_size` prompts, each with its own seed, spread over the workers."""
     per_chunk = max(1, batch_size // max(1, job.params.n))
     chunks = []
     for c, start in enumerate(range(0, len(job.prompts), per_chunk)):
-        chunks.append((job.prompts[start : start + per_chunk], job.params,
-                       chunk_seed(*seed_parts, c), weights))
+        chunk = (job.prompts[start : start + per_chunk], job.params, chunk_seed(*seed_parts, c),
+                 weights)
+        if agent:
+            chunk += (job.prefixes[start : start + per_chunk] if job.prefixes else None,)
+        chunks.append(chunk)
     out: list[list[Generation]] = []
-    for part in group.map("generate", chunks, desc=desc):
+    for part in group.map("rollout" if agent else "generate", chunks, desc=desc):
         out.extend(part)
     return out
 
 
-def make_sample(task: Task, query: Query, sample_id: str, completion: str, num_tokens: int,
+def make_sample(task: Task, query: Query, sample_id: str, gen: Generation, prefix: str = "",
                 origin: str = "sample", parent_id: str | None = None) -> Sample:
+    completion = prefix + gen.text
+    shift = len(prefix)
     return Sample(
         sample_id=sample_id, query_id=query.query_id, difficulty=query.difficulty,
         prompt=query.prompt, completion=completion, steps=task.split_steps(completion),
         answer=task.extract_answer(completion), correct=bool(task.is_correct(query, completion)),
-        origin=origin, parent_id=parent_id, num_tokens=num_tokens,
+        origin=origin, parent_id=parent_id, num_tokens=gen.num_tokens,
+        loss_mask=[[a + shift, b + shift] for a, b in gen.masked_spans] or None,
     )
 
 
@@ -70,14 +82,14 @@ def generate(cfg: Config, task: Task, group: ActorGroup, queries: list[Query], w
     params = SamplingConfig(n=num_samples, temperature=cfg.rollout.temperature,
                             top_p=cfg.rollout.top_p, max_new_tokens=cfg.rollout.max_new_tokens,
                             stop=task.stop)
-    job = GenJob([q.query_id for q in queries], [q.prompt for q in queries], params)
+    job = GenJob([q.prompt for q in queries], params)
     gens = run_generation(group, job, weights, cfg.rollout.batch_size,
-                          (cfg.seed, k, "generate", first_index), f"round {k} generate")
+                          (cfg.seed, k, "generate", first_index), f"round {k} generate",
+                          agent=is_agent(task))
     samples = []
     for query, outs in zip(queries, gens):
         for j, g in enumerate(outs, start=first_index):
-            samples.append(make_sample(task, query, f"r{k}-{query.query_id}-s{j}", g.text,
-                                       g.num_tokens))
+            samples.append(make_sample(task, query, f"r{k}-{query.query_id}-s{j}", g))
     return samples
 
 
@@ -120,16 +132,22 @@ def refine(cfg: Config, task: Task, rollout: ActorGroup, critic: ActorGroup,
     rc = cfg.refine
     params = SamplingConfig(n=1, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
                             max_new_tokens=cfg.rollout.max_new_tokens, stop=task.stop)
+    agent = is_agent(task)
     all_refinements: list[Sample] = []
     all_critiques: list[Critique] = []
     frontier = failed
     for attempt in range(rc.attempts):
         if not frontier:
             break
-        prefixes, prompts = [], []
+        prefixes, prompts, turns = [], [], []
         for sample, crit in frontier:
             query = queries[sample.query_id]
-            if rc.mode == "resume":
+            cut = crit.first_error if crit.first_error >= 0 else len(sample.steps)
+            if rc.mode == "resume" and agent:  # replay the good turns, observations included
+                prefix = ""
+                prompts.append(query.prompt)
+                turns.append(sample.steps[:cut])
+            elif rc.mode == "resume":
                 prefix = resume_prefix(sample, crit)
                 prompts.append(query.prompt + prefix)
             else:
@@ -137,16 +155,15 @@ def refine(cfg: Config, task: Task, rollout: ActorGroup, critic: ActorGroup,
                 prompts.append(rc.template.format(prompt=query.prompt, attempt=sample.completion,
                                                   feedback=crit.feedback))
             prefixes.append(prefix)
-        job = GenJob([s.sample_id for s, _ in frontier], prompts, params)
+        job = GenJob(prompts, params, prefixes=turns if turns else None)
         gens = run_generation(rollout, job, weights, cfg.rollout.batch_size,
-                              (cfg.seed, k, "refine", attempt), f"round {k} refine {attempt + 1}")
+                              (cfg.seed, k, "refine", attempt), f"round {k} refine {attempt + 1}",
+                              agent=agent)
         new = []
         for (sample, _), prefix, outs in zip(frontier, prefixes, gens):
             root = sample.parent_id or sample.sample_id
-            g = outs[0]
             new.append(make_sample(task, queries[sample.query_id], f"{root}-a{attempt}",
-                                   prefix + g.text, g.num_tokens, origin="refine",
-                                   parent_id=root))
+                                   outs[0], prefix=prefix, origin="refine", parent_id=root))
         crits = critique(critic, cfg.critic.batch_size, requests_for(new, queries),
                          f"round {k} critique refinements {attempt + 1}")
         all_critiques.extend(crits)
@@ -194,11 +211,11 @@ def evaluate(cfg: Config, task: Task, group: ActorGroup, queries: list[Query], w
     params = SamplingConfig(n=cfg.eval.num_samples, temperature=cfg.eval.temperature,
                             top_p=cfg.rollout.top_p, max_new_tokens=cfg.rollout.max_new_tokens,
                             stop=task.stop)
-    job = GenJob([q.query_id for q in queries], [q.prompt for q in queries], params)
+    job = GenJob([q.prompt for q in queries], params)
     # Evaluation is seeded by the run seed only, not the round: every round's policy is
     # judged on the same random stream, which lowers round-to-round noise.
     gens = run_generation(group, job, weights, cfg.rollout.batch_size,
-                          (cfg.seed, "evaluate"), f"round {k} evaluate")
+                          (cfg.seed, "evaluate"), f"round {k} evaluate", agent=is_agent(task))
     rows = []
     for query, outs in zip(queries, gens):
         for j, g in enumerate(outs):

@@ -8,6 +8,7 @@ swaps in each round's checkpoint instead of being re-created.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any
 
 from critics import Critique, CritiqueRequest, build_critic, checked
@@ -17,13 +18,58 @@ from selftrain.tasks import make_task
 
 
 class RolloutWorker:
-    """Holds one policy behind a generation backend."""
+    """Holds one policy behind a generation backend (and, for agent tasks, the environment)."""
 
     def __init__(self, model_path: str, backend: str, backend_args: dict[str, Any],
-                 num_cpus: float | None = None) -> None:
+                 num_cpus: float | None = None, task_name: str | None = None,
+                 task_args: dict[str, Any] | None = None) -> None:
         configure_threads(num_cpus)
         self.backend = make_backend(backend, model_path, **backend_args)
         self.weights = model_path
+        self.task_spec = (task_name, task_args or {})
+        self._env = None
+
+    def rollout(self, prompts: list[str], params: SamplingConfig, seed: int, weights: str,
+                prefixes: list[list[str]] | None = None) -> list[list[Generation]]:
+        """Multi-turn agent episodes, `params.n` per prompt, all advancing together.
+
+        `prefixes` (refinement in resume mode) are the policy turns to replay before the
+        policy continues; their observations are recomputed by the environment.
+        """
+        from selftrain.agent import replay, run_episodes
+
+        if weights != self.weights:
+            self.backend.load_weights(weights)
+            self.weights = weights
+        if self._env is None:
+            self._env = make_task(self.task_spec[0], **self.task_spec[1]).env()
+        env = self._env
+        expanded = [p for p in prompts for _ in range(params.n)]
+        starts = None
+        if prefixes is not None:
+            starts = replay(expanded, [pre for pre in prefixes for _ in range(params.n)],
+                            env.retriever, env.topk)
+        turn_params = replace(params, n=1)
+        context = self.backend.max_context()
+        calls = [0]
+
+        def one_turn(contexts: list[str]) -> list[tuple[str, int] | None]:
+            calls[0] += 1  # a fresh, reproducible seed for every turn of the batch
+            lengths = self.backend.count_tokens(contexts)
+            live = [i for i, n in enumerate(lengths) if n + params.max_new_tokens <= context]
+            outs = self.backend.generate([contexts[i] for i in live], turn_params,
+                                         seed + 7919 * calls[0])
+            result: list[tuple[str, int] | None] = [None] * len(contexts)
+            for i, out in zip(live, outs):
+                result[i] = (out[0].text, out[0].num_tokens)
+            return result
+
+        trajs = run_episodes(expanded, one_turn, env.retriever, env.max_turns, env.topk,
+                             starts=starts)
+        gens = [Generation(text=t.completion, num_tokens=t.num_tokens,
+                           finish_reason=t.stop_reason or "length",
+                           masked_spans=list(t.masked_spans)) for t in trajs]
+        return [gens[i : i + params.n] for i in range(0, len(gens), params.n)]
 
     def generate(self, prompts: list[str], params: SamplingConfig, seed: int,
                  weights: str) -> list[list[Generation]]:

@@ -23,14 +23,86 @@ SMALL_OVERRIDES = [
 ]
 
 
+PLUGIN_CRITIC = """
+from critics import Critique, StepVerdict
+
+
+class RejectEverything:
+    \"\"\"A researcher's critic kept outside the package: flags the last step of every sample.\"\"\"
+
+    name = "reject-everything"
+
+    def __init__(self, task=None, reason="not convinced"):
+        self.reason = reason
+
+    def critique(self, requests):
+        out = []
+        for r in requests:
+            verdicts = [StepVerdict(ok=i < len(r.steps) - 1, score=0.0, feedback=self.reason)
+                        for i in range(len(r.steps))]
+            out.append(Critique(sample_id=r.sample_id, critic=self.name, verdicts=verdicts))
+        return out
+"""
+
+ENTRY_POINT_PACKAGE = {
+    "pyproject.toml": """
+[build-system]
+requires = ["setuptools"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "selftrain-test-critic"
+version = "0.0.1"
+
+[project.entry-points."selftrain.critics"]
+always-ok = "always_ok_critic:AlwaysOk"
+""",
+    "always_ok_critic.py": """
+from critics import Critique, StepVerdict
+
+
+class AlwaysOk:
+    name = "always-ok"
+
+    def __init__(self, task=None):
+        pass
+
+    def critique(self, requests):
+        return [Critique(sample_id=r.sample_id, critic=self.name,
+                         verdicts=[StepVerdict(ok=True, score=1.0) for _ in r.steps])
+                for r in requests]
+""",
+}
+
+
 @pytest.fixture(scope="session")
-def ray_cluster(tmp_path_factory):
-    """A real local Ray cluster (4 logical CPUs on this 2-core machine, temp dir in tmp)."""
+def plugin_dir(tmp_path_factory) -> Path:
+    """A folder outside the package with a `module:Class` critic and, pip-installed into it, a
+    tiny package that registers a critic through the `selftrain.critics` entry point group."""
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("plugins")
+    (root / "my_critics.py").write_text(PLUGIN_CRITIC)
+    pkg = tmp_path_factory.mktemp("entry_point_pkg")
+    for name, text in ENTRY_POINT_PACKAGE.items():
+        (pkg / name).write_text(text)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                    "--no-build-isolation", "--target", str(root), str(pkg)], check=True)
+    sys.path.insert(0, str(root))
+    return root
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory, plugin_dir):
+    """A real local Ray cluster (4 logical CPUs on this 2-core machine, temp dir in tmp).
+    Workers import from the repo, the tests and the plugin folder, as the driver does."""
     import ray
 
     temp = tmp_path_factory.mktemp("ray")
+    path = os.pathsep.join([str(REPO), str(REPO / "tests"), str(plugin_dir)])
     ray.init(num_cpus=4, _temp_dir=str(temp), include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}})
+             runtime_env={"env_vars": {"PYTHONPATH": path}})
     yield ray
     ray.shutdown()
 

@@ -144,6 +144,14 @@ def test_max_new_tokens_is_respected(backend):
         assert backend.count_tokens([gen.text])[0] <= 5
 
 
+def test_num_tokens_counts_the_eos(backend):
+    out = backend.generate(PROMPTS, SamplingConfig(n=8, max_new_tokens=32), seed=4)
+    ended = [g for gens in out for g in gens if g.finish_reason == "stop"]  # no stop strings: EOS
+    assert ended
+    for gen in ended:
+        assert gen.num_tokens >= backend.count_tokens([gen.text])[0] + 1
+
+
 def test_load_weights_swaps_the_live_model(backend, models):
     before = texts(backend.generate(PROMPTS, GREEDY, seed=0))
     try:

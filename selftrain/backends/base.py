@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -28,6 +28,8 @@ class Generation:
     """Tokens the policy generated for this text (what `gen_tokens` counts)."""
     finish_reason: str = "length"
     """'stop' (stop string or EOS) or 'length' (max_new_tokens reached)."""
+    masked_spans: list[tuple[int, int]] = field(default_factory=list)
+    """Agent rollouts: character spans of `text` written by the environment (not trained on)."""
 
 
 class GenerationBackend(Protocol):
