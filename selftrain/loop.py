@@ -10,28 +10,30 @@ reads finished stages back instead of redoing them.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import ray
-from transformers import AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 
-from critics import Critique, StepVerdict
+from critics import Critique
 from selftrain import stages
 from selftrain.config import Config, dump_yaml
 from selftrain.groups import ActorGroup
-from selftrain.metrics_round import round_metrics
+from selftrain.metrics_round import example_rows, round_histograms, round_metrics
 from selftrain.model_source import resolve_model
+from selftrain.records import TRAIN_SCHEMA, read_critiques, read_samples
 from selftrain.runfolder import RunFolder, atomic_write_bytes, atomic_write_json, write_parquet
-from selftrain.tasks import make_task
+from selftrain.tasks import Task, make_task
 from selftrain.tracking import TABLE_KEYS, Tracker, console, level_keys, round_table
 from selftrain.trainer import finetune
-from selftrain.types import Sample
+from selftrain.types import Query, Sample
 from selftrain.workers import CriticWorker, RolloutWorker
 
 
@@ -56,51 +58,174 @@ def start_ray(cfg: Config) -> None:
              configure_logging=True, logging_level="WARNING")
 
 
+@dataclass
+class Run:
+    """What every round of one arm shares: config, task, workers, folder, tracker."""
+
+    cfg: Config
+    task: Task
+    folder: RunFolder
+    base: str
+    rollout: ActorGroup
+    critic: ActorGroup | None
+    tracker: Tracker
+    pool: list[Query]
+    test: list[Query]
+    vocab_size: int
+    budget: dict[int, int] | None = None
+    skipped: dict[str, int] | None = None
+    """Queries whose prompt does not fit the model's context (skipped and counted)."""
+
+
 class Round:
-    """Bookkeeping of one round: stage timing, manifest, and where files go."""
+    """The stages of round k. Each one either reads its finished outputs back (the manifest
+    says it is done: a resumed run) or runs, writes its files atomically and records itself."""
 
-    def __init__(self, folder: RunFolder, k: int) -> None:
-        self.folder, self.k = folder, k
-        self.dir = folder.round_dir(k)
+    def __init__(self, run: Run, k: int) -> None:
+        self.run, self.k, self.cfg = run, k, run.cfg
+        self.dir = run.folder.round_dir(k)
         self.times: dict[str, float] = {}
+        self.by_id = {q.query_id: q for q in run.pool}
 
-    def done(self, stage: str) -> bool:
-        if self.folder.is_done(self.k, stage):
-            self.times[stage] = self.folder.stage_info(self.k, stage).get("seconds", 0.0)
+    def _done(self, stage: str) -> bool:
+        if self.run.folder.is_done(self.k, stage):
+            self.times[stage] = self.run.folder.stage_info(self.k, stage).get("seconds", 0.0)
             return True
         return False
 
-    def finish(self, stage: str, started: float, files: list[Path], **info: Any) -> None:
+    def _finish(self, stage: str, started: float, files: list[Path], **info: Any) -> None:
         self.times[stage] = round(time.time() - started, 3)
-        self.folder.mark_done(self.k, stage, files, seconds=self.times[stage], **info)
+        self.run.folder.mark_done(self.k, stage, files, seconds=self.times[stage], **info)
+
+    def finetune(self, policy: str) -> str:
+        """SFT on the previous round's training set, from the base model or from `policy`."""
+        ckpt = self.dir / "checkpoint"
+        if not self._done("finetune"):
+            t0 = time.time()
+            init = self.run.base if self.cfg.train.init == "base" else policy
+            stats = finetune(self.cfg.train, init_path=init, out_path=ckpt,
+                             train_path=self.run.folder.round_dir(self.k - 1) / "train.parquet",
+                             storage_path=self.run.folder.path / "ray_train",
+                             name=f"round_{self.k}", seed=self.cfg.seed + self.k)
+            self._finish("finetune", t0, [ckpt], init=self.cfg.train.init, loss=stats["loss"],
+                         steps=stats["steps"], workers=stats["ranks"])
+        return str(ckpt)
+
+    def generate(self, policy: str) -> list[Sample]:
+        """K first-pass samples per pool query (topped up to the token budget when matched)."""
+        path = self.dir / "samples.parquet"
+        if self._done("generate"):
+            return read_samples(path, origin="sample")
+        t0 = time.time()
+        run, K = self.run, self.cfg.rollout.num_samples
+        samples = stages.generate(self.cfg, run.task, run.rollout, run.pool, policy, self.k, K)
+        if run.budget and self.k in run.budget:
+            spent = sum(s.num_tokens for s in samples)
+            extra = stages.extra_samples_for_budget(run.budget[self.k], spent, samples,
+                                                    len(run.pool))
+            if extra:
+                samples += stages.generate(self.cfg, run.task, run.rollout, run.pool, policy,
+                                           self.k, extra, first_index=K)
+        write_parquet(path, [s.row() for s in samples])
+        self._finish("generate", t0, [path], samples_per_query=len(samples) // len(run.pool))
+        return samples
+
+    def critique(self, samples: list[Sample]) -> dict[str, Critique]:
+        """Step-level critiques of every first-pass sample."""
+        path = self.dir / "critiques.parquet"
+        if self._done("critique"):
+            return read_critiques(path)
+        t0 = time.time()
+        found = stages.critique(self.run.critic, self.cfg.critic.batch_size,
+                                stages.requests_for(samples, self.by_id), f"round {self.k} critique")
+        write_parquet(path, [c.row() for c in found])
+        self._finish("critique", t0, [path])
+        return {c.sample_id: c for c in found}
+
+    def refine(self, samples: list[Sample], critiques: dict[str, Critique],
+               policy: str) -> tuple[list[Sample], dict[str, Critique]]:
+        """Critique-guided repairs of the failed samples; samples/critiques files gain them."""
+        samples_path, critiques_path = self.dir / "samples.parquet", self.dir / "critiques.parquet"
+        if self._done("refine"):
+            return read_samples(samples_path), read_critiques(critiques_path)
+        t0 = time.time()
+        failed = [(s, critiques[s.sample_id]) for s in samples if not s.correct]
+        refinements, found = stages.refine(self.cfg, self.run.task, self.run.rollout,
+                                           self.run.critic, self.by_id, failed, policy, self.k)
+        samples = samples + refinements
+        critiques = critiques | {c.sample_id: c for c in found}
+        write_parquet(samples_path, [s.row() for s in samples])
+        write_parquet(critiques_path, [critiques[s.sample_id].row() for s in samples])
+        self._finish("refine", t0, [samples_path, critiques_path], refinements=len(refinements))
+        return samples, critiques
+
+    def filter(self, samples: list[Sample], critiques: dict[str, Critique]) -> None:
+        """The arm's rule turns samples and refinements into train.parquet."""
+        path = self.dir / "train.parquet"
+        if self._done("filter"):
+            return
+        t0 = time.time()
+        kept = stages.select_training_set(self.cfg, samples, critiques)
+        tokens = _completion_tokens(self.run.rollout, kept)
+        rows = [{"sample_id": s.sample_id, "query_id": s.query_id, "difficulty": s.difficulty,
+                 "prompt": s.prompt, "completion": s.completion, "origin": s.origin,
+                 "loss_mask": s.loss_mask, "completion_tokens": n} for s, n in zip(kept, tokens)]
+        write_parquet(path, rows, schema=TRAIN_SCHEMA)
+        self._finish("filter", t0, [path])
+
+    def evaluate(self, policy: str) -> None:
+        """n samples per test query into eval.parquet."""
+        path = self.dir / "eval.parquet"
+        if self._done("evaluate"):
+            return
+        t0 = time.time()
+        rows = stages.evaluate(self.cfg, self.run.task, self.run.rollout, self.run.test, policy,
+                               self.k)
+        write_parquet(path, rows)
+        self._finish("evaluate", t0, [path])
+
+    def metrics(self, policy: str) -> dict[str, Any]:
+        """Every METRICS.md figure, recomputed from this round's files; logged to wandb."""
+        path = self.dir / "metrics.json"
+        if self._done("metrics"):
+            return json.loads(path.read_text())
+        t0 = time.time()
+        run, k = self.run, self.k
+        per_query = run.folder.stage_info(k, "generate")["samples_per_query"]
+        metrics = round_metrics(self.cfg, run.task, self.dir, run.pool, per_query, self.times,
+                                run.vocab_size)
+        metrics["skipped_prompts"] = sum((run.skipped or {}).values())
+        hists = round_histograms(run.task, self.dir, run.pool, per_query)
+        examples = example_rows(self.dir, k)
+        atomic_write_json(self.dir / "histograms.json", hists)
+        atomic_write_json(self.dir / "examples.json", examples)
+        atomic_write_json(path, metrics)
+        self._finish("metrics", t0, [path, self.dir / "histograms.json",
+                                     self.dir / "examples.json"])
+        run.tracker.log(k, metrics)
+        run.tracker.log_round_extras(k, hists, examples)
+        if k > 0:
+            run.tracker.log_model(f"policy-round-{k}", policy, k)
+        return metrics
 
 
 def run_arm(cfg: Config, arm: str, *, resume: bool = False, overwrite: bool = False,
             budget: dict[int, int] | None = None) -> dict[int, dict[str, Any]]:
     """Run (or resume) one arm; returns the metrics of every round."""
-    folder = RunFolder(arm_dir(cfg, arm))
-    if folder.manifest_path.exists() and not resume:
-        if not overwrite:
-            raise FileExistsError(
-                f"run folder {folder.path} already holds a run: pass --resume to continue it, "
-                f"--overwrite to start over, or choose another experiment= / run_root=")
-        shutil.rmtree(folder.path)
-        folder = RunFolder(folder.path)
-    folder.acquire_lock()
+    folder = _open_folder(arm_dir(cfg, arm), resume, overwrite)
     groups: list[ActorGroup] = []
     tracker = None
     try:
         task = make_task(cfg.task.name, **cfg.task.args)
-        base = resolve_model(cfg, task)
+        base = str(resolve_model(cfg, task))
         atomic_write_bytes(folder.path / "config.yaml", dump_yaml(cfg).encode())
         folder.set_meta(experiment=cfg.experiment, arm=arm, seed=cfg.seed, base_model=str(base))
         start_ray(cfg)
-        res = cfg.rollout.resources
         rollout = ActorGroup(
             "rollout", RolloutWorker,
-            (str(base), cfg.rollout.backend, _backend_args(cfg), res.num_cpus, cfg.task.name,
-             cfg.task.args), res,
-            timeout_s=cfg.ray.schedule_timeout_s)
+            (base, cfg.rollout.backend, _backend_args(cfg), cfg.rollout.resources.num_cpus,
+             cfg.task.name, cfg.task.args),
+            cfg.rollout.resources, timeout_s=cfg.ray.schedule_timeout_s)
         groups.append(rollout)
         critic = None
         if cfg.arm.name == "critique":
@@ -111,105 +236,37 @@ def run_arm(cfg: Config, arm: str, *, resume: bool = False, overwrite: bool = Fa
                 cfg.critic.resources, timeout_s=cfg.ray.schedule_timeout_s)
             groups.append(critic)
         tracker = Tracker(cfg, folder.path, arm, resume_id=folder.manifest.get("wandb_id"))
-        if tracker.run_id:
+        if tracker.run_id and "wandb_id" not in folder.manifest:
             folder.set_meta(wandb_id=tracker.run_id)
-        pool, test = task.queries("train"), task.queries("test")
-        vocab_size = len(AutoTokenizer.from_pretrained(str(base)))
-        by_id = {q.query_id: q for q in pool}
+            tracker.log_model("base-model", base, 0)
+        tokenizer = AutoTokenizer.from_pretrained(base)
+        context = int(getattr(AutoConfig.from_pretrained(base), "max_position_embeddings", 1 << 30))
+        pool, skipped_pool = _fitting(task.queries("train"), tokenizer, context, cfg)
+        test, skipped_test = _fitting(task.queries("test"), tokenizer, context, cfg)
+        run = Run(cfg, task, folder, base, rollout, critic, tracker, pool, test, len(tokenizer),
+                  budget, {"pool": skipped_pool, "test": skipped_test})
+        if skipped_pool or skipped_test:
+            console.print(f"[yellow]skipped {skipped_pool} pool and {skipped_test} test queries "
+                          f"whose prompt + {cfg.rollout.max_new_tokens} new tokens exceed the "
+                          f"model's context of {context} tokens[/]")
+            folder.set_meta(skipped_prompts={"pool": skipped_pool, "test": skipped_test})
+
         history: dict[int, dict[str, Any]] = {}
-        policy = str(base)
+        policy = base
         for k in range(cfg.rounds + 1):
-            rnd = Round(folder, k)
-
-            if k > 0:  # finetune on the previous round's training set
-                ckpt = rnd.dir / "checkpoint"
-                if not rnd.done("finetune"):
-                    t0 = time.time()
-                    init = str(base) if cfg.train.init == "base" else policy
-                    stats = finetune(cfg.train, train_path=folder.round_dir(k - 1) / "train.parquet",
-                                     init_path=init, out_path=ckpt,
-                                     storage_path=folder.path / "ray_train", name=f"round_{k}",
-                                     seed=cfg.seed + k)
-                    rnd.finish("finetune", t0, [ckpt], init=cfg.train.init, loss=stats["loss"],
-                               steps=stats["steps"], workers=stats["ranks"])
-                policy = str(ckpt)
-
-            samples_path, critiques_path = rnd.dir / "samples.parquet", rnd.dir / "critiques.parquet"
-            if rnd.done("generate"):
-                samples = _read_samples(samples_path, origin="sample")
-            else:
-                t0 = time.time()
-                samples = stages.generate(cfg, task, rollout, pool, policy, k, cfg.rollout.num_samples)
-                if budget and k in budget:  # budget-matched arm: top up to the target tokens
-                    spent = sum(s.num_tokens for s in samples)
-                    extra = stages.extra_samples_for_budget(budget[k], spent, samples, len(pool))
-                    if extra:
-                        samples += stages.generate(cfg, task, rollout, pool, policy, k, extra,
-                                                   first_index=cfg.rollout.num_samples)
-                write_parquet(samples_path, [s.row() for s in samples])
-                rnd.finish("generate", t0, [samples_path],
-                           samples_per_query=len(samples) // max(1, len(pool)))
-            samples_per_query = folder.stage_info(k, "generate")["samples_per_query"]
-
+            rnd = Round(run, k)
+            if k > 0:
+                policy = rnd.finetune(policy)
+            samples = rnd.generate(policy)
             critiques: dict[str, Critique] = {}
             if critic is not None:
-                if rnd.done("critique"):
-                    critiques = _read_critiques(critiques_path)
-                else:
-                    t0 = time.time()
-                    found = stages.critique(critic, cfg.critic.batch_size,
-                                            stages.requests_for(samples, by_id), f"round {k} critique")
-                    critiques = {c.sample_id: c for c in found}
-                    write_parquet(critiques_path, [c.row() for c in found])
-                    rnd.finish("critique", t0, [critiques_path])
-                if rnd.done("refine"):
-                    samples = _read_samples(samples_path)
-                    critiques = _read_critiques(critiques_path)
-                else:
-                    t0 = time.time()
-                    failed = [(s, critiques[s.sample_id]) for s in samples if not s.correct]
-                    refinements, found = stages.refine(cfg, task, rollout, critic, by_id, failed,
-                                                       policy, k)
-                    critiques.update({c.sample_id: c for c in found})
-                    samples = samples + refinements
-                    write_parquet(samples_path, [s.row() for s in samples])
-                    write_parquet(critiques_path, [critiques[s.sample_id].row() for s in samples
-                                                   if s.sample_id in critiques])
-                    rnd.finish("refine", t0, [samples_path, critiques_path],
-                               refinements=len(refinements))
-
-            train_path = rnd.dir / "train.parquet"
-            if not rnd.done("filter"):
-                t0 = time.time()
-                kept = stages.select_training_set(cfg, samples, critiques)
-                tokens = _completion_tokens(rollout, kept)
-                rows = [{"sample_id": s.sample_id, "query_id": s.query_id,
-                         "difficulty": s.difficulty, "prompt": s.prompt, "completion": s.completion,
-                         "origin": s.origin, "loss_mask": s.loss_mask, "completion_tokens": n}
-                        for s, n in zip(kept, tokens)]
-                write_parquet(train_path, rows, schema=_TRAIN_SCHEMA)
-                rnd.finish("filter", t0, [train_path])
-
-            eval_path = rnd.dir / "eval.parquet"
-            if not rnd.done("evaluate"):
-                t0 = time.time()
-                rows = stages.evaluate(cfg, task, rollout, test, policy, k)
-                write_parquet(eval_path, rows)
-                rnd.finish("evaluate", t0, [eval_path])
-
-            metrics_path = rnd.dir / "metrics.json"
-            if rnd.done("metrics"):
-                metrics = pd.read_json(metrics_path, typ="series").to_dict()
-            else:
-                t0 = time.time()
-                metrics = round_metrics(cfg, task, rnd.dir, pool, samples_per_query,
-                                        rnd.times, vocab_size)
-                atomic_write_json(metrics_path, metrics)
-                rnd.finish("metrics", t0, [metrics_path])
-                tracker.log(k, metrics)
-            history[k] = metrics
+                critiques = rnd.critique(samples)
+                samples, critiques = rnd.refine(samples, critiques, policy)
+            rnd.filter(samples, critiques)
+            rnd.evaluate(policy)
+            history[k] = rnd.metrics(policy)
             console.print(round_table(f"{cfg.experiment} · {arm} · seed {cfg.seed}", history,
-                                      TABLE_KEYS + level_keys(metrics)))
+                                      TABLE_KEYS + level_keys(history[k])))
         return history
     finally:
         if tracker is not None:
@@ -217,6 +274,30 @@ def run_arm(cfg: Config, arm: str, *, resume: bool = False, overwrite: bool = Fa
         for g in groups:
             g.shutdown()
         folder.release_lock()
+
+
+def _fitting(queries: list[Query], tokenizer, context: int,
+             cfg: Config) -> tuple[list[Query], int]:
+    """Queries whose prompt leaves room for `max_new_tokens`, and how many did not."""
+    lengths = [len(ids) for ids in tokenizer([q.prompt for q in queries],
+                                             add_special_tokens=False)["input_ids"]]
+    keep = [q for q, n in zip(queries, lengths) if n + cfg.rollout.max_new_tokens <= context]
+    return keep, len(queries) - len(keep)
+
+
+def _open_folder(path: Path, resume: bool, overwrite: bool) -> RunFolder:
+    folder = RunFolder(path)
+    if folder.manifest_path.exists() and not resume:
+        if not overwrite:
+            raise FileExistsError(
+                f"run folder {folder.path} already holds a run: pass --resume to continue it, "
+                f"--overwrite to start over, or choose another experiment= / run_root=")
+        shutil.rmtree(folder.path)
+        folder = RunFolder(path)
+    if resume and not folder.manifest_path.exists():
+        raise FileNotFoundError(f"--resume: {folder.path} has no manifest.json to resume from")
+    folder.acquire_lock()
+    return folder
 
 
 def _backend_args(cfg: Config) -> dict[str, Any]:
@@ -238,38 +319,3 @@ def _completion_tokens(rollout: ActorGroup, kept: list[Sample]) -> list[int]:
         texts.append(text + s.completion[pos:])
     counts = ray.get(rollout.actors[0].count_tokens.remote(texts))
     return [c + 1 for c in counts]
-
-
-import pyarrow as pa  # noqa: E402
-
-_TRAIN_SCHEMA = pa.schema([
-    ("sample_id", pa.string()), ("query_id", pa.string()), ("difficulty", pa.int64()),
-    ("prompt", pa.string()), ("completion", pa.string()), ("origin", pa.string()),
-    ("loss_mask", pa.list_(pa.list_(pa.int64()))), ("completion_tokens", pa.int64()),
-])
-
-
-def _read_samples(path: Path, origin: str | None = None) -> list[Sample]:
-    df = pd.read_parquet(path)
-    if origin is not None:
-        df = df[df["origin"] == origin]
-    out = []
-    for r in df.to_dict("records"):
-        r["steps"] = list(r["steps"])
-        r["loss_mask"] = [list(x) for x in r["loss_mask"]] if r.get("loss_mask") is not None else None
-        r["parent_id"] = r["parent_id"] if isinstance(r["parent_id"], str) else None
-        r["answer"] = r["answer"] if isinstance(r["answer"], str) else None
-        out.append(Sample(**r))
-    return out
-
-
-def _read_critiques(path: Path) -> dict[str, Critique]:
-    out = {}
-    for r in pd.read_parquet(path).to_dict("records"):
-        verdicts = [StepVerdict(ok=None if unk else bool(ok), score=float(sc), feedback=fb)
-                    for ok, unk, sc, fb in zip(r["step_ok"], r["step_unknown"], r["step_score"],
-                                               r["step_feedback"])]
-        out[r["sample_id"]] = Critique(sample_id=r["sample_id"], critic=r["critic"],
-                                       verdicts=verdicts, raw_text=r["raw_text"],
-                                       tokens=int(r["critic_tokens"]))
-    return out

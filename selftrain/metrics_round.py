@@ -12,7 +12,14 @@ from typing import Any
 import pandas as pd
 
 from selftrain.config import Config
-from selftrain.metrics import DIVERSITY_METRICS, diversity_metrics, outcome_metrics, tail_metrics
+from selftrain.metrics import (
+    DIVERSITY_METRICS,
+    correct_per_query,
+    diversity_metrics,
+    length_histogram,
+    outcome_metrics,
+    tail_metrics,
+)
 from selftrain.tasks import Task
 from selftrain.types import Query
 
@@ -46,3 +53,40 @@ def round_metrics(cfg: Config, task: Task, round_dir: Path, pool: list[Query],
     for stage, seconds in times.items():
         out[f"time/{stage}"] = seconds
     return {k: v for k, v in out.items() if k.split("@")[0].split("/")[0] not in disabled}
+
+
+def round_histograms(task: Task, round_dir: Path, pool: list[Query],
+                     samples_per_query: int) -> dict[str, Any]:
+    """GSI-style tail analysis of the round's training data (kept as histograms.json):
+    accepted-completion lengths against the task's reference solutions, and how many pool
+    queries got 0, 1, ..., K correct first-pass samples."""
+    samples = pd.read_parquet(round_dir / "samples.parquet")
+    train = pd.read_parquet(round_dir / "train.parquet")
+    references = [ref for q in pool for ref in task.reference_solutions(q)[:4]]
+    return {
+        "length": length_histogram(train["completion"].tolist(), references, bins=20),
+        "correct_per_query": correct_per_query(samples, samples_per_query),
+    }
+
+
+def example_rows(round_dir: Path, k: int, limit: int = 8) -> list[dict[str, Any]]:
+    """A few samples of the round with their critiques, for a wandb table: correct ones,
+    failed ones and refinements, so a reader sees what the critic said."""
+    samples = pd.read_parquet(round_dir / "samples.parquet")
+    crit_path = round_dir / "critiques.parquet"
+    if crit_path.exists():
+        crit = pd.read_parquet(crit_path)[["sample_id", "first_error", "feedback"]]
+        samples = samples.merge(crit, on="sample_id", how="left")
+    picks = pd.concat([
+        samples[(samples["origin"] == "sample") & samples["correct"]].head(limit // 4),
+        samples[(samples["origin"] == "sample") & ~samples["correct"]].head(limit // 4),
+        samples[samples["origin"] == "refine"].head(limit // 2),
+    ]).head(limit)
+    rows = []
+    for r in picks.to_dict("records"):
+        rows.append({"round": k, "sample_id": r["sample_id"], "difficulty": int(r["difficulty"]),
+                     "origin": r["origin"], "correct": bool(r["correct"]), "prompt": r["prompt"],
+                     "completion": r["completion"],
+                     "first_error": int(r["first_error"]) if pd.notna(r.get("first_error")) else None,
+                     "feedback": r.get("feedback") if isinstance(r.get("feedback"), str) else ""})
+    return rows

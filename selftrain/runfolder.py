@@ -95,8 +95,8 @@ class RunFolder:
                                  "files": {}}
         for f in files or []:
             rec: dict[str, Any] = {}
-            if f.is_dir():
-                rec["files"] = {str(p.relative_to(f)): sha256_of(p)
+            if f.is_dir():  # checkpoints: sizes, since hashing many GB each round is slow
+                rec["files"] = {str(p.relative_to(f)): p.stat().st_size
                                 for p in sorted(f.rglob("*")) if p.is_file()}
             else:
                 rec["sha256"] = sha256_of(f)
@@ -142,26 +142,32 @@ def verify(path: str | Path) -> list[str]:
     folder = RunFolder(path)
     if not folder.manifest_path.is_file():
         return [f"{folder.manifest_path} is missing"]
-    problems = []
+    # A later stage may rewrite a file an earlier one recorded (refine extends samples.parquet):
+    # the newest record of each file is the one to check.
+    latest: dict[str, tuple[str, str, dict[str, Any]]] = {}
     for k, stages in sorted(folder.manifest["rounds"].items(), key=lambda kv: int(kv[0])):
         for stage, entry in stages.items():
             for rel, rec in entry.get("files", {}).items():
-                f = folder.path / rel
-                where = f"round {k} stage {stage}: {rel}"
-                if not f.exists():
-                    problems.append(f"{where} is missing")
-                elif "files" in rec:
-                    for sub, digest in rec["files"].items():
-                        p = f / sub
-                        if not p.is_file():
-                            problems.append(f"{where}/{sub} is missing")
-                        elif sha256_of(p) != digest:
-                            problems.append(f"{where}/{sub} was altered (checksum differs)")
-                elif f.stat().st_size != rec["bytes"]:
-                    problems.append(f"{where} was truncated or altered "
-                                    f"({f.stat().st_size} bytes, manifest says {rec['bytes']})")
-                elif sha256_of(f) != rec["sha256"]:
-                    problems.append(f"{where} was altered (checksum differs)")
+                latest[rel] = (k, stage, rec)
+    problems = []
+    for rel, (k, stage, rec) in latest.items():
+        f = folder.path / rel
+        where = f"round {k} stage {stage}: {rel}"
+        if not f.exists():
+            problems.append(f"{where} is missing")
+        elif "files" in rec:
+            for sub, size in rec["files"].items():
+                p = f / sub
+                if not p.is_file():
+                    problems.append(f"{where}/{sub} is missing")
+                elif p.stat().st_size != size:
+                    problems.append(f"{where}/{sub} was truncated or altered "
+                                    f"({p.stat().st_size} bytes, manifest says {size})")
+        elif f.stat().st_size != rec["bytes"]:
+            problems.append(f"{where} was truncated or altered "
+                            f"({f.stat().st_size} bytes, manifest says {rec['bytes']})")
+        elif sha256_of(f) != rec["sha256"]:
+            problems.append(f"{where} was altered (checksum differs)")
     return problems
 
 

@@ -19,7 +19,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from tokenizers import Tokenizer, decoders, models
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -78,6 +77,8 @@ def ensure_tiny_model(task, cfg: TinyModelConfig, cache_dir: str | Path) -> Path
 
 
 def build_base_model(task, cfg: TinyModelConfig, out: Path) -> dict:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     tokenizer = build_char_tokenizer()
     model = build_tiny_llama(cfg, len(tokenizer), tokenizer)
     demos = task.demonstrations(levels=cfg.sft_levels, per_query=cfg.demos_per_query, seed=cfg.seed)

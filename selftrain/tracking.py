@@ -54,6 +54,40 @@ class Tracker:
         payload["round"] = k
         self.run.log(payload)
 
+    def log_round_extras(self, k: int, histograms: dict[str, Any],
+                         examples: list[dict[str, Any]]) -> None:
+        """Histograms and an example table of round k, keyed by round so none overwrite."""
+        if self.run is None:
+            return
+        import numpy as np
+        import wandb
+
+        length = histograms["length"]
+        edges = np.asarray(length["edges"])
+        per_query = histograms["correct_per_query"]
+        payload: dict[str, Any] = {
+            "round": k,
+            "hist/length_accepted": wandb.Histogram(np_histogram=(length["completions"], edges)),
+            "hist/length_reference": wandb.Histogram(np_histogram=(length["references"], edges)),
+            "hist/correct_per_query": wandb.Histogram(
+                np_histogram=(per_query, np.arange(len(per_query) + 1) - 0.5)),
+        }
+        if examples:
+            columns = list(examples[0])
+            payload[f"examples/round_{k}"] = wandb.Table(
+                columns=columns, data=[[row[c] for c in columns] for row in examples])
+        self.run.log(payload)
+
+    def log_model(self, name: str, path: str, k: int) -> None:
+        """Record a model folder as an artifact by reference (no copy of the weights)."""
+        if self.run is None or not Path(path).is_dir():
+            return
+        import wandb
+
+        artifact = wandb.Artifact(name, type="model", metadata={"round": k, "path": str(path)})
+        artifact.add_reference(f"file://{Path(path).resolve()}", checksum=False)
+        self.run.log_artifact(artifact)
+
     def finish(self) -> None:
         if self.run is not None:
             self.run.finish()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -48,6 +50,7 @@ class HFBackend:
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         enc = {k: v.to(self.device) for k, v in enc.items()}
         greedy = params.temperature <= 0
+        copies = params.n if greedy else 1  # greedy samples are identical: decode once, repeat
         out = self.model.generate(
             **enc,
             do_sample=not greedy,
@@ -55,7 +58,7 @@ class HFBackend:
             top_p=None if greedy else params.top_p,
             top_k=None,
             max_new_tokens=params.max_new_tokens,
-            num_return_sequences=params.n,
+            num_return_sequences=params.n // copies,
             stop_strings=list(params.stop) or None,
             tokenizer=self.tokenizer if params.stop else None,
             pad_token_id=self.tokenizer.pad_token_id,
@@ -63,8 +66,10 @@ class HFBackend:
         )
         new = out[:, enc["input_ids"].shape[1] :].tolist()
         results: list[list[Generation]] = [[] for _ in prompts]
+        per_prompt = params.n // copies
         for row, ids in enumerate(new):
-            results[row // params.n].append(self._finish(ids, params))
+            gen = self._finish(ids, params)
+            results[row // per_prompt].extend(replace(gen) for _ in range(copies))
         return results
 
     def _finish(self, ids: list[int], params: SamplingConfig) -> Generation:

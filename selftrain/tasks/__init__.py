@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from selftrain.tasks import countdown, multihop, searchqa  # noqa: F401  (register themselves)
+from selftrain.tasks import countdown, math, multihop, searchqa  # noqa: F401  (register themselves)
 from selftrain.tasks.base import Task
 from selftrain.tasks.registry import TASKS, register_task
 

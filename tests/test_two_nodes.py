@@ -1,0 +1,102 @@
+"""A real two-node Ray cluster on loopback: a head and a second node, each with its own temp dir,
+one job whose rollout workers are spread over both nodes and whose Ray Train job has two
+workers. Ray's own records (the state API) must show work on both nodes. Only the processes
+this test started are stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import REPO, SMALL_OVERRIDES, SMALL_TASK
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ray_processes(temp_dir: Path) -> list[psutil.Process]:
+    """Processes of the cluster whose temp dir is `temp_dir`, and nothing else."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(str(temp_dir) in part for part in proc.info["cmdline"] or []):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.fixture()
+def two_nodes(tmp_path):
+    port = free_port()
+    head_tmp, node_tmp = tmp_path / "head", tmp_path / "node"
+    env = dict(os.environ, RAY_AUTH_MODE="disabled",
+               PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]))
+    env.pop("RAY_ADDRESS", None)
+    started: list[Path] = []
+    try:
+        subprocess.run([RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
+                        f"--temp-dir={head_tmp}", "--num-cpus=3", "--include-dashboard=false",
+                        "--disable-usage-stats"], env=env, check=True, capture_output=True)
+        started.append(head_tmp)
+        subprocess.run([RAY, "start", f"--address=127.0.0.1:{port}",
+                        "--node-ip-address=127.0.0.1", f"--temp-dir={node_tmp}", "--num-cpus=3",
+                        "--disable-usage-stats"], env=env, check=True, capture_output=True)
+        started.append(node_tmp)
+        yield f"127.0.0.1:{port}", env
+    finally:
+        for temp in reversed(started):  # stop only what this test started
+            procs = ray_processes(temp)
+            for p in procs:
+                p.terminate()
+            _, alive = psutil.wait_procs(procs, timeout=15)
+            for p in alive:
+                p.kill()
+
+
+def test_one_job_runs_on_both_nodes(tmp_path, two_nodes, model_cache):
+    address, env = two_nodes
+    overrides = SMALL_OVERRIDES + [
+        f"run_root={tmp_path / 'runs'}", f"model.cache_dir={model_cache}",
+        f"task.args={json.dumps(SMALL_TASK)}", f"ray.address={address}", "tracking.enabled=false",
+        "rollout.resources.num_workers=2", "rollout.resources.placement_strategy=STRICT_SPREAD",
+        "train.resources.num_workers=2", "train.resources.placement_strategy=STRICT_SPREAD",
+        "experiment=two_nodes",
+    ]
+    run = subprocess.run([sys.executable, "-m", "selftrain.cli", "run",
+                          str(REPO / "configs" / "countdown_rs.yaml"), *overrides],
+                         env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+    # Ray's own records: where did the rollout workers and the Ray Train workers live?
+    probe = subprocess.run([sys.executable, "-c", f"""
+import json, ray
+from ray.util.state import list_actors, list_nodes
+ray.init(address={address!r}, log_to_driver=False)
+nodes = [n.node_id for n in list_nodes() if n.state == "ALIVE"]
+actors = list_actors(limit=1000, detail=True)
+print(json.dumps({{"nodes": nodes, "actors": [[a.class_name, a.node_id] for a in actors]}}))
+"""], env=env, capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    records = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert len(records["nodes"]) == 2
+    rollout_nodes = {n for cls, n in records["actors"] if cls == "RolloutWorker"}
+    train_nodes = {n for cls, n in records["actors"] if cls == "RayTrainWorker"}
+    assert rollout_nodes == set(records["nodes"])
+    assert train_nodes == set(records["nodes"])
+    manifest = json.loads((tmp_path / "runs" / "two_nodes" / "rs" / "seed0" /
+                           "manifest.json").read_text())
+    ranks = manifest["rounds"]["1"]["finetune"]["workers"]
+    assert sorted(r["rank"] for r in ranks) == [0, 1]
+    assert {r["node"] for r in ranks} == set(records["nodes"])
