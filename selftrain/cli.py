@@ -169,9 +169,22 @@ def cmd_serve_retriever(args: argparse.Namespace) -> int:
 
 def cmd_train_critic(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
-    from selftrain.critic_training import train_critic_main
+    from critics import build_critic
+    from selftrain.critic_training import train_critics
+    from selftrain.model_source import resolve_model
+    from selftrain.tasks import make_task
 
-    return train_critic_main(cfg, Path(args.out) if args.out else None)
+    task = make_task(cfg.task.name, **cfg.task.args)
+    oracle = build_critic(cfg.critic_train.get("oracle", f"{cfg.task.name}-oracle"), None, {}, task)
+    out = Path(args.out) if args.out else Path(cfg.run_root) / cfg.experiment / "critics"
+    result = train_critics(cfg, out, base_model_path=str(resolve_model(cfg, task)), task=task,
+                           oracle=oracle)
+    for name in ("prm", "lm"):
+        m = result.get(name, {})
+        print(f"{name}: precision {m.get('precision')}, recall {m.get('recall')}, "
+              f"F1 {m.get('f1')} (flagged steps vs the oracle)")
+    print(f"written {out}")
+    return 0
 
 
 COMMANDS = {"run": cmd_run, "compare": cmd_compare, "verify": cmd_verify, "report": cmd_report,

@@ -38,6 +38,10 @@ class TinyModelConfig:
     intermediate_size: int = 384
     max_position_embeddings: int = 256
     sft_levels: list[int] = field(default_factory=lambda: [2, 3])
+    """Levels whose solver-written demonstrations the base model is SFT'd on."""
+    sft_queries_per_level: dict[str, int] = field(default_factory=dict)
+    """Fresh demonstration queries for given levels (e.g. a few of the hardest level, so the
+    base model can at least read its prompts); tasks that support it (countdown)."""
     sft_steps: int = 600
     sft_batch_size: int = 64
     sft_lr: float = 3e-3
@@ -183,6 +187,9 @@ class Config:
     ray: RayConfig = field(default_factory=RayConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    critic_train: dict[str, Any] = field(default_factory=dict)
+    """For `train-critic`: sizes and steps (fields of `critic_training.CriticTrainSettings`),
+    plus `oracle` (the labelling critic; default "<task>-oracle")."""
     arms: dict[str, dict[str, Any]] = field(default_factory=dict)
     """For `compare`: arm label -> overrides (dotted keys) applied on top of this config."""
 

@@ -81,7 +81,11 @@ def build_base_model(task, cfg: TinyModelConfig, out: Path) -> dict:
 
     tokenizer = build_char_tokenizer()
     model = build_tiny_llama(cfg, len(tokenizer), tokenizer)
-    demos = task.demonstrations(levels=cfg.sft_levels, per_query=cfg.demos_per_query, seed=cfg.seed)
+    demos = list(task.demonstrations(levels=cfg.sft_levels, per_query=cfg.demos_per_query,
+                                     seed=cfg.seed))
+    for level, count in sorted(cfg.sft_queries_per_level.items()):
+        demos += task.demonstrations(levels=[int(level)], per_query=cfg.demos_per_query,
+                                     seed=cfg.seed, extra_per_level=count)
     # (prompt, completion) or (prompt, completion, masked_spans) for agent tasks
     examples = [SFTExample(prompt=d[0], completion=d[1],
                            masked_spans=[tuple(s) for s in (d[2] if len(d) > 2 else [])])

@@ -409,15 +409,16 @@ class CountdownTask:
     ) -> list[tuple[str, str]]:
         """(prompt, completion) pairs for the seed SFT of the base model.
 
-        Uses the training-pool queries of `levels` plus `extra_per_level` fresh queries per
-        level taken from the stream after the pool, so a small base model sees enough data
-        while the test split stays unseen. Levels with fewer distinct queries give what they
-        have. `per_query` solutions per query, chosen at random with `seed`.
+        Uses `extra_per_level` fresh queries per level taken from the stream after the test
+        split and the training pool, so neither is seen before self-training starts (a base
+        model that memorised the pool would make rejection sampling look easy). Levels with
+        fewer distinct queries give what they have. `per_query` solutions per query, chosen at
+        random with `seed`.
         """
         pairs = []
         for level in sorted(set(levels)):
-            start = self.test_per_level  # the stream's head is (or would be) the test split
-            stop = start + self.train_per_level + extra_per_level
+            start = self.test_per_level + self.train_per_level  # after the test split and pool
+            stop = start + extra_per_level
             stop = min(stop, len(self._stream(level, stop)))
             for i in range(start, stop):
                 query = self._query(level, i)
