@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parent.parent
 SMALL_TASK = {"seed": 0, "levels": [2, 3, 4], "train_per_level": 8, "test_per_level": 4}
 SMALL_OVERRIDES = [
     "rounds=1", "rollout.num_samples=4", "eval.num_samples=2", "eval.pass_k=[1,2]",
-    "model.tiny.sft_steps=150", "model.tiny.sft_levels=[2,3]", "train.epochs=1",
+    "model.tiny.sft_steps=400", "model.tiny.sft_levels=[2,3]", "model.tiny.sft_queries_per_level={}",
+    "train.epochs=1",
     "metrics.disabled=[embed_div]",
 ]
 

@@ -193,9 +193,14 @@ def agent_model(tmp_path_factory) -> Path:
     search, obs = "<search>hamlet author</search>", search_observation([AGENT_DOC])
     completion = search + obs + "<answer>Shakespeare</answer>"
     example = SFTExample(AGENT_PROMPT, completion, [(len(search), len(search) + len(obs))])
-    stats = train_sft(model, tokenizer, [example], SFTSettings(lr=3e-3, batch_size=1, epochs=300,
-                                                                warmup_ratio=0.05),
-                      torch.device("cpu"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on a busy 2-core machine, 2 threads are ~50x slower than 1
+    try:
+        stats = train_sft(model, tokenizer, [example],
+                          SFTSettings(lr=5e-3, batch_size=1, epochs=80, warmup_ratio=0.05),
+                          torch.device("cpu"))
+    finally:
+        torch.set_num_threads(threads)
     assert stats["loss"] < 0.05, stats
     out = tmp_path_factory.mktemp("agent") / "model"
     model.save_pretrained(out)

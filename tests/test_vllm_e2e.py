@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pandas as pd
 import pytest
@@ -64,3 +65,28 @@ def test_the_engine_serves_the_new_checkpoint_in_round_1(vllm_run):
     before = pd.read_parquet(run / "round_0" / "eval.parquet")["completion"].tolist()
     after = pd.read_parquet(run / "round_1" / "eval.parquet")["completion"].tolist()
     assert before != after
+
+
+def engine_processes(marker: str) -> list:
+    """vLLM engine processes started under this session's Ray cluster: vLLM titles them
+    "VLLM::…", and they inherit the cluster's PYTHONPATH, which holds this session's `marker`
+    folder (so another user's vLLM on the machine is never counted)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        try:
+            title = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["name"] or "")
+            if "VLLM" in title and marker in proc.environ().get("PYTHONPATH", ""):
+                found.append(proc)
+        except Exception:  # noqa: BLE001 - gone, or not ours to read
+            continue
+    return found
+
+
+def test_no_engine_process_outlives_the_run(vllm_run, plugin_dir):
+    """run_arm ends by killing the rollout actor; its spawned engine processes must follow."""
+    deadline = time.time() + 60
+    while (left := engine_processes(str(plugin_dir))) and time.time() < deadline:
+        time.sleep(2)
+    assert left == []

@@ -17,7 +17,11 @@ Only a vLLM without `reload_weights` re-creates the engine, with a warning.
 Processes: vLLM runs its engine core and, on CPU, a worker in processes it starts with `spawn`,
 so a script that builds this backend needs the `if __name__ == "__main__":` guard (pytest's
 entry point has one; nothing else is needed for tests). This is vLLM's supported CPU path and
-the default here. `VLLM_ENABLE_V1_MULTIPROCESSING=0` keeps the engine in the calling process:
+the default here. It works unchanged inside a Ray actor (the rollout worker): the actor process
+is the parent, its engine processes die with it when the group is shut down (`ray.kill`), and
+Ray's CPU count for the actor limits only the actor's own torch threads, not vLLM's worker
+(tests/test_vllm_e2e.py runs a round this way on 2 cores).
+`VLLM_ENABLE_V1_MULTIPROCESSING=0` keeps the engine in the calling process:
 it starts faster (each spawned process re-imports vLLM, ~15 s on 2 cores) but vLLM then binds
 memory to one NUMA node, cuts torch to one thread and disables `torch.set_num_threads` for the
 whole calling process, so use it only in a process that does nothing else.
