@@ -48,6 +48,9 @@ class CriticTrainSettings:
     """Sequences (prompts times samples) per generate call."""
     heldout_fraction: float = 0.25
     """Share of the queries of each difficulty held out for evaluation."""
+    init: str = "fresh"
+    """Critic weights to start from: "fresh" (a new tiny char Llama of the sizes below) or
+    "policy" (the base policy's own weights and tokenizer: it already reads the task)."""
     hidden_size: int = 64
     num_layers: int = 2
     num_heads: int = 2
@@ -118,10 +121,10 @@ def train_critics(
             )
 
         t = time.time()
-        prm_stats = _train_prm(train, settings, device, out_dir / "prm", progress)
+        prm_stats = _train_prm(train, settings, base_model_path, device, out_dir / "prm", progress)
         seconds["prm_train"] = time.time() - t
         t = time.time()
-        lm_stats = _train_lm(train, settings, device, out_dir / "lm", progress)
+        lm_stats = _train_lm(train, settings, base_model_path, device, out_dir / "lm", progress)
         seconds["lm_train"] = time.time() - t
 
         requests = [s.request for s in heldout]
@@ -239,11 +242,10 @@ def evaluate_critic(critic: Critic, requests: list[CritiqueRequest], truth: list
     }
 
 
-def _train_prm(train: list[LabelledSample], settings: CriticTrainSettings, device: Any,
-               out: Path, progress: Progress) -> dict[str, float]:
-    tokenizer = build_char_tokenizer()
-    backbone = build_tiny_llama(_tiny(settings), len(tokenizer), tokenizer).model
-    model = build_prm(backbone)
+def _train_prm(train: list[LabelledSample], settings: CriticTrainSettings, base_model_path: str,
+               device: Any, out: Path, progress: Progress) -> dict[str, float]:
+    tokenizer, lm = _start_model(settings, base_model_path)
+    model = build_prm(lm.base_model)  # the transformer without its LM head
     examples = [PRMExample(s.request.query.prompt, s.request.steps, [v.ok for v in s.oracle.verdicts])
                 for s in train]
     bar = progress.add_task("training prm", total=settings.prm_steps, info="")
@@ -259,11 +261,11 @@ def _train_prm(train: list[LabelledSample], settings: CriticTrainSettings, devic
     return stats
 
 
-def _train_lm(train: list[LabelledSample], settings: CriticTrainSettings, device: Any,
-              out: Path, progress: Progress) -> dict[str, float]:
-    """SFT a fresh tiny Llama on prompt -> the oracle's verdicts in the `lm` critic's format."""
-    tokenizer = build_char_tokenizer()
-    model = build_tiny_llama(_tiny(settings), len(tokenizer), tokenizer).to(device)
+def _train_lm(train: list[LabelledSample], settings: CriticTrainSettings, base_model_path: str,
+              device: Any, out: Path, progress: Progress) -> dict[str, float]:
+    """SFT a causal LM on prompt -> the oracle's verdicts in the `lm` critic's format."""
+    tokenizer, model = _start_model(settings, base_model_path)
+    model = model.to(device)
     examples = [
         SFTExample(prompt=format_prompt(s.request.query.prompt, s.request.steps),
                    completion=format_verdicts(s.oracle.verdicts, settings.max_explanation))
@@ -283,12 +285,22 @@ def _train_lm(train: list[LabelledSample], settings: CriticTrainSettings, device
     return stats
 
 
-def _tiny(settings: CriticTrainSettings) -> TinyModelConfig:
-    return TinyModelConfig(hidden_size=settings.hidden_size, num_layers=settings.num_layers,
+def _start_model(settings: CriticTrainSettings, base_model_path: str) -> tuple[Any, Any]:
+    """(tokenizer, causal LM) a critic starts from, as `settings.init` says."""
+    if settings.init == "policy":
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(base_model_path)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return tokenizer, AutoModelForCausalLM.from_pretrained(base_model_path)
+    tokenizer = build_char_tokenizer()
+    tiny = TinyModelConfig(hidden_size=settings.hidden_size, num_layers=settings.num_layers,
                            num_heads=settings.num_heads,
                            intermediate_size=settings.intermediate_size,
                            max_position_embeddings=max(1024, settings.max_length),
                            seed=settings.seed)
+    return tokenizer, build_tiny_llama(tiny, len(tokenizer), tokenizer)
 
 
 def _lm_budget(samples: list[LabelledSample], settings: CriticTrainSettings) -> int:
@@ -335,4 +347,6 @@ def _resolve_settings(cfg: Any, settings: CriticTrainSettings | None,
         settings = CriticTrainSettings(**known)
     if num_samples is not None:
         settings = dataclasses.replace(settings, num_samples=num_samples)
+    if settings.init not in ("fresh", "policy"):
+        raise ValueError(f"train-critic: init must be 'fresh' or 'policy', got {settings.init!r}")
     return settings
