@@ -25,7 +25,11 @@ def main() -> int:
     from selftrain.config import TinyModelConfig
     from selftrain.sft import SFTExample, SFTSettings, train_sft
     from selftrain.tasks.countdown import CountdownTask
-    from selftrain.tiny_model import _portable_tokenizer_config, build_char_tokenizer, build_tiny_llama
+    from selftrain.tiny_model import (
+        _portable_tokenizer_config,
+        build_char_tokenizer,
+        build_tiny_llama,
+    )
 
     task = CountdownTask()
     tmp = Path(tempfile.mkdtemp(prefix="selftrain-gpu-check-"))
