@@ -69,8 +69,16 @@ def test_training_set_is_verified_samples_plus_verified_refinements(critique_run
         for sid in train["sample_id"]:
             assert samples.loc[sid, "correct"] and critiques.loc[sid, "first_error"] == -1
         metrics = json.loads((rd / "metrics.json").read_text())
-        assert metrics["refined_share"] == pytest.approx((train["origin"] == "refine").mean())
-    assert history[0]["refined_share"] > 0
+        share = (train["origin"] == "refine").mean() if len(train) else 0.0
+        assert metrics["refined_share"] == pytest.approx(share)
+        # every verified refinement is trained on, unless it duplicates a kept completion
+        refine = samples[samples["origin"] == "refine"]
+        verified = refine[refine["correct"] & (critiques.loc[refine.index, "first_error"] == -1)]
+        kept = set(train["sample_id"])
+        for sid, row in verified.iterrows():
+            same = train[(train["query_id"] == row["query_id"]) &
+                         (train["completion"] == row["completion"])]
+            assert sid in kept or len(same) == 1
 
 
 def test_rewrite_mode_trains_on_the_query_prompt(tmp_path, ray_cluster, model_cache):

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import psutil
@@ -37,22 +39,30 @@ def ray_processes(temp_dir: Path) -> list[psutil.Process]:
     return found
 
 
+def _ray_start(args: list[str], env: dict[str, str]) -> None:
+    out = subprocess.run([RAY, "start", *args], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, f"ray start {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
+
+
 @pytest.fixture()
-def two_nodes(tmp_path):
+def two_nodes():
+    # Short temp dirs: Ray's unix sockets live under them and a socket path may not exceed
+    # 107 bytes, which pytest's tmp_path easily does.
     port = free_port()
-    head_tmp, node_tmp = tmp_path / "head", tmp_path / "node"
+    root = Path(tempfile.mkdtemp(prefix="st2n-", dir="/tmp"))
+    head_tmp, node_tmp = root / "h", root / "n"
     env = dict(os.environ, RAY_AUTH_MODE="disabled",
                PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]))
     env.pop("RAY_ADDRESS", None)
     started: list[Path] = []
     try:
-        subprocess.run([RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
-                        f"--temp-dir={head_tmp}", "--num-cpus=3", "--include-dashboard=false",
-                        "--disable-usage-stats"], env=env, check=True, capture_output=True)
+        _ray_start(["--head", f"--port={port}", "--node-ip-address=127.0.0.1",
+                    f"--temp-dir={head_tmp}", "--num-cpus=3", "--include-dashboard=true",
+                    "--dashboard-host=127.0.0.1", f"--dashboard-port={free_port()}",
+                    "--disable-usage-stats"], env)
         started.append(head_tmp)
-        subprocess.run([RAY, "start", f"--address=127.0.0.1:{port}",
-                        "--node-ip-address=127.0.0.1", f"--temp-dir={node_tmp}", "--num-cpus=3",
-                        "--disable-usage-stats"], env=env, check=True, capture_output=True)
+        _ray_start([f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1",
+                    f"--temp-dir={node_tmp}", "--num-cpus=3", "--disable-usage-stats"], env)
         started.append(node_tmp)
         yield f"127.0.0.1:{port}", env
     finally:
@@ -63,6 +73,7 @@ def two_nodes(tmp_path):
             _, alive = psutil.wait_procs(procs, timeout=15)
             for p in alive:
                 p.kill()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_one_job_runs_on_both_nodes(tmp_path, two_nodes, model_cache):
