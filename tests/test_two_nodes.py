@@ -57,8 +57,7 @@ def two_nodes():
     started: list[Path] = []
     try:
         _ray_start(["--head", f"--port={port}", "--node-ip-address=127.0.0.1",
-                    f"--temp-dir={head_tmp}", "--num-cpus=3", "--include-dashboard=true",
-                    "--dashboard-host=127.0.0.1", f"--dashboard-port={free_port()}",
+                    f"--temp-dir={head_tmp}", "--num-cpus=3", "--include-dashboard=false",
                     "--disable-usage-stats"], env)
         started.append(head_tmp)
         _ray_start([f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1",
@@ -93,11 +92,12 @@ def test_one_job_runs_on_both_nodes(tmp_path, two_nodes, model_cache):
     # Ray's own records: where did the rollout workers and the Ray Train workers live?
     probe = subprocess.run([sys.executable, "-c", f"""
 import json, ray
-from ray.util.state import list_actors, list_nodes
+from ray._private.state import actors as actor_table  # the GCS actor table (no dashboard)
 ray.init(address={address!r}, log_to_driver=False)
-nodes = [n.node_id for n in list_nodes() if n.state == "ALIVE"]
-actors = list_actors(limit=1000, detail=True)
-print(json.dumps({{"nodes": nodes, "actors": [[a.class_name, a.node_id] for a in actors]}}))
+nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+table = actor_table().values()
+print(json.dumps({{"nodes": nodes,
+                   "actors": [[a["ActorClassName"], a["Address"]["NodeID"]] for a in table]}}))
 """], env=env, capture_output=True, text=True, timeout=120)
     assert probe.returncode == 0, probe.stderr[-3000:]
     records = json.loads(probe.stdout.strip().splitlines()[-1])
