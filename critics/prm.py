@@ -60,6 +60,9 @@ class PRMTrainSettings:
     batch_size: int = 32
     warmup_ratio: float = 0.05
     max_length: int = 512
+    balanced: bool = True
+    """Weigh ok steps by (#flagged / #ok) in the loss. Policy samples are mostly wrong, and
+    an unweighted PRM learns to flag every step, which in the loop rejects every correct one."""
     seed: int = 0
 
 
@@ -115,6 +118,10 @@ def train_prm(model: PRMModel, tokenizer: Any, examples: Sequence[PRMExample],
             encoded.append((ids, kept))
     if not encoded:
         return {"steps": 0, "loss": float("nan")}
+    ok = sum(lab for _, kept in encoded for _, lab in kept)
+    flagged = sum(len(kept) for _, kept in encoded) - ok
+    pos_weight = torch.tensor(flagged / ok if settings.balanced and ok and flagged else 1.0,
+                              device=device)
     model.to(device).train()
     rng = random.Random(settings.seed)
     torch.manual_seed(settings.seed)
@@ -142,7 +149,8 @@ def train_prm(model: PRMModel, tokenizer: Any, examples: Sequence[PRMExample],
         cols = torch.tensor([e for b in batch for e, _ in b[1]], device=device)
         target = torch.tensor([lab for b in batch for _, lab in b[1]], device=device)
         logits = model(ids, mask)[rows, cols]
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target,
+                                                                    pos_weight=pos_weight)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optim.step()
@@ -153,7 +161,7 @@ def train_prm(model: PRMModel, tokenizer: Any, examples: Sequence[PRMExample],
             on_step(step + 1, total, losses[-1])
     model.eval()
     tail = losses[-max(1, total // 10):]
-    return {"steps": total, "loss": sum(tail) / len(tail)}
+    return {"steps": total, "loss": sum(tail) / len(tail), "ok_weight": float(pos_weight)}
 
 
 @torch.inference_mode()

@@ -4,7 +4,8 @@ The learned critics must judge what the loop will show them, so their data comes
 policy itself: samples of the task's training queries at temperature 1, every step labelled
 by an oracle critic. Queries (not samples) are split into train and held-out, so the held-out
 figures measure a critic on queries it has never seen. Both critics start from fresh tiny
-char-level Llamas; on held-out samples each is scored against the oracle on the steps it flags.
+char-level Llamas (or from the policy, `init: policy`); on held-out samples each is scored
+against the oracle on the steps it flags.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from selftrain.config import TinyModelConfig
 from selftrain.device import best_device
 from selftrain.sft import SFTExample, SFTSettings, train_sft
 from selftrain.tiny_model import _portable_tokenizer_config, build_char_tokenizer, build_tiny_llama
+from selftrain.types import Query
 
 
 @dataclass
@@ -38,7 +40,7 @@ class CriticTrainSettings:
     """Sizes of `train-critic`. The defaults train both critics in about 1-3 minutes on 2 CPU
     cores; raise `prm_steps`/`lm_steps` and the model sizes for a better critic."""
 
-    num_samples: int = 4
+    num_samples: int = 8
     """Policy samples per training query (temperature `temperature`)."""
     max_queries: int | None = None
     """Use only the first this many of `task.queries("train")` (None: all)."""
@@ -57,13 +59,15 @@ class CriticTrainSettings:
     intermediate_size: int = 192
     max_length: int = 768
     """Longest training sequence in tokens (characters, for the char tokenizer)."""
-    prm_steps: int = 300
+    prm_steps: int = 1000
     prm_lr: float = 2e-3
     prm_batch_size: int = 32
+    prm_balanced: bool = True
+    """Weigh the (rarer) ok steps up in the PRM loss; see `PRMTrainSettings.balanced`."""
     threshold: float = 0.5
-    lm_steps: int = 250
+    lm_steps: int = 600
     lm_lr: float = 3e-3
-    lm_batch_size: int = 16
+    lm_batch_size: int = 32
     max_explanation: int = 32
     """Characters of oracle feedback kept in the lm critic's training targets (whole words):
     the explanation dominates the length, hence the cost, of its training sequences."""
@@ -109,9 +113,16 @@ def train_critics(
                         TextColumn("{task.completed}/{task.total} · {task.fields[info]}"),
                         TimeElapsedColumn(), console=console)
     with progress:
+        queries = task.queries("train")[: settings.max_queries]
         t = time.time()
-        samples = sample_and_label(task, base_model_path, oracle, settings, progress)
-        seconds["sample_and_label"] = time.time() - t
+        requests = sample_policy(task, queries, base_model_path, settings, progress)
+        seconds["sampling"] = time.time() - t
+        t = time.time()
+        labels = critique_all(oracle, requests, settings.eval_batch_size, progress)
+        seconds["labelling"] = time.time() - t
+        heldout_ids = _heldout_queries(queries, settings.heldout_fraction, settings.seed)
+        samples = [LabelledSample(r, c, r.query.query_id in heldout_ids)
+                   for r, c in zip(requests, labels)]
         train = [s for s in samples if not s.heldout]
         heldout = [s for s in samples if s.heldout]
         if not train or not heldout:
@@ -127,18 +138,18 @@ def train_critics(
         lm_stats = _train_lm(train, settings, base_model_path, device, out_dir / "lm", progress)
         seconds["lm_train"] = time.time() - t
 
-        requests = [s.request for s in heldout]
+        held_requests = [s.request for s in heldout]
         truth = [s.oracle for s in heldout]
         t = time.time()
         prm = build_critic("prm", None, {"model_path": str(out_dir / "prm"),
                                          "batch_size": settings.eval_batch_size}, task)
-        prm_eval = evaluate_critic(prm, requests, truth, settings.eval_batch_size, progress)
+        prm_eval = evaluate_critic(prm, held_requests, truth, settings.eval_batch_size, progress)
         seconds["prm_eval"] = time.time() - t
         t = time.time()
         lm = build_critic("lm", None, {"model_path": str(out_dir / "lm"),
                                        "max_new_tokens": _lm_budget(heldout, settings),
                                        "batch_size": settings.eval_batch_size}, task)
-        lm_eval = evaluate_critic(lm, requests, truth, settings.eval_batch_size, progress)
+        lm_eval = evaluate_critic(lm, held_requests, truth, settings.eval_batch_size, progress)
         seconds["lm_eval"] = time.time() - t
     seconds["total"] = time.time() - start
     seconds["cpu_total"] = time.process_time() - cpu_start  # all threads: load-independent
@@ -172,12 +183,9 @@ def train_critics(
     return result
 
 
-def sample_and_label(task: Any, base_model_path: str, oracle: Critic,
-                     settings: CriticTrainSettings, progress: Progress) -> list[LabelledSample]:
-    """Policy samples of the training queries (distinct per query, with at least one step),
-    labelled by `oracle`; a per-difficulty share of the queries is marked held out."""
-    queries = task.queries("train")[: settings.max_queries]
-    heldout_ids = _heldout_queries(queries, settings.heldout_fraction, settings.seed)
+def sample_policy(task: Any, queries: list[Query], base_model_path: str,
+                  settings: CriticTrainSettings, progress: Progress) -> list[CritiqueRequest]:
+    """Policy samples of `queries`, distinct per query, each with at least one step."""
     backend = HFBackend(base_model_path)
     params = SamplingConfig(n=settings.num_samples, temperature=settings.temperature,
                             max_new_tokens=settings.max_new_tokens, stop=tuple(task.stop))
@@ -195,9 +203,19 @@ def sample_and_label(task: Any, base_model_path: str, oracle: Critic,
                     seen.add(gen.text)
                     requests.append(CritiqueRequest(f"{query.query_id}-s{j}", query, steps, gen.text))
         progress.update(bar, completed=start + len(batch), info=f"{len(requests)} samples")
-    del backend
-    labels = checked(oracle, requests)
-    return [LabelledSample(r, c, r.query.query_id in heldout_ids) for r, c in zip(requests, labels)]
+    return requests
+
+
+def critique_all(critic: Critic, requests: list[CritiqueRequest], batch_size: int,
+                 progress: Progress | None = None) -> list[Critique]:
+    """`checked` critiques of all requests, in batches, with a progress bar."""
+    progress = progress or Progress(disable=True)
+    bar = progress.add_task(f"critiquing with {critic.name}", total=len(requests), info="samples")
+    out: list[Critique] = []
+    for start in range(0, len(requests), batch_size):
+        out += checked(critic, requests[start : start + batch_size])
+        progress.update(bar, completed=len(out))
+    return out
 
 
 def evaluate_critic(critic: Critic, requests: list[CritiqueRequest], truth: list[Critique],
@@ -205,14 +223,11 @@ def evaluate_critic(critic: Critic, requests: list[CritiqueRequest], truth: list
     """Step-level agreement with the oracle, the flagged (not ok) class being the positive one.
 
     A step the critic left unknown counts as flagged, as `Critique.first_error` counts it.
-    Precision is 0 when nothing is flagged (no NaN in the json).
+    Precision is 0 when nothing is flagged (no NaN in the json). Policy samples are mostly
+    wrong, so flagging everything already scores a high F1; `specificity` (ok steps passed)
+    and `balanced_accuracy` show whether a critic tells the two apart.
     """
-    progress = progress or Progress(disable=True)
-    bar = progress.add_task(f"evaluating {critic.name}", total=len(requests), info="samples")
-    got: list[Critique] = []
-    for start in range(0, len(requests), batch_size):
-        got += checked(critic, requests[start : start + batch_size])
-        progress.update(bar, completed=len(got))
+    got = critique_all(critic, requests, batch_size, progress)
     tp = fp = fn = tn = unknown = first_error_hits = tokens = 0
     for pred, gold in zip(got, truth):
         first_error_hits += pred.first_error == gold.first_error
@@ -229,11 +244,14 @@ def evaluate_critic(critic: Critic, requests: list[CritiqueRequest], truth: list
     steps = tp + fp + fn + tn
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
+    specificity = tn / (tn + fp) if tn + fp else 0.0
     return {
         "precision": precision,
         "recall": recall,
         "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
         "accuracy": (tp + tn) / steps if steps else 0.0,
+        "specificity": specificity,
+        "balanced_accuracy": (recall + specificity) / 2,
         "first_error_accuracy": first_error_hits / max(1, len(got)),
         "unknown_rate": unknown / steps if steps else 0.0,
         "steps": steps,
@@ -253,7 +271,7 @@ def _train_prm(train: list[LabelledSample], settings: CriticTrainSettings, base_
         model, tokenizer, examples,
         PRMTrainSettings(steps=settings.prm_steps, lr=settings.prm_lr,
                          batch_size=settings.prm_batch_size, max_length=settings.max_length,
-                         seed=settings.seed),
+                         balanced=settings.prm_balanced, seed=settings.seed),
         device, on_step=lambda s, n, loss: progress.update(bar, completed=s, info=f"loss {loss:.3f}"),
     )
     shutil.rmtree(out, ignore_errors=True)
@@ -310,7 +328,7 @@ def _lm_budget(samples: list[LabelledSample], settings: CriticTrainSettings) -> 
     return (len(f"Step {most}: incorrect — \n") + settings.max_explanation) * most + 1
 
 
-def _heldout_queries(queries: list[Any], fraction: float, seed: int) -> set[str]:
+def _heldout_queries(queries: list[Query], fraction: float, seed: int) -> set[str]:
     """Query ids held out: the same share of each difficulty, chosen at random with `seed`."""
     by_level: dict[int, list[str]] = defaultdict(list)
     for q in queries:

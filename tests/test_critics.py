@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -301,3 +302,11 @@ def test_prm_threshold_decides_what_is_flagged(trained):
 def test_prm_critic_on_a_folder_that_is_not_a_prm(tmp_path):
     with pytest.raises(FileNotFoundError, match="is not a PRM folder"):
         build_critic("prm", None, {"model_path": str(tmp_path)}, None)
+
+
+def test_train_critics_reads_a_critic_train_section_and_checks_it_first(tmp_path):
+    """A config's `critic_train` section sets the sizes; a bad value fails before any work."""
+    cfg = SimpleNamespace(seed=0, critic_train={"init": "pretrained", "out_dir": "ignored"})
+    with pytest.raises(ValueError, match="init must be 'fresh' or 'policy', got 'pretrained'"):
+        train_critics(cfg, tmp_path, base_model_path=str(tmp_path / "none"), task=None)
+    assert not (tmp_path / "critic_eval.json").exists()
