@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from selftrain.config import Config, ConfigError
 
 
@@ -18,14 +16,12 @@ def preflight(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: task {cfg.task.name!r} with task.args "
                           f"{cfg.task.args}: {err}") from err
     if cfg.model.path is not None:
-        path = Path(cfg.model.path).expanduser()
-        if path.exists() and not (path / "config.json").is_file():
-            raise ConfigError(f"{source}: model.path {path} is not a Hugging Face model folder "
-                              f"(no config.json)")
-        if not path.exists():
-            from selftrain.model_source import check_hub_model
+        from selftrain.model_source import check_named_model
 
-            check_hub_model(cfg.model.path)
+        try:
+            check_named_model(cfg.model.path)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from err
     if cfg.arm.name == "critique":
         build_critic(cfg.critic.name, cfg.critic.path, cfg.critic.args, task)
     check = getattr(task, "check", None)

@@ -26,7 +26,7 @@ from critics import Critique
 from selftrain import stages
 from selftrain.config import Config, dump_yaml
 from selftrain.groups import ActorGroup
-from selftrain.metrics_round import example_rows, round_histograms, round_metrics
+from selftrain.metrics_round import RoundFrames, example_rows, round_histograms, round_metrics
 from selftrain.model_source import resolve_model
 from selftrain.records import TRAIN_SCHEMA, read_critiques, read_samples
 from selftrain.runfolder import RunFolder, atomic_write_bytes, atomic_write_json, write_parquet
@@ -71,7 +71,8 @@ class Run:
     tracker: Tracker
     pool: list[Query]
     test: list[Query]
-    vocab_size: int
+    tokenizer: Any
+    """The policy's tokenizer (shared by every round's checkpoint): prompt lengths, token counts."""
     budget: dict[int, int] | None = None
     skipped: dict[str, int] | None = None
     """Queries whose prompt does not fit the model's context (skipped and counted)."""
@@ -166,7 +167,7 @@ class Round:
             return
         t0 = time.time()
         kept = stages.select_training_set(self.cfg, samples, critiques)
-        tokens = _completion_tokens(self.run.rollout, kept)
+        tokens = _completion_tokens(self.run.tokenizer, kept)
         rows = [{"sample_id": s.sample_id, "query_id": s.query_id, "difficulty": s.difficulty,
                  "prompt": s.prompt, "completion": s.completion, "origin": s.origin,
                  "loss_mask": s.loss_mask, "completion_tokens": n} for s, n in zip(kept, tokens)]
@@ -192,11 +193,12 @@ class Round:
         t0 = time.time()
         run, k = self.run, self.k
         per_query = run.folder.stage_info(k, "generate")["samples_per_query"]
-        metrics = round_metrics(self.cfg, run.task, self.dir, run.pool, per_query, self.times,
-                                run.vocab_size)
+        frames = RoundFrames.read(self.dir)
+        metrics = round_metrics(self.cfg, run.task, frames, run.pool, per_query, self.times,
+                                len(run.tokenizer))
         metrics["skipped_prompts"] = sum((run.skipped or {}).values())
-        hists = round_histograms(run.task, self.dir, run.pool, per_query)
-        examples = example_rows(self.dir, k)
+        hists = round_histograms(run.task, frames, run.pool, per_query)
+        examples = example_rows(frames, k)
         atomic_write_json(self.dir / "histograms.json", hists)
         atomic_write_json(self.dir / "examples.json", examples)
         atomic_write_json(path, metrics)
@@ -243,7 +245,7 @@ def run_arm(cfg: Config, arm: str, *, resume: bool = False, overwrite: bool = Fa
         context = int(getattr(AutoConfig.from_pretrained(base), "max_position_embeddings", 1 << 30))
         pool, skipped_pool = _fitting(task.queries("train"), tokenizer, context, cfg)
         test, skipped_test = _fitting(task.queries("test"), tokenizer, context, cfg)
-        run = Run(cfg, task, folder, base, rollout, critic, tracker, pool, test, len(tokenizer),
+        run = Run(cfg, task, folder, base, rollout, critic, tracker, pool, test, tokenizer,
                   budget, {"pool": skipped_pool, "test": skipped_test})
         if skipped_pool or skipped_test:
             console.print(f"[yellow]skipped {skipped_pool} pool and {skipped_test} test queries "
@@ -306,10 +308,8 @@ def _backend_args(cfg: Config) -> dict[str, Any]:
             "gpu_memory_utilization": r.gpu_memory_utilization}
 
 
-def _completion_tokens(rollout: ActorGroup, kept: list[Sample]) -> list[int]:
+def _completion_tokens(tokenizer, kept: list[Sample]) -> list[int]:
     """Tokens trained on per row: the completion (minus masked spans) plus EOS."""
-    if not kept:
-        return []
     texts = []
     for s in kept:
         text, pos = "", 0
@@ -317,5 +317,6 @@ def _completion_tokens(rollout: ActorGroup, kept: list[Sample]) -> list[int]:
             text += s.completion[pos:start]
             pos = end
         texts.append(text + s.completion[pos:])
-    counts = ray.get(rollout.actors[0].count_tokens.remote(texts))
-    return [c + 1 for c in counts]
+    if not texts:
+        return []
+    return [len(ids) + 1 for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]

@@ -6,6 +6,7 @@ Reading back what was written (rather than the in-memory records) is deliberate:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +25,28 @@ from selftrain.tasks import Task
 from selftrain.types import Query
 
 
-def round_metrics(cfg: Config, task: Task, round_dir: Path, pool: list[Query],
+@dataclass
+class RoundFrames:
+    """A round's parquet files, read once for all its figures."""
+
+    samples: pd.DataFrame
+    train: pd.DataFrame
+    evals: pd.DataFrame
+    critiques: pd.DataFrame | None
+
+    @classmethod
+    def read(cls, round_dir: Path) -> RoundFrames:
+        crit_path = round_dir / "critiques.parquet"
+        return cls(samples=pd.read_parquet(round_dir / "samples.parquet"),
+                   train=pd.read_parquet(round_dir / "train.parquet"),
+                   evals=pd.read_parquet(round_dir / "eval.parquet"),
+                   critiques=pd.read_parquet(crit_path) if crit_path.exists() else None)
+
+
+def round_metrics(cfg: Config, task: Task, frames: RoundFrames, pool: list[Query],
                   samples_per_query: int, times: dict[str, float],
                   vocab_size: int) -> dict[str, Any]:
-    samples = pd.read_parquet(round_dir / "samples.parquet")
-    train = pd.read_parquet(round_dir / "train.parquet")
-    evals = pd.read_parquet(round_dir / "eval.parquet")
-    crit_path = round_dir / "critiques.parquet"
-    critiques = pd.read_parquet(crit_path) if crit_path.exists() else None
+    samples, train, evals, critiques = frames.samples, frames.train, frames.evals, frames.critiques
     pool_df = pd.DataFrame({"query_id": [q.query_id for q in pool],
                             "difficulty": [q.difficulty for q in pool]})
     disabled = set(cfg.metrics.disabled)
@@ -55,13 +70,12 @@ def round_metrics(cfg: Config, task: Task, round_dir: Path, pool: list[Query],
     return {k: v for k, v in out.items() if k.split("@")[0].split("/")[0] not in disabled}
 
 
-def round_histograms(task: Task, round_dir: Path, pool: list[Query],
+def round_histograms(task: Task, frames: RoundFrames, pool: list[Query],
                      samples_per_query: int) -> dict[str, Any]:
     """GSI-style tail analysis of the round's training data (kept as histograms.json):
     accepted-completion lengths against the task's reference solutions, and how many pool
     queries got 0, 1, ..., K correct first-pass samples."""
-    samples = pd.read_parquet(round_dir / "samples.parquet")
-    train = pd.read_parquet(round_dir / "train.parquet")
+    samples, train = frames.samples, frames.train
     references = [ref for q in pool for ref in task.reference_solutions(q)[:4]]
     return {
         "length": length_histogram(train["completion"].tolist(), references, bins=20),
@@ -69,13 +83,12 @@ def round_histograms(task: Task, round_dir: Path, pool: list[Query],
     }
 
 
-def example_rows(round_dir: Path, k: int, limit: int = 8) -> list[dict[str, Any]]:
+def example_rows(frames: RoundFrames, k: int, limit: int = 8) -> list[dict[str, Any]]:
     """A few samples of the round with their critiques, for a wandb table: correct ones,
     failed ones and refinements, so a reader sees what the critic said."""
-    samples = pd.read_parquet(round_dir / "samples.parquet")
-    crit_path = round_dir / "critiques.parquet"
-    if crit_path.exists():
-        crit = pd.read_parquet(crit_path)[["sample_id", "first_error", "feedback"]]
+    samples = frames.samples
+    if frames.critiques is not None:
+        crit = frames.critiques[["sample_id", "first_error", "feedback"]]
         samples = samples.merge(crit, on="sample_id", how="left")
     picks = pd.concat([
         samples[(samples["origin"] == "sample") & samples["correct"]].head(limit // 4),

@@ -17,14 +17,19 @@ def resolve_model(cfg: Config, task: Task) -> str:
             raise ConfigError(
                 f"task {task.name!r} has no embedded base model: set model.path to a HF model")
         return str(ensure_tiny_model(task, cfg.model.tiny, Path(cfg.model.cache_dir).resolve()))
-    path = Path(cfg.model.path).expanduser()
+    return check_named_model(cfg.model.path)
+
+
+def check_named_model(name: str) -> str:
+    """A local HF model folder (with config.json) or a resolvable hub id, else ConfigError."""
+    path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
             raise ConfigError(f"model.path {path} is not a Hugging Face model folder "
                               f"(no config.json)")
         return str(path)
-    check_hub_model(cfg.model.path)
-    return cfg.model.path
+    check_hub_model(name)
+    return name
 
 
 def check_hub_model(name: str) -> None:

@@ -110,13 +110,13 @@ def requests_for(samples: list[Sample], queries: dict[str, Query]) -> list[Criti
                             completion=s.completion) for s in samples]
 
 
-def resume_prefix(sample: Sample, crit: Critique) -> str:
-    """The steps before the first error, as text the policy continues from.
+def good_steps(sample: Sample, crit: Critique) -> list[str]:
+    """The steps before the first error: what a `resume` repair keeps.
 
     A failed sample whose steps all pass (it stopped short of the answer) keeps all its steps.
     """
     cut = crit.first_error if crit.first_error >= 0 else len(sample.steps)
-    return "".join(step + "\n" for step in sample.steps[:cut])
+    return sample.steps[:cut]
 
 
 def refine(cfg: Config, task: Task, rollout: ActorGroup, critic: ActorGroup,
@@ -142,13 +142,12 @@ def refine(cfg: Config, task: Task, rollout: ActorGroup, critic: ActorGroup,
         prefixes, prompts, turns = [], [], []
         for sample, crit in frontier:
             query = queries[sample.query_id]
-            cut = crit.first_error if crit.first_error >= 0 else len(sample.steps)
             if rc.mode == "resume" and agent:  # replay the good turns, observations included
                 prefix = ""
                 prompts.append(query.prompt)
-                turns.append(sample.steps[:cut])
+                turns.append(good_steps(sample, crit))
             elif rc.mode == "resume":
-                prefix = resume_prefix(sample, crit)
+                prefix = "".join(step + "\n" for step in good_steps(sample, crit))
                 prompts.append(query.prompt + prefix)
             else:
                 prefix = ""

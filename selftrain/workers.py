@@ -80,12 +80,6 @@ class RolloutWorker:
             self.weights = weights
         return self.backend.generate(prompts, params, seed)
 
-    def count_tokens(self, texts: list[str]) -> list[int]:
-        return self.backend.count_tokens(texts)
-
-    def max_context(self) -> int:
-        return self.backend.max_context()
-
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "node": _node_id(), "weights": self.weights}
 

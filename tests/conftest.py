@@ -108,6 +108,17 @@ def ray_cluster(tmp_path_factory, plugin_dir):
     ray.shutdown()
 
 
+def require_vllm() -> None:
+    """Skip a vLLM test where vLLM is not installed; under scripts/test_vllm.sh
+    (SELFTRAIN_REQUIRE_VLLM=1) a missing vLLM is a failure, not a skip."""
+    try:
+        import vllm  # noqa: F401
+    except ImportError as err:
+        if os.environ.get("SELFTRAIN_REQUIRE_VLLM") == "1":
+            raise
+        pytest.skip(f"vLLM is not installed ({err}); scripts/test_vllm.sh runs it in .venv-vllm")
+
+
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory) -> Path:
     """Where tiny base models are cached for the whole session (built once, reused)."""

@@ -7,11 +7,11 @@ engine takes from seconds to a minute to start on CPU.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import require_vllm
 
 from selftrain.agent import STOP, run_episodes, search_observation
 from selftrain.backends import SamplingConfig, make_backend
@@ -50,19 +50,10 @@ def models(tmp_path_factory) -> dict[str, Path]:
     return {"a": save_model(root / "a", seed=0), "b": save_model(root / "b", seed=1)}
 
 
-def _require_vllm() -> None:
-    try:
-        import vllm  # noqa: F401
-    except ImportError as err:
-        if os.environ.get("SELFTRAIN_REQUIRE_VLLM") == "1":
-            raise
-        pytest.skip(f"vLLM is not installed ({err}); scripts/test_vllm.sh runs it in .venv-vllm")
-
-
 @pytest.fixture(scope="module", params=["hf", "vllm"])
 def backend(request, models):
     if request.param == "vllm":
-        _require_vllm()
+        require_vllm()
     b = make_backend(request.param, str(models["a"]))
     yield b
     if hasattr(b, "shutdown"):

@@ -54,18 +54,16 @@ def two_nodes():
     env = dict(os.environ, RAY_AUTH_MODE="disabled",
                PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]))
     env.pop("RAY_ADDRESS", None)
-    started: list[Path] = []
     try:
         _ray_start(["--head", f"--port={port}", "--node-ip-address=127.0.0.1",
                     f"--temp-dir={head_tmp}", "--num-cpus=3", "--include-dashboard=false",
                     "--disable-usage-stats"], env)
-        started.append(head_tmp)
         _ray_start([f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1",
                     f"--temp-dir={node_tmp}", "--num-cpus=3", "--disable-usage-stats"], env)
-        started.append(node_tmp)
         yield f"127.0.0.1:{port}", env
     finally:
-        for temp in reversed(started):  # stop only what this test started
+        # stop only what this test started, also after a failed start left processes behind
+        for temp in (node_tmp, head_tmp):
             procs = ray_processes(temp)
             for p in procs:
                 p.terminate()

@@ -9,26 +9,16 @@ hf backend. Runs in .venv-vllm under scripts/test_vllm.sh; skipped where vLLM do
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import pandas as pd
 import pytest
-from conftest import small_config
-
-
-def _require_vllm() -> None:
-    try:
-        import vllm  # noqa: F401
-    except ImportError as err:
-        if os.environ.get("SELFTRAIN_REQUIRE_VLLM") == "1":
-            raise
-        pytest.skip(f"vLLM is not installed ({err}); scripts/test_vllm.sh runs it in .venv-vllm")
+from conftest import require_vllm, small_config
 
 
 @pytest.fixture(scope="module")
 def vllm_run(tmp_path_factory, ray_cluster, model_cache):
-    _require_vllm()
+    require_vllm()
     from selftrain.loop import run_arm
 
     tmp = tmp_path_factory.mktemp("vllm")

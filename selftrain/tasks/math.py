@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import random
 import re
 import threading
 import warnings
@@ -37,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from selftrain.tasks.registry import register_task
-from selftrain.tasks.searchqa import load_rows
+from selftrain.tasks.searchqa import load_rows, subset_indices
 from selftrain.types import Query
 
 PROMPT_TEMPLATE = "Question: {question}\nSolution:\n"
@@ -395,10 +394,7 @@ class MathTask:
                 raise ValueError(
                     f"{where}: no column {column!r} (task.args.{arg}); its columns are "
                     f"{rows.column_names}. Set task.args.{arg} to the right one.")
-        indices: Sequence[int] = range(len(rows))
-        limit = self.limits[split]
-        if limit is not None and limit < len(rows):
-            indices = sorted(random.Random(f"math:{self.seed}:{split}").sample(indices, limit))
+        indices = subset_indices(len(rows), self.limits[split], f"math:{self.seed}:{split}")
         solution_column = cols["solution_column"] or (
             None if self.answer_format == "plain" else cols["answer_column"])
         out, seen, unlevelled = [], {}, []

@@ -56,6 +56,13 @@ def load_rows(source: str | dict[str, Any], cache_dir: str | None = None) -> tup
     return load_dataset(**{"cache_dir": cache_dir, **source}), label
 
 
+def subset_indices(num_rows: int, limit: int | None, salt: str) -> Sequence[int]:
+    """Row indices to keep: all, or `limit` of them chosen with a seed, in file order."""
+    if limit is None or limit >= num_rows:
+        return range(num_rows)
+    return sorted(random.Random(salt).sample(range(num_rows), limit))
+
+
 def _answers(value: Any, where: str) -> list[str]:
     """Gold answers as a list of strings (a column may hold one string or a list / array)."""
     if isinstance(value, str):
@@ -144,10 +151,7 @@ class SearchQATask:
                 raise ValueError(
                     f"searchqa {split} data {label}: no column {cols[arg]!r}; its columns are "
                     f"{rows.column_names}. Set task.args.{arg} to the right one.")
-        indices: Sequence[int] = range(len(rows))
-        limit = self.limits[split]
-        if limit is not None and limit < len(rows):
-            indices = sorted(random.Random(f"searchqa:{self.seed}:{split}").sample(indices, limit))
+        indices = subset_indices(len(rows), self.limits[split], f"searchqa:{self.seed}:{split}")
         has_level = cols["difficulty_column"] in rows.column_names
         has_id = cols["id_column"] in rows.column_names
         out, seen = [], {}
