@@ -3,6 +3,10 @@
     round 0:  generate → critique → refine → filter → evaluate → metrics      (base policy)
     round k:  finetune(train set of round k-1) → generate → … → metrics      (policy k)
 
+A task without difficulty levels (math without a level column) gets them from the base policy:
+round 0 runs generate → evaluate → difficulty → critique → … so that every figure, round 0's
+included, uses the levels saved in `round_0/difficulty.json`.
+
 Every figure of round k describes one policy: the data it generates and its test accuracy.
 Each stage's outputs are written atomically and recorded in `manifest.json`; a resumed run
 reads finished stages back instead of redoing them.
@@ -15,10 +19,13 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import ray
 from transformers import AutoConfig, AutoTokenizer
 
@@ -130,6 +137,39 @@ class Round:
         write_parquet(path, [s.row() for s in samples])
         self._finish("generate", t0, [path], samples_per_query=len(samples) // len(run.pool))
         return samples
+
+    def difficulty(self, samples: list[Sample]) -> list[Sample]:
+        """Levels from the base policy's solve rates (round 0, tasks that ask for it).
+
+        Pool rates from the first K samples per query (never a budget top-up, so every arm
+        gets the same levels), test rates from eval.parquet, one quantile scale for both
+        (`task.assign_difficulty`). The levels go to difficulty.json, into this round's
+        samples and eval files, and into the run's pool and test queries.
+        """
+        run, path = self.run, self.dir / "difficulty.json"
+        if self._done("difficulty"):
+            levels = {q: int(v) for q, v in json.loads(path.read_text()).items()}
+            run.task.set_difficulty(levels)
+        else:
+            t0 = time.time()
+            K = self.cfg.rollout.num_samples
+            hits: dict[str, list[bool]] = defaultdict(list)
+            for s in samples:
+                if s.origin == "sample" and int(s.sample_id.rsplit("-s", 1)[1]) < K:
+                    hits[s.query_id].append(s.correct)
+            evals = pq.read_table(self.dir / "eval.parquet").to_pandas()
+            rates = {q: sum(v) / len(v) for q, v in hits.items()}
+            rates |= evals.groupby("query_id")["correct"].mean().astype(float).to_dict()
+            levels = run.task.assign_difficulty(rates)
+            atomic_write_json(path, levels)
+            files = [path]
+            for name in ("samples.parquet", "eval.parquet"):
+                files.append(_relevel(self.dir / name, levels))
+            self._finish("difficulty", t0, files, levels=sorted(set(levels.values())))
+        run.pool = [replace(q, difficulty=levels.get(q.query_id, q.difficulty)) for q in run.pool]
+        run.test = [replace(q, difficulty=levels.get(q.query_id, q.difficulty)) for q in run.test]
+        self.by_id = {q.query_id: q for q in run.pool}
+        return [replace(s, difficulty=levels.get(s.query_id, s.difficulty)) for s in samples]
 
     def critique(self, samples: list[Sample]) -> dict[str, Critique]:
         """Step-level critiques of every first-pass sample."""
@@ -260,6 +300,9 @@ def run_arm(cfg: Config, arm: str, *, resume: bool = False, overwrite: bool = Fa
             if k > 0:
                 policy = rnd.finetune(policy)
             samples = rnd.generate(policy)
+            if k == 0 and getattr(task, "needs_policy_difficulty", False):
+                rnd.evaluate(policy)
+                samples = rnd.difficulty(samples)
             critiques: dict[str, Critique] = {}
             if critic is not None:
                 critiques = rnd.critique(samples)
@@ -276,6 +319,19 @@ def run_arm(cfg: Config, arm: str, *, resume: bool = False, overwrite: bool = Fa
         for g in groups:
             g.shutdown()
         folder.release_lock()
+
+
+def _relevel(path: Path, levels: dict[str, int]) -> Path:
+    """Rewrite the `difficulty` column of a round file from {query_id: level}, atomically."""
+    table = pq.read_table(path)
+    ids = table.column("query_id").to_pylist()
+    old = table.column("difficulty").to_pylist()
+    column = pa.array([levels.get(q, d) for q, d in zip(ids, old)], type=table.schema.field("difficulty").type)
+    table = table.set_column(table.schema.get_field_index("difficulty"), "difficulty", column)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+    return path
 
 
 def _fitting(queries: list[Query], tokenizer, context: int,

@@ -332,8 +332,6 @@ def math_run(tmp_path_factory, ray_cluster, model_cache):
     return cfg, history, tmp / "runs" / cfg.experiment / "rs" / "seed0"
 
 
-@pytest.mark.skip(reason="the driver does not yet call task.assign_difficulty after round 0 "
-                         "(issue 6 left open); this test is the acceptance check for that hook")
 def test_one_round_of_math_with_difficulty_from_the_base_policy(math_run):
     from selftrain.runfolder import verify
 
@@ -357,3 +355,35 @@ def test_one_round_of_math_with_difficulty_from_the_base_policy(math_run):
     evals = pd.read_parquet(run / "round_1" / "eval.parquet")
     assert (evals["difficulty"] == evals["query_id"].map(levels)).all()
     assert verify(run) == []
+
+
+def test_resume_after_the_difficulty_stage_restores_the_levels(math_run, tmp_path):
+    """Cut the finished run back to round 0's difficulty stage, resume in a fresh task object:
+    the levels come back from difficulty.json and every later file equals the original."""
+    import shutil
+
+    from selftrain.config import load_config
+    from selftrain.loop import run_arm
+
+    cfg, _, run = math_run
+    root = tmp_path / "runs"
+    copy = root / cfg.experiment / "rs" / "seed0"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("wandb", "ray_train", ".lock*"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["rounds"] = {"0": {s: e for s, e in manifest["rounds"]["0"].items()
+                                if s in ("generate", "evaluate", "difficulty")}}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    shutil.rmtree(copy / "round_1")
+    for name in ("train.parquet", "metrics.json"):
+        (copy / "round_0" / name).unlink()
+
+    resumed = load_config(run / "config.yaml", [f"run_root={root}", "tracking.enabled=false"])
+    run_arm(resumed, "rs", resume=True)
+    for k in (0, 1):
+        for name in ("samples.parquet", "train.parquet", "eval.parquet"):
+            pd.testing.assert_frame_equal(pd.read_parquet(copy / f"round_{k}" / name),
+                                          pd.read_parquet(run / f"round_{k}" / name))
+        got = json.loads((copy / f"round_{k}" / "metrics.json").read_text())
+        want = json.loads((run / f"round_{k}" / "metrics.json").read_text())
+        strip = lambda m: {key: v for key, v in m.items() if not key.startswith("time/")}  # noqa: E731
+        assert strip(got) == pytest.approx(strip(want))

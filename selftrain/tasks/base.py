@@ -8,7 +8,12 @@ from selftrain.types import Query
 
 
 class Task(Protocol):
-    """A task: query splits with difficulty, prompt format, steps, answer checking."""
+    """A task: query splits with difficulty, prompt format, steps, answer checking.
+
+    Optional hook, for data without levels: a task whose `needs_policy_difficulty` is true gets
+    `assign_difficulty({query_id: base-policy solve rate})` from the driver after round 0's
+    generate and evaluate, and `set_difficulty(levels)` on resume (see `tasks/math.py`).
+    """
 
     name: str
     stop: tuple[str, ...]
