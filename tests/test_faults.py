@@ -1,5 +1,5 @@
-"""Faults a long run must come through: a driver killed mid-round and resumed, a rollout worker
-killed mid-stage, a run folder already in use, files altered after the fact."""
+"""Faults a long run must come through: a driver killed mid-round and resumed, a rollout or
+critic worker killed mid-stage, a run folder already in use, files altered after the fact."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from selftrain.loop import run_arm
 from selftrain.model_source import resolve_model
 from selftrain.runfolder import RunFolder, RunLockedError, verify
 from selftrain.tasks import make_task
-from selftrain.workers import RolloutWorker
+from selftrain.workers import CriticWorker, RolloutWorker
 
 PARQUETS = ("samples.parquet", "train.parquet", "eval.parquet")
 
@@ -56,6 +56,41 @@ def test_killed_rollout_worker_loses_and_duplicates_nothing(tmp_path, ray_cluste
         assert len(texts) == len(prompts) and all(len(t) == 2 for t in texts)
         # chunks carry their own seeds: the redone chunk gives exactly the same samples
         assert texts == [[g.text for g in outs] for outs in reference]
+    finally:
+        group.shutdown()
+
+
+def test_killed_critic_worker_loses_and_duplicates_nothing(tmp_path, ray_cluster, model_cache):
+    """The critique stage with its worker SIGKILLed mid-stage gives the same critiques, once each."""
+    from critics import CritiqueRequest
+
+    cfg = small_config(tmp_path, model_cache)
+    task = make_task(cfg.task.name, **cfg.task.args)
+    requests = []
+    for q in task.queries("train"):
+        steps = task.split_steps(task.reference_solutions(q, k=1, seed=0)[0])
+        requests.append(CritiqueRequest(f"{q.query_id}-ok", q, steps))
+        requests.append(CritiqueRequest(f"{q.query_id}-bad", q, ["1 + 1 = 3", *steps[1:]]))
+    group = ActorGroup("critic", CriticWorker,
+                       (None, "slow_critic:SlowOracle", {"delay_s": 0.3}, cfg.task.name,
+                        cfg.task.args, 0.0), ResourceConfig(num_workers=1, num_cpus=0))
+    try:
+        reference = stages.critique(group, 4, requests, "reference")
+        pid = group.call_all("info")[0]["pid"]
+        result: dict = {}
+        worker = threading.Thread(target=lambda: result.update(
+            out=stages.critique(group, 4, requests, "with a crash")))
+        worker.start()
+        time.sleep(1.0)  # a few chunks of 0.3 s are done, one is running
+        os.kill(pid, signal.SIGKILL)
+        worker.join(timeout=300)
+        assert not worker.is_alive()
+        assert group.call_all("info")[0]["pid"] != pid, "the actor was not restarted"
+        got = [c.sample_id for c in result["out"]]
+        assert got == [r.sample_id for r in requests]  # none lost, none duplicated, in order
+        assert [c.row() for c in result["out"]] == [c.row() for c in reference]
+        assert all(c.first_error == -1 for c in result["out"][0::2])
+        assert all(c.first_error == 0 for c in result["out"][1::2])
     finally:
         group.shutdown()
 
