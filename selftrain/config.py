@@ -8,6 +8,7 @@ error that names the key and the file (`ConfigError`, exit code 2 at the CLI).
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -280,6 +281,9 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
     return cls(**kwargs)
 
 
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
@@ -301,6 +305,8 @@ def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
             raise _type_error(key, "a mapping", value, source)
         return {k: _coerce(args[1], v, f"{key}.{k}", source) for k, v in value.items()}
     if hint is float:
+        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads `3e-4` (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _type_error(key, "a number", value, source)
         return float(value)

@@ -36,6 +36,12 @@ def test_int_is_accepted_where_a_float_is_expected(tmp_path):
     assert cfg.rollout.temperature == 1.0 and isinstance(cfg.rollout.temperature, float)
 
 
+def test_exponent_without_a_dot_is_a_number(tmp_path):
+    """YAML 1.1 reads `3e-4` as a string; a float key takes it as the number it means."""
+    cfg = load_config(write(tmp_path, "train: {lr: 3e-4}\n"), ["train.weight_decay=1e-2"])
+    assert cfg.train.lr == pytest.approx(3e-4) and cfg.train.weight_decay == pytest.approx(0.01)
+
+
 @pytest.mark.parametrize(
     "text, overrides, needle",
     [
