@@ -111,11 +111,7 @@ class Storage:
 
     def read_bytes(self, local: str | Path) -> bytes | None:
         """The remote copy of a staged file, or None when there is none."""
-        fs, path = self.remote_path(local)
-        if fs.get_file_info(path).type != pafs.FileType.File:
-            return None
-        with fs.open_input_stream(path) as f:
-            return f.read()
+        return read_uri(self.uri_of(local))
 
     def exists(self, local: str | Path) -> bool:
         fs, path = self.remote_path(local)
@@ -140,6 +136,21 @@ class Storage:
             raise ValueError(f"run_root {self.uri}: bucket {bucket!r} does not exist; create it "
                              f"or fix run_root (endpoint and credentials come from the URI's "
                              f"query or the AWS_* environment variables)")
+
+
+def read_uri(uri: str) -> bytes | None:
+    """The object at a URI (query kept for the filesystem), or None when there is none."""
+    fs, path = pafs.FileSystem.from_uri(uri)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as f:
+        return f.read()
+
+
+def child(uri: str, name: str) -> str:
+    """`s3://b/p?q` + `config.yaml` -> `s3://b/p/config.yaml?q`."""
+    base, query = split_query(uri)
+    return f"{base}/{name}{query}"
 
 
 def storage_for(run_root: str, staging_dir: str) -> Storage | None:

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
-from conftest import small_config
+from conftest import REPO, small_config
 
-from selftrain.config import ConfigError
 from selftrain.loop import arm_dir, run_arm
 from selftrain.runfolder import RunFolder, verify
 from selftrain.storage import Storage, is_uri, split_query
@@ -98,12 +97,15 @@ def test_a_stage_uploads_its_files_before_the_manifest(tmp_path):
     assert uploaded == ["a.json", "manifest.json", "manifest.json"]
 
 
-def test_a_missing_bucket_is_reported_before_ray_starts(s3, tmp_path, model_cache):
-    from selftrain.checks import preflight
+def test_a_missing_bucket_is_reported_before_ray_starts(s3, tmp_path, capsys):
+    from selftrain.cli import main
 
-    cfg = small_config(tmp_path, model_cache, f"run_root={s3('no-such-bucket', create=False)}")
-    with pytest.raises(ConfigError, match="bucket 'no-such-bucket' does not exist"):
-        preflight(cfg, "run")
+    root = s3("no-such-bucket", create=False)
+    code = main(["run", str(REPO / "configs" / "countdown_rs.yaml"), f"run_root={root}",
+                 f"staging_dir={tmp_path}"])
+    assert code == 2
+    assert "bucket 'no-such-bucket' does not exist" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing staged, no Ray temp dir
 
 
 # -- end to end ------------------------------------------------------------------------------
@@ -111,15 +113,15 @@ def test_a_missing_bucket_is_reported_before_ray_starts(s3, tmp_path, model_cach
 def s3_run(s3, tmp_path_factory, ray_cluster, model_cache):
     tmp = tmp_path_factory.mktemp("s3run")
     root = s3("runs")
-    overrides = [f"run_root={root}", f"staging_dir={tmp / 'staging'}", "tracking.enabled=false"]
-    cfg = small_config(tmp, model_cache, *overrides)
+    cfg = small_config(tmp, model_cache, f"run_root={root}", f"staging_dir={tmp / 'staging'}",
+                       "tracking.enabled=false")
     history = run_arm(cfg, "rs")
     base, query = split_query(root)
-    return cfg, history, f"{base}/{cfg.experiment}/rs/seed0{query}", tmp, overrides
+    return cfg, history, f"{base}/{cfg.experiment}/rs/seed0{query}"
 
 
 def test_the_bucket_holds_the_run_folder_with_matching_checksums(s3_run):
-    cfg, history, uri, _, _ = s3_run
+    cfg, history, uri = s3_run
     assert sorted(history) == [0, 1]
     files = remote_files(uri)
     manifest = json.loads(files["manifest.json"])
@@ -140,17 +142,18 @@ def test_the_bucket_holds_the_run_folder_with_matching_checksums(s3_run):
     assert json.loads(files["round_1/metrics.json"]) == pytest.approx(history[1])
 
 
-def test_a_resume_without_the_staging_copy_continues_from_the_bucket(s3_run, model_cache):
-    cfg, history, uri, tmp, overrides = s3_run
+def test_a_resume_without_the_staging_copy_continues_from_the_bucket(s3_run):
+    """As on a fresh machine: no staging copy, `selftrain run --resume URI rounds=2`."""
+    from selftrain.cli import main
+
+    cfg, history, uri = s3_run
     before = json.loads(remote_files(uri)["manifest.json"])
     shutil.rmtree(arm_dir(cfg, "rs"))
-    cfg2 = small_config(tmp, model_cache, *overrides, "rounds=2")
-    resumed = run_arm(cfg2, "rs", resume=True)
-    assert sorted(resumed) == [0, 1, 2]
-    assert resumed[1] == pytest.approx(history[1])  # read back, not recomputed
-    after = json.loads(remote_files(uri)["manifest.json"])
-    for k in ("0", "1"):  # finished stages were not run again
+    assert main(["run", "--resume", uri, "rounds=2"]) == 0
+    files = remote_files(uri)
+    after = json.loads(files["manifest.json"])
+    for k in ("0", "1"):  # finished stages were read back, not run again
         assert after["rounds"][k] == before["rounds"][k]
-    assert "round_2/checkpoint/config.json" in remote_files(uri)
+    assert json.loads(files["round_1/metrics.json"]) == pytest.approx(history[1])
+    assert "round_2/checkpoint/config.json" in files and "round_2/metrics.json" in files
     assert verify(arm_dir(cfg, "rs")) == []
-
