@@ -14,6 +14,7 @@ variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_DEFAU
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 from pathlib import Path
@@ -76,16 +77,18 @@ class Storage:
         pafs.copy_files(str(Path(local).resolve()), dest,
                         source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
 
-    def download(self, local: str | Path) -> bool:
-        """Copy the remote file or folder of a staged path into place; False when absent."""
+    def download(self, local: str | Path, *, keep_existing: bool = False) -> bool:
+        """Copy the remote file or folder of a staged path into place; False when absent.
+        With `keep_existing`, a folder that another process on this node put in place while
+        this one downloaded is kept (Ray Train ranks sharing a node may fetch the same one)."""
         fs, src = self.remote_path(local)
         kind = fs.get_file_info(src).type
         if kind == pafs.FileType.NotFound:
             return False
         local = Path(local).resolve()
         # Into a temporary name, then renamed: a half download is never taken for a copy.
-        tmp = local.with_name(f".{local.name}.download")
-        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        tmp = local.with_name(f".{local.name}.download-{os.getpid()}")
+        _remove(tmp)
         tmp.parent.mkdir(parents=True, exist_ok=True)
         if kind == pafs.FileType.Directory:  # copy_files makes no local folders for S3 ones
             for info in fs.get_file_info(pafs.FileSelector(src, recursive=True)):
@@ -94,9 +97,14 @@ class Storage:
             tmp.mkdir(exist_ok=True)
         pafs.copy_files(src, str(tmp), source_filesystem=fs,
                         destination_filesystem=pafs.LocalFileSystem())
-        if local.is_dir():
-            shutil.rmtree(local)
-        tmp.replace(local)
+        if not keep_existing:
+            _remove(local)
+        try:
+            tmp.replace(local)  # fails for a folder only when another process got there first
+        except OSError:
+            if not keep_existing:
+                raise
+            _remove(tmp)
         return True
 
     def ensure_local(self, path: str | Path) -> str:
@@ -105,7 +113,7 @@ class Storage:
         local = Path(path)
         if local.exists() or not local.resolve().is_relative_to(self.local_root):
             return str(path)
-        if not self.download(local):
+        if not self.download(local, keep_existing=True):
             raise FileNotFoundError(f"{path} is neither on this node nor at {self.uri_of(local)}")
         return str(path)
 
@@ -151,6 +159,13 @@ def child(uri: str, name: str) -> str:
     """`s3://b/p?q` + `config.yaml` -> `s3://b/p/config.yaml?q`."""
     base, query = split_query(uri)
     return f"{base}/{name}{query}"
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def storage_for(run_root: str, staging_dir: str) -> Storage | None:

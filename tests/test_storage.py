@@ -75,6 +75,11 @@ def test_staged_paths_map_to_uris_and_round_trip(s3, tmp_path):
     assert storage.ensure_local(str(ckpt)) == str(ckpt)
     assert (ckpt / "model.bin").read_bytes() == b"weights"
     assert (ckpt / "sub" / "tok.json").read_bytes() == b"{}"
+    # two ranks on one node: the copy the other put in place is kept, not swapped under it
+    (ckpt / "model.bin").write_bytes(b"in use")
+    assert storage.download(ckpt, keep_existing=True)
+    assert (ckpt / "model.bin").read_bytes() == b"in use"
+    assert not list(ckpt.parent.glob(".checkpoint.download-*"))
     assert storage.read_bytes(storage.local_root / "nothing.json") is None
     with pytest.raises(FileNotFoundError, match="unit/runs/exp/missing"):
         storage.ensure_local(storage.local_root / "exp" / "missing")
