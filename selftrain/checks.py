@@ -6,9 +6,18 @@ from selftrain.config import Config, ConfigError
 
 
 def preflight(cfg: Config, source: str) -> None:
-    """Task buildable, model resolvable, critic loadable; raises ConfigError/CriticLoadError."""
+    """Task buildable, model resolvable, critic loadable, run_root reachable; raises
+    ConfigError/CriticLoadError."""
     from critics import build_critic
+    from selftrain.storage import storage_for
     from selftrain.tasks import make_task
+
+    storage = storage_for(cfg.run_root, cfg.staging_dir)
+    if storage is not None:
+        try:
+            storage.check()
+        except ValueError as err:
+            raise ConfigError(f"{source}: {err}") from err
 
     try:
         task = make_task(cfg.task.name, **cfg.task.args)

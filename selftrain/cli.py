@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from selftrain.config import ConfigError, load_config
@@ -31,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", nargs="?", help="YAML experiment config (configs/*.yaml)")
     run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. rounds=2")
     run.add_argument("--resume", metavar="RUN_DIR",
-                     help="continue the run in RUN_DIR from its last finished stage")
+                     help="continue the run in RUN_DIR (a folder or an s3://… URI) from its "
+                          "last finished stage")
     run.add_argument("--overwrite", action="store_true",
                      help="delete an existing run folder of the same experiment/arm/seed first")
 
@@ -99,20 +101,27 @@ def main(argv: list[str] | None = None) -> int:
 
 def _load(args: argparse.Namespace, what: str):
     if args.resume:
-        config_path = _resume_config(Path(args.resume), what)
+        config_path = _resume_config(args.resume, what)
         return load_config(config_path, args.overrides + ([args.config] if args.config else []))
     if not args.config:
         raise ConfigError(f"selftrain {what}: give a CONFIG file (or --resume RUN_DIR)")
     return load_config(args.config, args.overrides)
 
 
-def _resume_config(path: Path, what: str) -> Path:
-    if what == "run":
-        config = path / "config.yaml"
-    else:  # an experiment folder: any arm's resolved config holds the shared sections
-        config = path / "compare.yaml"
+def _resume_config(where: str, what: str) -> Path:
+    """The resolved config of the folder to resume: a path, or a URI (run_root on S3)."""
+    from selftrain.storage import child, is_uri, read_uri
+
+    # an experiment folder: compare.yaml holds the shared sections and the arms
+    name = "config.yaml" if what == "run" else "compare.yaml"
+    config = Path(where) / name
+    if is_uri(where):
+        data = read_uri(child(where, name))
+        if data is not None:
+            config = Path(tempfile.mkdtemp(prefix="selftrain-resume-")) / name
+            config.write_bytes(data)
     if not config.is_file():
-        raise FileNotFoundError(f"--resume {path}: no {config.name} there; is it a "
+        raise FileNotFoundError(f"--resume {where}: no {name} there; is it a "
                                 f"{'run' if what == 'run' else 'compare experiment'} folder?")
     return config
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
 from selftrain.checks import preflight
 from selftrain.config import Config, apply_overrides, dump_yaml
-from selftrain.loop import run_arm
+from selftrain.loop import local_root, run_arm
 from selftrain.runfolder import atomic_write_bytes
+from selftrain.storage import storage_for
 from selftrain.tracking import console, fmt
 
 COMPARE_KEYS = ["pass@1", "acc@H", "coverage@H", "tail_ratio", "narrowing_kl", "distinct_paths",
@@ -37,9 +37,12 @@ def run_compare(cfg: Config, *, resume: bool = False, overwrite: bool = False,
     arms = arm_configs(cfg)
     for label, arm in arms.items():
         preflight(arm, f"arms.{label}")
-    exp_dir = Path(cfg.run_root) / cfg.experiment
+    storage = storage_for(cfg.run_root, cfg.staging_dir)
+    exp_dir = local_root(cfg) / cfg.experiment
     exp_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(exp_dir / "compare.yaml", dump_yaml(cfg).encode())
+    if storage is not None:
+        storage.upload(exp_dir / "compare.yaml")
     results: dict[str, dict[int, dict[str, Any]]] = {}
     for label, arm in arms.items():
         console.rule(f"[bold]{cfg.experiment}: arm {label}")
@@ -53,6 +56,8 @@ def run_compare(cfg: Config, *, resume: bool = False, overwrite: bool = False,
         from selftrain.report import write_report
 
         path = write_report([exp_dir], exp_dir / "report")
+        if storage is not None:
+            storage.upload(exp_dir / "report")
         console.print(f"report: {path}")
     return results
 

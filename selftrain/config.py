@@ -177,6 +177,8 @@ class Config:
     """Self-training rounds after round 0."""
     run_root: str = "runs"
     """Run folders go to <run_root>/<experiment>/<arm>/seed<seed>; a path or a URI (s3://...)."""
+    staging_dir: str = "~/.cache/selftrain/staging"
+    """Where a run_root URI's folders are staged locally (every node; see selftrain/storage.py)."""
     task: TaskConfig = field(default_factory=TaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)

@@ -37,6 +37,7 @@ from selftrain.metrics_round import RoundFrames, example_rows, round_histograms,
 from selftrain.model_source import resolve_model
 from selftrain.records import TRAIN_SCHEMA, read_critiques, read_samples
 from selftrain.runfolder import RunFolder, atomic_write_bytes, atomic_write_json, write_parquet
+from selftrain.storage import Storage, storage_for
 from selftrain.tasks import Task, make_task
 from selftrain.tracking import TABLE_KEYS, Tracker, console, level_keys, round_table
 from selftrain.trainer import finetune
@@ -45,7 +46,13 @@ from selftrain.workers import CriticWorker, RolloutWorker
 
 
 def arm_dir(cfg: Config, arm: str) -> Path:
-    return Path(cfg.run_root) / cfg.experiment / arm / f"seed{cfg.seed}"
+    """The arm's run folder: under run_root, or its staging copy when run_root is a URI."""
+    return local_root(cfg) / cfg.experiment / arm / f"seed{cfg.seed}"
+
+
+def local_root(cfg: Config) -> Path:
+    storage = storage_for(cfg.run_root, cfg.staging_dir)
+    return storage.local_root if storage else Path(cfg.run_root)
 
 
 def start_ray(cfg: Config) -> None:
@@ -58,7 +65,7 @@ def start_ray(cfg: Config) -> None:
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
         return
-    temp = Path(cfg.run_root).resolve() / ".ray"
+    temp = local_root(cfg).resolve() / ".ray"
     temp.mkdir(parents=True, exist_ok=True)
     ray.init(num_cpus=cfg.ray.num_cpus, _temp_dir=str(temp), include_dashboard=False,
              runtime_env={"env_vars": env}, log_to_driver=False,
@@ -114,7 +121,8 @@ class Round:
             stats = finetune(self.cfg.train, init_path=init, out_path=ckpt,
                              train_path=self.run.folder.round_dir(self.k - 1) / "train.parquet",
                              storage_path=self.run.folder.path / "ray_train",
-                             name=f"round_{self.k}", seed=self.cfg.seed + self.k)
+                             name=f"round_{self.k}", seed=self.cfg.seed + self.k,
+                             storage=self.run.folder.storage)
             self._finish("finetune", t0, [ckpt], init=self.cfg.train.init, loss=stats["loss"],
                          steps=stats["steps"], workers=stats["ranks"])
         return str(ckpt)
@@ -254,19 +262,21 @@ class Round:
 def run_arm(cfg: Config, arm: str, *, resume: bool = False, overwrite: bool = False,
             budget: dict[int, int] | None = None) -> dict[int, dict[str, Any]]:
     """Run (or resume) one arm; returns the metrics of every round."""
-    folder = _open_folder(arm_dir(cfg, arm), resume, overwrite)
+    storage = storage_for(cfg.run_root, cfg.staging_dir)
+    folder = _open_folder(arm_dir(cfg, arm), resume, overwrite, storage)
     groups: list[ActorGroup] = []
     tracker = None
     try:
         task = make_task(cfg.task.name, **cfg.task.args)
         base = str(resolve_model(cfg, task))
         atomic_write_bytes(folder.path / "config.yaml", dump_yaml(cfg).encode())
+        folder.publish([folder.path / "config.yaml"])
         folder.set_meta(experiment=cfg.experiment, arm=arm, seed=cfg.seed, base_model=str(base))
         start_ray(cfg)
         rollout = ActorGroup(
             "rollout", RolloutWorker,
             (base, cfg.rollout.backend, _backend_args(cfg), cfg.rollout.resources.num_cpus,
-             cfg.task.name, cfg.task.args),
+             cfg.task.name, cfg.task.args, storage),
             cfg.rollout.resources, timeout_s=cfg.ray.schedule_timeout_s)
         groups.append(rollout)
         critic = None
@@ -312,6 +322,9 @@ def run_arm(cfg: Config, arm: str, *, resume: bool = False, overwrite: bool = Fa
             history[k] = rnd.metrics(policy)
             console.print(round_table(f"{cfg.experiment} · {arm} · seed {cfg.seed}", history,
                                       TABLE_KEYS + level_keys(history[k])))
+        tracker.finish()
+        if (folder.path / "wandb").is_dir():
+            folder.publish([folder.path / "wandb"])
         return history
     finally:
         if tracker is not None:
@@ -343,17 +356,25 @@ def _fitting(queries: list[Query], tokenizer, context: int,
     return keep, len(queries) - len(keep)
 
 
-def _open_folder(path: Path, resume: bool, overwrite: bool) -> RunFolder:
-    folder = RunFolder(path)
-    if folder.manifest_path.exists() and not resume:
+def _open_folder(path: Path, resume: bool, overwrite: bool, storage: Storage | None) -> RunFolder:
+    """The run folder, checked against resume/overwrite. On object storage the remote copy
+    decides whether a run exists, and a resume first brings the staging copy level with it."""
+    folder = RunFolder(path, storage)
+    where = storage.uri_of(path) if storage else folder.path
+    held = folder.manifest_path.exists() or bool(storage and storage.exists(folder.manifest_path))
+    if held and not resume:
         if not overwrite:
             raise FileExistsError(
-                f"run folder {folder.path} already holds a run: pass --resume to continue it, "
+                f"run folder {where} already holds a run: pass --resume to continue it, "
                 f"--overwrite to start over, or choose another experiment= / run_root=")
-        shutil.rmtree(folder.path)
-        folder = RunFolder(path)
+        shutil.rmtree(folder.path, ignore_errors=True)
+        if storage is not None:
+            storage.delete(path)
+        folder = RunFolder(path, storage)
+    if resume:
+        folder.pull()
     if resume and not folder.manifest_path.exists():
-        raise FileNotFoundError(f"--resume: {folder.path} has no manifest.json to resume from")
+        raise FileNotFoundError(f"--resume: {where} has no manifest.json to resume from")
     folder.acquire_lock()
     return folder
 

@@ -3,6 +3,9 @@
 A stage writes each file under a temporary name and renames it into place, then records itself
 in the manifest with the row count and sha256 of every file it wrote. A resumed run skips what
 the manifest says is done; `verify` re-hashes the files to find truncated or altered ones.
+
+With a `Storage` (run_root is a URI) the folder is a staging copy: each record uploads the
+stage's files and then the manifest, so the remote manifest names only files already there.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from selftrain.storage import Storage
 
 
 class RunLockedError(RuntimeError):
@@ -69,8 +74,9 @@ def read_parquet(path: Path) -> pd.DataFrame:
 class RunFolder:
     """`runs/<experiment>/<arm>/seed<s>/` and its manifest."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, storage: Storage | None = None) -> None:
         self.path = Path(path).resolve()  # Ray Train workers run in another working directory
+        self.storage = storage
         self.manifest_path = self.path / "manifest.json"
         self.manifest: dict[str, Any] = {"rounds": {}}
         if self.manifest_path.is_file():
@@ -106,10 +112,32 @@ class RunFolder:
             entry["files"][str(f.relative_to(self.path))] = rec
         self.manifest["rounds"].setdefault(str(k), {})[stage] = entry
         atomic_write_json(self.manifest_path, self.manifest)
+        # Folders (checkpoints) are uploaded by the trainer rank that writes them.
+        self.publish([f for f in files or [] if not f.is_dir()] + [self.manifest_path])
 
     def set_meta(self, **info: Any) -> None:
         self.manifest.update(info)
         atomic_write_json(self.manifest_path, self.manifest)
+        self.publish([self.manifest_path])
+
+    def publish(self, paths: list[Path]) -> None:
+        """Upload staged files or folders, in order, when the run lives on object storage."""
+        for p in paths if self.storage is not None else []:
+            self.storage.upload(p)
+
+    def pull(self) -> None:
+        """Bring the staging copy level with the object store before a resume. The remote
+        manifest is the record: when it differs from the local one, every file it names is
+        downloaded (checkpoints included) and it replaces the local manifest."""
+        remote = self.storage.read_bytes(self.manifest_path) if self.storage else None
+        if remote is None or json.loads(remote) == self.manifest:
+            return
+        recorded = {rel for stages in json.loads(remote)["rounds"].values()
+                    for entry in stages.values() for rel in entry.get("files", {})}
+        for rel in ["config.yaml", *sorted(recorded)]:
+            self.storage.download(self.path / rel)
+        atomic_write_bytes(self.manifest_path, remote)
+        self.manifest = json.loads(remote)
 
     # -- lock -------------------------------------------------------------------------------
     def acquire_lock(self) -> None:

@@ -4,6 +4,9 @@ The job reads `train.parquet` and writes the new policy as a `save_pretrained` f
 the run's storage, so trainer workers and rollout workers on other nodes share them. Rank 0
 writes the checkpoint to a temporary name and renames it, so a crash never leaves a half
 checkpoint that a resumed run could take for a finished one.
+
+When run_root is a URI (`selftrain.storage`), Ray Train keeps its run on the object store too,
+each worker downloads the inputs its node lacks, and rank 0 uploads the checkpoint it wrote.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 from selftrain.config import TrainConfig
 from selftrain.sft import SFTExample, SFTSettings, train_sft
+from selftrain.storage import Storage
 
 
 def examples_from_rows(rows: list[dict[str, Any]]) -> list[SFTExample]:
@@ -39,6 +43,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     configure_threads(config["num_cpus"])
+    storage: Storage | None = config["storage"]
+    if storage is not None:  # the run lives on object storage: fetch what this node lacks
+        storage.ensure_local(config["init_path"])
+        storage.ensure_local(config["train_path"])
     device = ray.train.torch.get_device()
     tokenizer = AutoTokenizer.from_pretrained(config["init_path"])
     if tokenizer.pad_token_id is None:
@@ -61,14 +69,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         tokenizer.save_pretrained(tmp)
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)
-    Path(config["stats_dir"]).mkdir(parents=True, exist_ok=True)
-    (Path(config["stats_dir"]) / f"rank{rank}.json").write_text(json.dumps(stats))
+        if storage is not None:  # replace, not merge: no file of an earlier attempt stays
+            storage.delete(out)
+            storage.upload(out)
+    stats_path = Path(config["stats_dir"]) / f"rank{rank}.json"
+    stats_path.parent.mkdir(parents=True, exist_ok=True)
+    stats_path.write_text(json.dumps(stats))
+    if storage is not None:
+        storage.upload(stats_path)
     ray.train.report({"loss": stats["loss"], "steps": stats["steps"]})
 
 
 def finetune(cfg: TrainConfig, *, train_path: Path, init_path: str, out_path: Path,
-             storage_path: Path, name: str, seed: int) -> dict[str, Any]:
-    """SFT `init_path` on `train_path` with Ray Train; returns per-rank stats."""
+             storage_path: Path, name: str, seed: int,
+             storage: Storage | None = None) -> dict[str, Any]:
+    """SFT `init_path` on `train_path` with Ray Train; returns per-rank stats. With `storage`,
+    the paths are staging paths and the checkpoint is also on the object store."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -76,6 +92,11 @@ def finetune(cfg: TrainConfig, *, train_path: Path, init_path: str, out_path: Pa
     per_worker = {"CPU": res.num_cpus} | ({"GPU": res.num_gpus} if res.num_gpus else {})
     stats_dir = out_path.parent / "train_stats"
     shutil.rmtree(stats_dir, ignore_errors=True)
+    path, fs = str(storage_path), None
+    if storage is not None:  # Ray Train keeps its run on the object store as well
+        fs, path = storage.remote_path(storage_path)
+        shutil.rmtree(out_path, ignore_errors=True)  # an earlier attempt's copy on this node
+        storage.delete(stats_dir)
     settings = SFTSettings(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
                            warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
                            max_length=cfg.max_length, seed=seed)
@@ -84,16 +105,20 @@ def finetune(cfg: TrainConfig, *, train_path: Path, init_path: str, out_path: Pa
         train_loop_config={
             "init_path": str(init_path), "train_path": str(train_path), "out_path": str(out_path),
             "stats_dir": str(stats_dir), "settings": asdict(settings), "bf16": cfg.bf16,
-            "num_cpus": res.num_cpus,
+            "num_cpus": res.num_cpus, "storage": storage,
         },
         torch_config=TorchConfig(backend="nccl" if res.num_gpus else "gloo"),
         scaling_config=ScalingConfig(num_workers=res.num_workers, use_gpu=res.num_gpus > 0,
                                      resources_per_worker=per_worker,
                                      placement_strategy=res.placement_strategy),
-        run_config=RunConfig(name=name, storage_path=str(storage_path),
+        run_config=RunConfig(name=name, storage_path=path, storage_filesystem=fs,
                              failure_config=FailureConfig(max_failures=1)),
     )
     trainer.fit()
+    if storage is not None:  # rank 0 and the others may have run on other nodes
+        storage.ensure_local(out_path)
+        storage.download(stats_dir)
+        storage.delete(stats_dir)
     ranks = [json.loads(p.read_text()) for p in sorted(stats_dir.glob("rank*.json"))]
     shutil.rmtree(stats_dir, ignore_errors=True)
     return {"ranks": ranks, "steps": ranks[0]["steps"] if ranks else 0,

@@ -14,6 +14,7 @@ from typing import Any
 from critics import Critique, CritiqueRequest, build_critic, checked
 from selftrain.backends import Generation, SamplingConfig, make_backend
 from selftrain.device import configure_threads
+from selftrain.storage import Storage
 from selftrain.tasks import make_task
 
 
@@ -22,12 +23,22 @@ class RolloutWorker:
 
     def __init__(self, model_path: str, backend: str, backend_args: dict[str, Any],
                  num_cpus: float | None = None, task_name: str | None = None,
-                 task_args: dict[str, Any] | None = None) -> None:
+                 task_args: dict[str, Any] | None = None, storage: Storage | None = None) -> None:
         configure_threads(num_cpus)
         self.backend = make_backend(backend, model_path, **backend_args)
         self.weights = model_path
         self.task_spec = (task_name, task_args or {})
+        self.storage = storage
         self._env = None
+
+    def _use(self, weights: str) -> None:
+        """Load the policy at `weights` unless this worker holds it already (a restarted actor
+        comes back with the base weights and catches up here). When the run lives on object
+        storage, a checkpoint written on another node is downloaded first."""
+        if weights != self.weights:
+            local = self.storage.ensure_local(weights) if self.storage else weights
+            self.backend.load_weights(local)
+            self.weights = weights
 
     def rollout(self, prompts: list[str], params: SamplingConfig, seed: int, weights: str,
                 prefixes: list[list[str]] | None = None) -> list[list[Generation]]:
@@ -38,9 +49,7 @@ class RolloutWorker:
         """
         from selftrain.agent import replay, run_episodes
 
-        if weights != self.weights:
-            self.backend.load_weights(weights)
-            self.weights = weights
+        self._use(weights)
         if self._env is None:
             self._env = make_task(self.task_spec[0], **self.task_spec[1]).env()
         env = self._env
@@ -73,11 +82,8 @@ class RolloutWorker:
 
     def generate(self, prompts: list[str], params: SamplingConfig, seed: int,
                  weights: str) -> list[list[Generation]]:
-        """Generate with the policy at `weights`, loading it first if this worker holds another
-        (a restarted actor comes back with the base weights and catches up here)."""
-        if weights != self.weights:
-            self.backend.load_weights(weights)
-            self.weights = weights
+        """Generate with the policy at `weights`, loading it first if this worker holds another."""
+        self._use(weights)
         return self.backend.generate(prompts, params, seed)
 
     def info(self) -> dict[str, Any]:

@@ -1,0 +1,173 @@
+"""Run folders on object storage: `run_root: s3://bucket/prefix` (any URI `pyarrow.fs` reads).
+
+Every process works on a local *staging* copy of the run folder and the object store holds the
+record. The staging copy of `<run_root>/<rel>` is `<staging_dir>/<sha of run_root>/<rel>`, the
+same path on every node, so a path that the driver hands a worker names the same file
+everywhere; a worker on another node that lacks it downloads it first (`ensure_local`).
+
+Uploads keep the run folder's rule: a stage's files first, `manifest.json` last, so the remote
+manifest never names a file that is not there yet. S3 settings come from the URI's query
+(`?endpoint_override=host:port&scheme=http&region=…`) or from the usual AWS environment
+variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_DEFAULT_REGION).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+_URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]+://")
+
+
+def is_uri(path: str) -> bool:
+    """`s3://b/p`, `gs://…`, `file:///…` are URIs; `runs`, `/data/runs`, `C:\\runs` are paths."""
+    return bool(_URI.match(str(path)))
+
+
+def split_query(uri: str) -> tuple[str, str]:
+    """`s3://b/p?x=1` -> (`s3://b/p`, `?x=1`): path parts go before the query, never after."""
+    base, sep, query = uri.partition("?")
+    return base.rstrip("/"), sep + query
+
+
+class Storage:
+    """A `run_root` URI and its local staging folder. Holds only strings, so it pickles cheaply
+    into Ray actors and Ray Train workers; the filesystem is built where it is used."""
+
+    def __init__(self, run_root: str, staging_dir: str) -> None:
+        self.uri = run_root
+        self.base, self.query = split_query(run_root)
+        digest = hashlib.sha256(self.base.encode()).hexdigest()[:12]
+        self.local_root = Path(staging_dir).expanduser().resolve() / digest
+
+    def __repr__(self) -> str:
+        return f"Storage({self.uri!r} staged at {self.local_root})"
+
+    # -- names ------------------------------------------------------------------------------
+    def filesystem(self) -> tuple[pafs.FileSystem, str]:
+        """The filesystem and the path of run_root on it (`bucket/prefix` for S3)."""
+        return pafs.FileSystem.from_uri(self.uri)
+
+    def rel(self, local: str | Path) -> str:
+        try:
+            return Path(local).resolve().relative_to(self.local_root).as_posix()
+        except ValueError:
+            raise ValueError(f"{local} is not inside the staging folder {self.local_root} "
+                             f"of {self.uri}") from None
+
+    def remote_path(self, local: str | Path) -> tuple[pafs.FileSystem, str]:
+        fs, root = self.filesystem()
+        rel = self.rel(local)
+        return fs, f"{root}/{rel}" if rel != "." else root
+
+    def uri_of(self, local: str | Path) -> str:
+        """The URI of a staged file, for messages (`s3://b/p/exp/arm/seed0?…`)."""
+        rel = self.rel(local)
+        return (f"{self.base}/{rel}" if rel != "." else self.base) + self.query
+
+    # -- transfers --------------------------------------------------------------------------
+    def upload(self, local: str | Path) -> None:
+        """Copy a staged file, or a folder recursively, to the object store."""
+        fs, dest = self.remote_path(local)
+        pafs.copy_files(str(Path(local).resolve()), dest,
+                        source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+
+    def download(self, local: str | Path, *, keep_existing: bool = False) -> bool:
+        """Copy the remote file or folder of a staged path into place; False when absent.
+        With `keep_existing`, a folder that another process on this node put in place while
+        this one downloaded is kept (Ray Train ranks sharing a node may fetch the same one)."""
+        fs, src = self.remote_path(local)
+        kind = fs.get_file_info(src).type
+        if kind == pafs.FileType.NotFound:
+            return False
+        local = Path(local).resolve()
+        # Into a temporary name, then renamed: a half download is never taken for a copy.
+        tmp = local.with_name(f".{local.name}.download-{os.getpid()}")
+        _remove(tmp)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        if kind == pafs.FileType.Directory:  # copy_files makes no local folders for S3 ones
+            for info in fs.get_file_info(pafs.FileSelector(src, recursive=True)):
+                if info.type == pafs.FileType.Directory:
+                    (tmp / info.path[len(src) + 1:]).mkdir(parents=True, exist_ok=True)
+            tmp.mkdir(exist_ok=True)
+        pafs.copy_files(src, str(tmp), source_filesystem=fs,
+                        destination_filesystem=pafs.LocalFileSystem())
+        if not keep_existing:
+            _remove(local)
+        try:
+            tmp.replace(local)  # fails for a folder only when another process got there first
+        except OSError:
+            if not keep_existing:
+                raise
+            _remove(tmp)
+        return True
+
+    def ensure_local(self, path: str | Path) -> str:
+        """`path` itself, downloaded first when this node lacks it (a checkpoint the trainer
+        wrote on another node). Paths outside the staging folder (the base model) pass as is."""
+        local = Path(path)
+        if local.exists() or not local.resolve().is_relative_to(self.local_root):
+            return str(path)
+        if not self.download(local, keep_existing=True):
+            raise FileNotFoundError(f"{path} is neither on this node nor at {self.uri_of(local)}")
+        return str(path)
+
+    def read_bytes(self, local: str | Path) -> bytes | None:
+        """The remote copy of a staged file, or None when there is none."""
+        return read_uri(self.uri_of(local))
+
+    def exists(self, local: str | Path) -> bool:
+        fs, path = self.remote_path(local)
+        return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+    def delete(self, local: str | Path) -> None:
+        fs, path = self.remote_path(local)
+        if fs.get_file_info(path).type == pafs.FileType.Directory:
+            fs.delete_dir(path)
+
+    def check(self) -> None:
+        """Reach the bucket (or the folder above run_root) before anything runs."""
+        try:
+            fs, root = self.filesystem()
+            if fs.type_name == "local":
+                return
+            bucket = root.split("/", 1)[0]
+            found = fs.get_file_info(bucket).type
+        except (OSError, ValueError) as err:
+            raise ValueError(f"run_root {self.uri} cannot be reached: {err}") from err
+        if found == pafs.FileType.NotFound:
+            raise ValueError(f"run_root {self.uri}: bucket {bucket!r} does not exist; create it "
+                             f"or fix run_root (endpoint and credentials come from the URI's "
+                             f"query or the AWS_* environment variables)")
+
+
+def read_uri(uri: str) -> bytes | None:
+    """The object at a URI (query kept for the filesystem), or None when there is none."""
+    fs, path = pafs.FileSystem.from_uri(uri)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as f:
+        return f.read()
+
+
+def child(uri: str, name: str) -> str:
+    """`s3://b/p?q` + `config.yaml` -> `s3://b/p/config.yaml?q`."""
+    base, query = split_query(uri)
+    return f"{base}/{name}{query}"
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def storage_for(run_root: str, staging_dir: str) -> Storage | None:
+    """A `Storage` when run_root is a URI; None for a plain path (no staging, no uploads)."""
+    return Storage(run_root, staging_dir) if is_uri(run_root) else None
