@@ -29,7 +29,7 @@ from critics.prm import PRMExample, PRMTrainSettings, build_prm, save_prm, train
 from selftrain.backends import SamplingConfig
 from selftrain.backends.hf import HFBackend
 from selftrain.config import TinyModelConfig
-from selftrain.device import best_device
+from selftrain.device import best_device, single_cpu_thread
 from selftrain.sft import SFTExample, SFTSettings, train_sft
 from selftrain.tiny_model import _portable_tokenizer_config, build_char_tokenizer, build_tiny_llama
 from selftrain.types import Query
@@ -112,7 +112,7 @@ def train_critics(
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                         TextColumn("{task.completed}/{task.total} · {task.fields[info]}"),
                         TimeElapsedColumn(), console=console)
-    with progress:
+    with progress, single_cpu_thread(device):
         queries = task.queries("train")[: settings.max_queries]
         t = time.time()
         requests = sample_policy(task, queries, base_model_path, settings, progress)

@@ -23,6 +23,7 @@ from tokenizers import Tokenizer, decoders, models
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from selftrain.config import TinyModelConfig
+from selftrain.device import single_cpu_thread
 from selftrain.sft import SFTExample, SFTSettings, train_sft
 
 SPECIAL = ["<pad>", "<s>", "</s>", "<unk>"]
@@ -96,11 +97,7 @@ def build_base_model(task, cfg: TinyModelConfig, out: Path) -> dict:
     )
     params = sum(p.numel() for p in model.parameters())
     start = time.time()
-    # One thread: matrices this small gain little from two, and on a busy machine OpenMP's
-    # spinning threads made SFT 50x slower (measured) than a single thread.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with Progress(
+    with single_cpu_thread(), Progress(
         TextColumn(f"[bold]building base model for {task.name}[/] ({params / 1e6:.2f}M params)"),
         BarColumn(), TextColumn("{task.completed}/{task.total} steps · loss {task.fields[loss]:.3f}"),
         TimeElapsedColumn(),
@@ -110,7 +107,6 @@ def build_base_model(task, cfg: TinyModelConfig, out: Path) -> dict:
             model, tokenizer, examples, settings, torch.device("cpu"),
             on_step=lambda s, t, loss: progress.update(bar, completed=s, loss=loss),
         )
-    torch.set_num_threads(threads)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
