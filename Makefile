@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(VENV)/bin/selftrain compare configs/countdown_compare.yaml --overwrite
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q --durations=15 tests
 
 test-vllm:
 	bash scripts/test_vllm.sh
