@@ -23,9 +23,12 @@ from selftrain.storage import Storage
 
 
 def examples_from_rows(rows: list[dict[str, Any]]) -> list[SFTExample]:
+    """Rows of train.parquet as read by pandas: `loss_mask` is None or an array of
+    [start, end] arrays (so no truth test on it: numpy refuses one)."""
     return [
         SFTExample(prompt=r["prompt"], completion=r["completion"],
-                   masked_spans=[tuple(s) for s in (r.get("loss_mask") or [])])
+                   masked_spans=[(int(s[0]), int(s[1])) for s in
+                                 (r.get("loss_mask") if r.get("loss_mask") is not None else [])])
         for r in rows
     ]
 

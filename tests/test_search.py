@@ -369,12 +369,12 @@ def test_every_question_is_answered_by_its_gold_chain(world):
         assert world.split_steps(traj.completion) == traj.steps
 
 
-def test_multihop_demonstrations_mask_observations_and_skip_test(world):
+def test_multihop_demonstrations_mask_observations_and_skip_test_and_pool(world):
     demos = world.demonstrations(levels=[1, 2], per_query=1, seed=0, extra_per_level=10)
-    assert len(demos) == 2 * (100 + 10)
-    test_prompts = {q.prompt for q in world.queries("test")}
+    assert len(demos) == 2 * 10
+    seen_prompts = {q.prompt for q in world.queries("test") + world.queries("train")}
     for prompt, completion, spans in demos:
-        assert prompt not in test_prompts
+        assert prompt not in seen_prompts
         assert spans and all(completion[s:e].startswith("\n<information>") for s, e in spans)
         learned = completion
         for s, e in reversed(spans):
@@ -457,3 +457,20 @@ def test_searchqa_missing_column_names_the_file(tmp_path):
         SearchQATask(train=str(tmp_path / "missing.parquet"), test=str(path)).queries("train")
     with pytest.raises(ValueError, match="needs a retriever"):
         task.env()
+
+
+def test_train_rows_with_masked_observations_read_back_for_finetune(world, tmp_path):
+    """train.parquet rows as the Ray Train worker reads them (pandas: loss_mask arrives as an
+    array of arrays, or None) become SFT examples with the observation spans masked."""
+    from selftrain.trainer import examples_from_rows
+
+    q = next(q for q in world.queries("train") if q.difficulty == 2)
+    traj = world.gold_trajectories([q])[0]
+    rows = pd.DataFrame({"prompt": [q.prompt, q.prompt],
+                         "completion": [traj.completion, "<answer>x</answer>"],
+                         "loss_mask": [[list(s) for s in traj.masked_spans], None]})
+    rows.to_parquet(tmp_path / "train.parquet")
+    back = pd.read_parquet(tmp_path / "train.parquet").to_dict("records")
+    with_spans, without = examples_from_rows(back)
+    assert with_spans.masked_spans == traj.masked_spans and len(traj.masked_spans) == 2
+    assert without.masked_spans == []

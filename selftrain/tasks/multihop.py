@@ -317,17 +317,18 @@ class MultihopTask:
     ) -> list[tuple[str, str, list[tuple[int, int]]]]:
         """(prompt, completion, masked observation spans) for the seed SFT of the base model.
 
-        Training-pool questions of `levels` plus `extra_per_level` fresh ones per level from
-        after the pool (levels with fewer give what they have); the test split stays unseen.
-        Each question has one gold trajectory, so `per_query` and `seed` change nothing; they
-        are accepted for the common `demonstrations` signature.
+        `extra_per_level` fresh questions per level from the stream after the test split and
+        the training pool (levels with fewer give what they have), so neither is seen before
+        self-training starts, as in countdown: a base model that memorised the pool's gold
+        trajectories would make rejection sampling look easy. Each question has one gold
+        trajectory, so `per_query` and `seed` change nothing; they are accepted for the common
+        `demonstrations` signature.
         """
         del per_query, seed
         queries = []
         for level in sorted(set(levels)):
-            start = self.test_per_level
-            stop = min(start + self.train_per_level + extra_per_level,
-                       len(self._stream(level, start + self.train_per_level + extra_per_level)))
+            start = self.test_per_level + self.train_per_level  # after the test split and pool
+            stop = min(start + extra_per_level, len(self._stream(level, start + extra_per_level)))
             queries += [self._query(level, i) for i in range(start, stop)]
         return [(t.prompt, t.completion, t.masked_spans)
                 for t in self.gold_trajectories(queries)]
