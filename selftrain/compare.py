@@ -8,7 +8,7 @@ from rich.table import Table
 
 from selftrain.checks import preflight
 from selftrain.config import Config, apply_overrides, dump_yaml
-from selftrain.loop import local_root, run_arm
+from selftrain.loop import arm_dir, local_root, run_arm
 from selftrain.runfolder import atomic_write_bytes
 from selftrain.storage import storage_for
 from selftrain.tracking import console, fmt
@@ -32,6 +32,12 @@ def arm_configs(cfg: Config) -> dict[str, Config]:
     return dict(sorted(arms.items(), key=lambda kv: kv[1].arm.budget_match is not None))
 
 
+def _started(cfg: Config, label: str) -> bool:
+    manifest = arm_dir(cfg, label) / "manifest.json"
+    storage = storage_for(cfg.run_root, cfg.staging_dir)
+    return manifest.exists() or bool(storage and storage.exists(manifest))
+
+
 def run_compare(cfg: Config, *, resume: bool = False, overwrite: bool = False,
                 report: bool = True) -> dict[str, dict[int, dict[str, Any]]]:
     arms = arm_configs(cfg)
@@ -49,7 +55,10 @@ def run_compare(cfg: Config, *, resume: bool = False, overwrite: bool = False,
         budget = None
         if arm.arm.budget_match:
             budget = {k: int(m["gen_tokens"]) for k, m in results[arm.arm.budget_match].items()}
-        results[label] = run_arm(arm, label, resume=resume, overwrite=overwrite, budget=budget)
+        # --resume continues the arms that started; an arm the interrupted run never reached
+        # starts now.
+        results[label] = run_arm(arm, label, resume=resume and _started(arm, label),
+                                 overwrite=overwrite, budget=budget)
     for k in sorted(next(iter(results.values()))):
         console.print(comparison_table(cfg.experiment, k, {a: r[k] for a, r in results.items()}))
     if report:

@@ -127,3 +127,21 @@ def test_unknown_and_broken_critics_fail_with_the_list_of_known_critics(plugin_d
         build_critic(None, "no_such_module:Critic", {}, None)
     with pytest.raises(CriticLoadError, match="does not fit the Critic protocol"):
         build_critic(None, "collections:Counter", {}, None)
+
+
+def test_compare_budget_matches_and_resume_starts_arms_never_reached(tmp_path, ray_cluster,
+                                                                     model_cache):
+    """`compare --resume` on an experiment whose arms never started runs them (a compare
+    killed before its later arms must be resumable); the budget-matched rs arm draws the
+    critique arm's tokens; the report is written."""
+    from selftrain.compare import run_compare
+
+    cfg = small_config(tmp_path, model_cache, "rounds=0", "tracking.enabled=false",
+                       "refine.attempts=2", config="countdown_compare.yaml")
+    results = run_compare(cfg, resume=True)
+    assert set(results) == {"critique", "rs", "rs_budget"}
+    spent, matched = results["critique"][0]["gen_tokens"], results["rs_budget"][0]["gen_tokens"]
+    assert results["rs"][0]["gen_tokens"] < spent
+    assert abs(matched - spent) <= 0.1 * spent
+    assert results["rs_budget"][0]["samples_per_query"] > results["rs"][0]["samples_per_query"]
+    assert (tmp_path / "runs" / cfg.experiment / "report" / "report.md").is_file()
