@@ -55,12 +55,23 @@ def local_root(cfg: Config) -> Path:
     return storage.local_root if storage else Path(cfg.run_root)
 
 
+def worker_env() -> dict[str, str]:
+    """Environment for every Ray worker of a run (the user's own settings win).
+
+    Ray Train's controller polls its workers every 2 s by default, so each round's finetune
+    waited up to 2 s at every step of the worker group's life; 0.2 s cut an empty
+    `TorchTrainer.fit()` here from ~15 s to ~11 s (measured, 3 fits each).
+    """
+    defaults = {"TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
+    return {key: os.environ.get(key, value) for key, value in defaults.items()}
+
+
 def start_ray(cfg: Config) -> None:
     """Connect to `ray.address` / RAY_ADDRESS, or start a local cluster with its temp dir in
     the run root. Workers get the driver's import path, so `critic.path` modules resolve."""
     if ray.is_initialized():
         return
-    env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "TOKENIZERS_PARALLELISM": "false"}
+    env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)} | worker_env()
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)

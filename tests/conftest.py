@@ -100,10 +100,12 @@ def ray_cluster(tmp_path_factory, plugin_dir):
     Workers import from the repo, the tests and the plugin folder, as the driver does."""
     import ray
 
+    from selftrain.loop import worker_env
+
     temp = tmp_path_factory.mktemp("ray")
     path = os.pathsep.join([str(REPO), str(REPO / "tests"), str(plugin_dir)])
     ray.init(num_cpus=4, _temp_dir=str(temp), include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": path}})
+             runtime_env={"env_vars": {"PYTHONPATH": path} | worker_env()})
     yield ray
     ray.shutdown()
 
