@@ -36,7 +36,13 @@ from selftrain.groups import ActorGroup
 from selftrain.metrics_round import RoundFrames, example_rows, round_histograms, round_metrics
 from selftrain.model_source import resolve_model
 from selftrain.records import TRAIN_SCHEMA, read_critiques, read_samples
-from selftrain.runfolder import RunFolder, atomic_write_bytes, atomic_write_json, write_parquet
+from selftrain.runfolder import (
+    RunFolder,
+    atomic_write_bytes,
+    atomic_write_json,
+    write_parquet,
+    write_table,
+)
 from selftrain.storage import Storage, storage_for
 from selftrain.tasks import Task, make_task
 from selftrain.tracking import TABLE_KEYS, Tracker, console, level_keys, round_table
@@ -351,10 +357,8 @@ def _relevel(path: Path, levels: dict[str, int]) -> Path:
     ids = table.column("query_id").to_pylist()
     old = table.column("difficulty").to_pylist()
     column = pa.array([levels.get(q, d) for q, d in zip(ids, old)], type=table.schema.field("difficulty").type)
-    table = table.set_column(table.schema.get_field_index("difficulty"), "difficulty", column)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    write_table(path, table.set_column(table.schema.get_field_index("difficulty"), "difficulty",
+                                       column))
     return path
 
 

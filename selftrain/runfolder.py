@@ -61,6 +61,11 @@ def _json_default(obj: Any) -> Any:
 
 def write_parquet(path: Path, rows: list[dict[str, Any]], schema: pa.Schema | None = None) -> int:
     table = pa.Table.from_pylist(rows, schema=schema) if rows or schema is None else schema.empty_table()
+    return write_table(path, table)
+
+
+def write_table(path: Path, table: pa.Table) -> int:
+    """Write a parquet file atomically (temporary name, then rename); returns its rows."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     pq.write_table(table, tmp)
     os.replace(tmp, path)

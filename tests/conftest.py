@@ -138,3 +138,19 @@ def small_config(tmp_path: Path, model_cache: Path, *extra: str, config: str = "
         f"task.args={json.dumps(SMALL_TASK)}", *extra,
     ]
     return load_config(REPO / "configs" / config, overrides)
+
+
+def assert_same_rounds(got: Path, want: Path, rounds, parquets) -> None:
+    """Two run folders hold equal parquet files and metrics (timings aside) in these rounds."""
+    import json
+
+    import pandas as pd
+
+    for k in rounds:
+        for name in parquets:
+            pd.testing.assert_frame_equal(pd.read_parquet(got / f"round_{k}" / name),
+                                          pd.read_parquet(want / f"round_{k}" / name))
+        a = json.loads((got / f"round_{k}" / "metrics.json").read_text())
+        b = json.loads((want / f"round_{k}" / "metrics.json").read_text())
+        strip = lambda m: {key: v for key, v in m.items() if not key.startswith("time/")}  # noqa: E731
+        assert strip(a) == pytest.approx(strip(b))

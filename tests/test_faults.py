@@ -11,9 +11,8 @@ import sys
 import threading
 import time
 
-import pandas as pd
 import pytest
-from conftest import REPO, small_config
+from conftest import REPO, assert_same_rounds, small_config
 
 from selftrain import stages
 from selftrain.backends import SamplingConfig
@@ -32,6 +31,21 @@ def base_model(cfg) -> str:
     return resolve_model(cfg, make_task(cfg.task.name, **cfg.task.args))
 
 
+def _kill_worker_during(group: ActorGroup, after_s: float, stage):
+    """Run `stage()` in a thread, SIGKILL the group's (single) actor `after_s` into it, and
+    return the stage's result once Ray has restarted the actor and redone its chunk."""
+    pid = group.call_all("info")[0]["pid"]
+    result: dict = {}
+    worker = threading.Thread(target=lambda: result.update(out=stage()))
+    worker.start()
+    time.sleep(after_s)
+    os.kill(pid, signal.SIGKILL)
+    worker.join(timeout=300)
+    assert not worker.is_alive()
+    assert group.call_all("info")[0]["pid"] != pid, "the actor was not restarted"
+    return result["out"]
+
+
 def test_killed_rollout_worker_loses_and_duplicates_nothing(tmp_path, ray_cluster, model_cache):
     cfg = small_config(tmp_path, model_cache)
     model = base_model(cfg)
@@ -42,17 +56,10 @@ def test_killed_rollout_worker_loses_and_duplicates_nothing(tmp_path, ray_cluste
     try:
         job = stages.GenJob(prompts, params)
         reference = stages.run_generation(group, job, model, 8, ("faults",), "reference")
-        pid = group.call_all("info")[0]["pid"]
-        result: dict = {}
-        worker = threading.Thread(target=lambda: result.update(
-            out=stages.run_generation(group, job, model, 8, ("faults",), "with a crash")))
-        worker.start()
-        time.sleep(1.5)  # a few of the 12 chunks are done, one is running
-        os.kill(pid, signal.SIGKILL)
-        worker.join(timeout=300)
-        assert not worker.is_alive()
-        assert group.call_all("info")[0]["pid"] != pid, "the actor was not restarted"
-        texts = [[g.text for g in outs] for outs in result["out"]]
+        # a few of the 12 chunks are done, one is running
+        out = _kill_worker_during(group, 1.5, lambda: stages.run_generation(
+            group, job, model, 8, ("faults",), "with a crash"))
+        texts = [[g.text for g in outs] for outs in out]
         assert len(texts) == len(prompts) and all(len(t) == 2 for t in texts)
         # chunks carry their own seeds: the redone chunk gives exactly the same samples
         assert texts == [[g.text for g in outs] for outs in reference]
@@ -76,21 +83,14 @@ def test_killed_critic_worker_loses_and_duplicates_nothing(tmp_path, ray_cluster
                         cfg.task.args, 0.0), ResourceConfig(num_workers=1, num_cpus=0))
     try:
         reference = stages.critique(group, 4, requests, "reference")
-        pid = group.call_all("info")[0]["pid"]
-        result: dict = {}
-        worker = threading.Thread(target=lambda: result.update(
-            out=stages.critique(group, 4, requests, "with a crash")))
-        worker.start()
-        time.sleep(1.0)  # a few chunks of 0.3 s are done, one is running
-        os.kill(pid, signal.SIGKILL)
-        worker.join(timeout=300)
-        assert not worker.is_alive()
-        assert group.call_all("info")[0]["pid"] != pid, "the actor was not restarted"
-        got = [c.sample_id for c in result["out"]]
+        # a few chunks of 0.3 s are done, one is running
+        out = _kill_worker_during(group, 1.0, lambda: stages.critique(group, 4, requests,
+                                                                      "with a crash"))
+        got = [c.sample_id for c in out]
         assert got == [r.sample_id for r in requests]  # none lost, none duplicated, in order
-        assert [c.row() for c in result["out"]] == [c.row() for c in reference]
-        assert all(c.first_error == -1 for c in result["out"][0::2])
-        assert all(c.first_error == 0 for c in result["out"][1::2])
+        assert [c.row() for c in out] == [c.row() for c in reference]
+        assert all(c.first_error == -1 for c in out[0::2])
+        assert all(c.first_error == 0 for c in out[1::2])
     finally:
         group.shutdown()
 
@@ -138,14 +138,7 @@ def test_driver_killed_mid_round_resumes_to_identical_files(tmp_path, ray_cluste
     resumed = _run_cli(["run", "--resume", str(run)], env)
     out, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, out
-    for k in (0, 1):
-        for name in PARQUETS:
-            pd.testing.assert_frame_equal(pd.read_parquet(run / f"round_{k}" / name),
-                                          pd.read_parquet(ref / f"round_{k}" / name))
-        got = json.loads((run / f"round_{k}" / "metrics.json").read_text())
-        want = json.loads((ref / f"round_{k}" / "metrics.json").read_text())
-        strip = lambda m: {key: v for key, v in m.items() if not key.startswith("time/")}  # noqa: E731
-        assert strip(got) == pytest.approx(strip(want))
+    assert_same_rounds(run, ref, (0, 1), PARQUETS)
     assert verify(run) == []
 
 

@@ -362,6 +362,8 @@ def test_resume_after_the_difficulty_stage_restores_the_levels(math_run, tmp_pat
     the levels come back from difficulty.json and every later file equals the original."""
     import shutil
 
+    from conftest import assert_same_rounds
+
     from selftrain.config import load_config
     from selftrain.loop import run_arm
 
@@ -379,11 +381,4 @@ def test_resume_after_the_difficulty_stage_restores_the_levels(math_run, tmp_pat
 
     resumed = load_config(run / "config.yaml", [f"run_root={root}", "tracking.enabled=false"])
     run_arm(resumed, "rs", resume=True)
-    for k in (0, 1):
-        for name in ("samples.parquet", "train.parquet", "eval.parquet"):
-            pd.testing.assert_frame_equal(pd.read_parquet(copy / f"round_{k}" / name),
-                                          pd.read_parquet(run / f"round_{k}" / name))
-        got = json.loads((copy / f"round_{k}" / "metrics.json").read_text())
-        want = json.loads((run / f"round_{k}" / "metrics.json").read_text())
-        strip = lambda m: {key: v for key, v in m.items() if not key.startswith("time/")}  # noqa: E731
-        assert strip(got) == pytest.approx(strip(want))
+    assert_same_rounds(copy, run, (0, 1), ("samples.parquet", "train.parquet", "eval.parquet"))
