@@ -77,6 +77,19 @@ def test_cli_exits_2_on_a_bad_config(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_cli_takes_overrides_after_a_flag(tmp_path, capsys):
+    """`compare cfg.yaml --overwrite rounds=x`: argparse leaves `rounds=x` over; it is still an
+    override (here a bad one, so the run stops at the config with exit 2), and a stray flag is
+    still a usage error."""
+    path = write(tmp_path, "rounds: 2\n")
+    assert main(["compare", str(path), "--overwrite", "rounds=x"]) == 2
+    assert "key rounds must be an integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["compare", str(path), "--overwrite", "--bogus"])
+    assert exit_.value.code == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
 def test_cli_help_is_complete(capsys):
     for argv in (["--help"], ["run", "--help"], ["compare", "--help"], ["verify", "--help"]):
         with pytest.raises(SystemExit) as exit_:
