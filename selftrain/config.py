@@ -43,6 +43,11 @@ class TinyModelConfig:
     sft_queries_per_level: dict[str, int] = field(default_factory=dict)
     """Fresh demonstration queries for given levels (e.g. a few of the hardest level, so the
     base model can at least read its prompts); tasks that support it (countdown)."""
+    tokenizer: str = "char"
+    """"char" (one token per character) or "bpe" (byte-level BPE trained on the demonstrations:
+    a name becomes one or two tokens, so sequences are ~3x shorter and copying a name from an
+    observation is copying a few tokens)."""
+    bpe_vocab_size: int = 1024
     sft_steps: int = 600
     sft_batch_size: int = 64
     sft_lr: float = 3e-3

@@ -1,8 +1,9 @@
-"""The embedded base model: a tiny Llama with a character tokenizer, seed-SFT'd on easy levels.
+"""The embedded base model: a tiny Llama with its own tokenizer, seed-SFT'd on easy levels.
 
 Nothing can be downloaded here, so the default policy is built locally: a `LlamaConfig` model of
-about a million parameters (head dim 32, so vLLM can load it too) and a character-level
-tokenizer made with `tokenizers`, both saved with `save_pretrained`. It is then finetuned on
+about a million parameters (head dim 32, so vLLM can load it too) and a tokenizer made with
+`tokenizers` (character-level, or a byte-level BPE trained on the demonstrations), both saved
+with `save_pretrained`. It is then finetuned on
 solver-written demonstrations of the task's easier levels only, so that the hard levels are
 genuinely hard for it: the starting point of tail narrowing. The folder is built once and
 cached under a key of everything that shapes it.
@@ -19,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from selftrain.config import TinyModelConfig
@@ -39,6 +40,30 @@ def build_char_tokenizer() -> PreTrainedTokenizerFast:
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
         unk_token="<unk>", padding_side="left",
     )
+
+
+def build_bpe_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE (GPT-2's pre-tokenizer) trained on `texts`: deterministic for the same
+    texts, and it round-trips any string, since every byte is in the alphabet."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+        unk_token="<unk>", padding_side="left", clean_up_tokenization_spaces=False,
+    )
+
+
+def build_tokenizer(cfg: TinyModelConfig, texts: list[str]) -> PreTrainedTokenizerFast:
+    if cfg.tokenizer == "char":
+        return build_char_tokenizer()
+    if cfg.tokenizer == "bpe":
+        return build_bpe_tokenizer(texts, cfg.bpe_vocab_size)
+    raise ValueError(f"model.tiny.tokenizer must be 'char' or 'bpe', got {cfg.tokenizer!r}")
 
 
 def build_tiny_llama(cfg: TinyModelConfig, vocab_size: int, tokenizer) -> LlamaForCausalLM:
@@ -80,13 +105,13 @@ def ensure_tiny_model(task, cfg: TinyModelConfig, cache_dir: str | Path) -> Path
 def build_base_model(task, cfg: TinyModelConfig, out: Path) -> dict:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    tokenizer = build_char_tokenizer()
-    model = build_tiny_llama(cfg, len(tokenizer), tokenizer)
     demos = list(task.demonstrations(levels=cfg.sft_levels, per_query=cfg.demos_per_query,
                                      seed=cfg.seed))
     for level, count in sorted(cfg.sft_queries_per_level.items()):
         demos += task.demonstrations(levels=[int(level)], per_query=cfg.demos_per_query,
                                      seed=cfg.seed, extra_per_level=count)
+    tokenizer = build_tokenizer(cfg, [d[0] + d[1] for d in demos])
+    model = build_tiny_llama(cfg, len(tokenizer), tokenizer)
     # (prompt, completion) or (prompt, completion, masked_spans) for agent tasks
     examples = [SFTExample(prompt=d[0], completion=d[1],
                            masked_spans=[tuple(s) for s in (d[2] if len(d) > 2 else [])])

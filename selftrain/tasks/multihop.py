@@ -9,10 +9,10 @@ world, so searching an entity's name retrieves its document first (the tests che
 every entity).
 
 Prompt:      "Q: birthplace of founder of employer of Zorvan Keld?\\n"
-Completion:  "<search>Zorvan Keld</search>\\n<information>Doc 1(Title: Zorvan Keld) Zorvan Keld
+Completion:  "<search> Zorvan Keld </search>\\n<information>Doc 1(Title: Zorvan Keld) Zorvan Keld
               was born in Lumo and works for Kelvar.\\nDoc 2(...) ...</information>\\n
-              <search>Kelvar</search>\\n<information>...</information>\\n
-              <search>Mira Tov</search>\\n<information>...</information>\\n<answer>Dava</answer>"
+              <search> Kelvar </search>\\n<information>...</information>\\n
+              <search> Mira Tov </search>\\n<information>...</information>\\n<answer> Dava </answer>"
 """
 
 from __future__ import annotations
@@ -299,9 +299,12 @@ class MultihopTask:
 
     def gold_trajectories(self, queries: Sequence[Query]) -> list[agent.Trajectory]:
         """Per query: one search per hop for the entity's name, then the answer, with the
-        observations the retriever really returns (one batched call per hop)."""
-        turns = [[f"<search>{name}</search>" for name in q.data["chain_names"]]
-                 + [f"<answer>{q.data['answer']}</answer>"] for q in queries]
+        observations the retriever really returns (one batched call per hop). Actions are
+        spaced as in Search-R1's prompt (`<search> query </search>`): a name then reads the
+        same inside an action as in a question or a document, which a subword tokenizer needs
+        to make copying it a copy of the same tokens."""
+        turns = [[f"<search> {name} </search>" for name in q.data["chain_names"]]
+                 + [f"<answer> {q.data['answer']} </answer>"] for q in queries]
         return agent.replay([q.prompt for q in queries], turns, self.retriever(), self.topk)
 
     def reference_solutions(self, query: Query) -> list[str]:
