@@ -223,3 +223,35 @@ def test_multi_turn_agent_episodes_stop_at_each_action(backend, models, agent_mo
     assert traj.stop_reason == "answer" and finish == ["stop", "stop"]
     assert traj.turns[0].observation == search_observation([AGENT_DOC])
     assert traj.turns[0].num_tokens == len("<search>hamlet author</search>")  # char tokenizer
+
+
+def test_vllm_reads_a_bpe_model_as_transformers_does(tmp_path):
+    """The multihop base model's byte-level BPE tokenizer (model.tiny.tokenizer: bpe) loads in
+    vLLM with the same ids: greedy texts and token counts equal the transformers backend's."""
+    require_vllm()
+    from selftrain.tasks import make_task
+    from selftrain.tiny_model import build_tokenizer
+
+    task = make_task("multihop", seed=0, levels=[1, 2], train_per_level=4, test_per_level=2,
+                     topk=1, max_turns=3, cache_dir=str(tmp_path / "corpus"))
+    demos = [p + c for p, c, _ in task.demonstrations(levels=[1, 2], extra_per_level=100)]
+    cfg = TinyModelConfig(tokenizer="bpe", bpe_vocab_size=512)
+    tokenizer = build_tokenizer(cfg, demos)
+    model = build_tiny_llama(cfg, len(tokenizer), tokenizer)
+    with torch.no_grad():  # as save_model: random weights with outputs of their own
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    _portable_tokenizer_config(tmp_path / "m")
+    prompts = [q.prompt for q in task.queries("test")]
+    params = SamplingConfig(temperature=0.0, max_new_tokens=16, stop=STOP)
+    outs = {}
+    for name in ("hf", "vllm"):
+        b = make_backend(name, str(tmp_path / "m"))
+        outs[name] = [[(g.text, g.num_tokens) for g in gens]
+                      for gens in b.generate(prompts, params, seed=0)]
+        assert b.count_tokens(prompts) == [len(tokenizer(p)["input_ids"]) for p in prompts]
+        if hasattr(b, "shutdown"):
+            b.shutdown()
+    assert outs["vllm"] == outs["hf"]
