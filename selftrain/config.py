@@ -42,7 +42,7 @@ class TinyModelConfig:
     """Levels whose solver-written demonstrations the base model is SFT'd on."""
     sft_queries_per_level: dict[str, int] = field(default_factory=dict)
     """Fresh demonstration queries for given levels (e.g. a few of the hardest level, so the
-    base model can at least read its prompts); tasks that support it (countdown)."""
+    base model can at least read its prompts); tasks that support it (countdown, multihop)."""
     tokenizer: str = "char"
     """"char" (one token per character) or "bpe" (byte-level BPE trained on the demonstrations:
     a name becomes one or two tokens, so sequences are ~3x shorter and copying a name from an
@@ -345,6 +345,7 @@ _CHOICES = {
     "arm.name": ("rs", "critique"),
     "refine.mode": ("resume", "rewrite"),
     "train.init": ("base", "previous"),
+    "model.tiny.tokenizer": ("char", "bpe"),
     "rollout.resources.placement_strategy": ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
     "critic.resources.placement_strategy": ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
     "train.resources.placement_strategy": ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),

@@ -3,9 +3,9 @@
 Nothing can be downloaded here, so the default policy is built locally: a `LlamaConfig` model of
 about a million parameters (head dim 32, so vLLM can load it too) and a tokenizer made with
 `tokenizers` (character-level, or a byte-level BPE trained on the demonstrations), both saved
-with `save_pretrained`. It is then finetuned on
-solver-written demonstrations of the task's easier levels only, so that the hard levels are
-genuinely hard for it: the starting point of tail narrowing. The folder is built once and
+with `save_pretrained`. It is then finetuned on solver-written demonstrations of the task's
+easier levels only, so that the hard levels are genuinely hard for it: the starting point of
+tail narrowing. The folder is built once and
 cached under a key of everything that shapes it.
 """
 

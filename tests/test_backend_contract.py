@@ -27,13 +27,13 @@ PROMPTS = ["Question: 12+7=?\nAnswer:", "abc", LONG_PROMPT]
 GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=16)
 
 
-def save_model(out: Path, seed: int) -> Path:
+def save_model(out: Path, seed: int, tokenizer=None) -> Path:
     """An untrained tiny Llama with enlarged random weights, saved like a round's checkpoint.
 
     At the default init (std 0.02) every seed mostly echoes the prompt's last character; extra
     noise gives each seed greedy outputs of its own, so a weight swap shows in the text.
     """
-    tokenizer = build_char_tokenizer()
+    tokenizer = tokenizer or build_char_tokenizer()
     model = build_tiny_llama(TinyModelConfig(seed=seed), len(tokenizer), tokenizer)
     with torch.no_grad():
         for p in model.parameters():
@@ -235,20 +235,13 @@ def test_vllm_reads_a_bpe_model_as_transformers_does(tmp_path):
     task = make_task("multihop", seed=0, levels=[1, 2], train_per_level=4, test_per_level=2,
                      topk=1, max_turns=3, cache_dir=str(tmp_path / "corpus"))
     demos = [p + c for p, c, _ in task.demonstrations(levels=[1, 2], extra_per_level=100)]
-    cfg = TinyModelConfig(tokenizer="bpe", bpe_vocab_size=512)
-    tokenizer = build_tokenizer(cfg, demos)
-    model = build_tiny_llama(cfg, len(tokenizer), tokenizer)
-    with torch.no_grad():  # as save_model: random weights with outputs of their own
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    model.save_pretrained(tmp_path / "m")
-    tokenizer.save_pretrained(tmp_path / "m")
-    _portable_tokenizer_config(tmp_path / "m")
+    tokenizer = build_tokenizer(TinyModelConfig(tokenizer="bpe", bpe_vocab_size=512), demos)
+    model = save_model(tmp_path / "m", seed=0, tokenizer=tokenizer)
     prompts = [q.prompt for q in task.queries("test")]
     params = SamplingConfig(temperature=0.0, max_new_tokens=16, stop=STOP)
     outs = {}
     for name in ("hf", "vllm"):
-        b = make_backend(name, str(tmp_path / "m"))
+        b = make_backend(name, str(model))
         outs[name] = [[(g.text, g.num_tokens) for g in gens]
                       for gens in b.generate(prompts, params, seed=0)]
         assert b.count_tokens(prompts) == [len(tokenizer(p)["input_ids"]) for p in prompts]

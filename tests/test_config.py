@@ -51,6 +51,7 @@ def test_exponent_without_a_dot_is_a_number(tmp_path):
         ("rollout: {temperature: hot}\n", [], "key rollout.temperature must be a number"),
         ("arm: {dedup: 1}\n", [], "key arm.dedup must be true or false"),
         ("arm: {name: best}\n", [], "key arm.name must be one of rs, critique"),
+        ("model: {tiny: {tokenizer: word}}\n", [], "key model.tiny.tokenizer must be one of char, bpe"),
         ("arm: {name: critique}\n", [], "needs critic.name or critic.path"),
         ("experiment: e\n", ["rollout.nope=3"], "unknown key rollout.nope"),
         ("experiment: e\n", ["rounds"], "expected key=value"),
