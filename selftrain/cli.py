@@ -15,6 +15,7 @@ EXIT_USAGE = 2
 EPILOG = """\
 overrides are dotted keys: rounds=2 rollout.num_samples=8 critic.name=noisy
 exit codes: 0 ok, 1 a run failed, 2 bad input (config, model, critic, run folder in use)"""
+EXIT_FAILED = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,26 +90,57 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # model-loading bars: noise
+    # `critic.path: my_critics:MyCritic` with my_critics.py in the current folder, as
+    # `python -m` would find it (last on the path, so it never shadows an installed package)
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, FileExistsError, FileNotFoundError) as err:
+    except Exception as err:  # noqa: BLE001 - every error ends as a few lines for a person
+        return _report_error(err, args)
+
+
+def _report_error(err: Exception, args: argparse.Namespace) -> int:
+    """Print what went wrong in a few lines (never a traceback) and return the exit code:
+    2 for bad input, 1 for a run that failed (its traceback is in the run's log file)."""
+    from critics import CriticLoadError
+    from selftrain.errors import RunFailed
+    from selftrain.groups import SchedulingError
+    from selftrain.resume import ResumeError
+    from selftrain.runfolder import ManifestError, RunLockedError
+
+    bad_input = (ConfigError, FileExistsError, FileNotFoundError, CriticLoadError,
+                 RunLockedError, SchedulingError, ManifestError, ResumeError)
+    if isinstance(err, bad_input):
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except Exception as err:
-        from critics import CriticLoadError
-        from selftrain.groups import SchedulingError
-        from selftrain.runfolder import RunLockedError
+    if isinstance(err, RunFailed):
+        where = err.folder if args.command == "run" else err.folder.parents[1]
+        print(f"error: {err.summary}\n"
+              f"  full traceback: {err.log_path}\n"
+              f"  to continue after fixing it: selftrain {args.command} --resume {where}",
+              file=sys.stderr)
+        return EXIT_FAILED
+    log = _crash_log(err)
+    print(f"error: {type(err).__name__}: {err}\n  full traceback: {log}", file=sys.stderr)
+    return EXIT_FAILED
 
-        if isinstance(err, (CriticLoadError, RunLockedError, SchedulingError)):
-            print(f"error: {err}", file=sys.stderr)
-            return EXIT_USAGE
-        raise
+
+def _crash_log(err: Exception) -> Path:
+    """A traceback from outside any run folder goes to a file of its own."""
+    import traceback
+
+    path = Path(tempfile.gettempdir()) / f"selftrain-error-{os.getpid()}.log"
+    path.write_text("".join(traceback.format_exception(err)))
+    return path
 
 
 def _load(args: argparse.Namespace, what: str):
     if args.resume:
         config_path = _resume_config(args.resume, what)
-        return load_config(config_path, args.overrides + ([args.config] if args.config else []))
+        cfg = load_config(config_path, args.overrides + ([args.config] if args.config else []))
+        return relocate(cfg, args.resume, what)
     if not args.config:
         raise ConfigError(f"selftrain {what}: give a CONFIG file (or --resume RUN_DIR)")
     return load_config(args.config, args.overrides)
@@ -132,13 +164,43 @@ def _resume_config(where: str, what: str) -> Path:
     return config
 
 
+def relocate(cfg, where: str, what: str):
+    """The config of a resumed folder, pointed at that folder wherever it lives now (it may
+    have been copied or moved since it was written): run_root and experiment come from the
+    path, `<run_root>/<experiment>/<arm>/seed<s>` for a run, `<run_root>/<experiment>` for a
+    compare experiment. A staging folder stands for its object-storage URI, which stays."""
+    from selftrain.config import apply_overrides
+    from selftrain.storage import is_uri, split_query
+
+    if is_uri(cfg.run_root) and not is_uri(where):
+        return cfg
+    base, query = split_query(where) if is_uri(where) else (str(Path(where).resolve()), "")
+    depth = 3 if what == "run" else 1
+    parts = base.rstrip("/").rsplit("/", depth)
+    shape = "<run_root>/<experiment>/<arm>/seed<s>" if what == "run" else "<run_root>/<experiment>"
+    if len(parts) <= depth or (what == "run" and parts[3] != f"seed{cfg.seed}"):
+        raise ConfigError(f"--resume {where}: expected a folder {shape} (its config.yaml says "
+                          f"seed {cfg.seed})")
+    return apply_overrides(cfg, {"run_root": parts[0] + query, "experiment": parts[1]},
+                           f"--resume {where}")
+
+
+def _resume_label(where: str) -> str:
+    """The arm label of a resumed run folder: the name of the folder above seed<s>."""
+    from selftrain.storage import is_uri, split_query
+
+    base = split_query(where)[0] if is_uri(where) else str(Path(where).resolve())
+    return base.rstrip("/").rsplit("/", 2)[1]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args, "run")
     from selftrain.checks import preflight
     from selftrain.loop import run_arm
 
     preflight(cfg, "run")
-    run_arm(cfg, cfg.arm.name, resume=bool(args.resume), overwrite=args.overwrite)
+    label = _resume_label(args.resume) if args.resume else cfg.arm.name
+    run_arm(cfg, label, resume=bool(args.resume), overwrite=args.overwrite)
     return 0
 
 

@@ -8,7 +8,8 @@ from rich.table import Table
 
 from selftrain.checks import preflight
 from selftrain.config import Config, apply_overrides, dump_yaml
-from selftrain.loop import arm_dir, local_root, run_arm
+from selftrain.loop import run_arm
+from selftrain.run import arm_dir
 from selftrain.runfolder import atomic_write_bytes
 from selftrain.storage import storage_for
 from selftrain.tracking import console, fmt
@@ -34,8 +35,7 @@ def arm_configs(cfg: Config) -> dict[str, Config]:
 
 def _started(cfg: Config, label: str) -> bool:
     manifest = arm_dir(cfg, label) / "manifest.json"
-    storage = storage_for(cfg.run_root, cfg.staging_dir)
-    return manifest.exists() or bool(storage and storage.exists(manifest))
+    return manifest.exists() or storage_for(cfg.run_root, cfg.staging_dir).exists(manifest)
 
 
 def run_compare(cfg: Config, *, resume: bool = False, overwrite: bool = False,
@@ -44,11 +44,10 @@ def run_compare(cfg: Config, *, resume: bool = False, overwrite: bool = False,
     for label, arm in arms.items():
         preflight(arm, f"arms.{label}")
     storage = storage_for(cfg.run_root, cfg.staging_dir)
-    exp_dir = local_root(cfg) / cfg.experiment
+    exp_dir = storage.local_root / cfg.experiment
     exp_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(exp_dir / "compare.yaml", dump_yaml(cfg).encode())
-    if storage is not None:
-        storage.upload(exp_dir / "compare.yaml")
+    storage.upload(exp_dir / "compare.yaml")
     results: dict[str, dict[int, dict[str, Any]]] = {}
     for label, arm in arms.items():
         console.rule(f"[bold]{cfg.experiment}: arm {label}")
@@ -65,8 +64,7 @@ def run_compare(cfg: Config, *, resume: bool = False, overwrite: bool = False,
         from selftrain.report import write_report
 
         path = write_report([exp_dir], exp_dir / "report")
-        if storage is not None:
-            storage.upload(exp_dir / "report")
+        storage.upload(exp_dir / "report")
         console.print(f"report: {path}")
     return results
 

@@ -3,7 +3,8 @@
 Work is cut into fixed chunks before it is dispatched, and each chunk carries its own seed, so
 which actor runs a chunk, and how often (after a crash), never changes its result. Ray restarts
 a dead actor (`max_restarts`) and re-runs its in-flight call (`max_task_retries`); results are
-stored by chunk index, so a redone chunk is neither lost nor duplicated.
+stored by chunk index, so a redone chunk is neither lost nor duplicated. A chunk is a typed
+work item (`selftrain.workers`); every worker takes it through one method, `run(chunk)`.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from typing import Any
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from selftrain.config import ResourceConfig
+from selftrain.progress import StepProgress
 
 
 class SchedulingError(RuntimeError):
@@ -56,26 +57,23 @@ class ActorGroup:
             self.actors.append(remote.options(**opts).remote(*args))
         ray.get([a.info.remote() for a in self.actors], timeout=timeout_s + 600)
 
-    def map(self, method: str, chunks: Sequence[tuple], desc: str | None = None) -> list[Any]:
-        """Run `method(*chunk)` for every chunk over the actors; results in chunk order."""
+    def map(self, chunks: Sequence[Any], desc: str | None = None) -> list[Any]:
+        """Run every chunk (`worker.run(chunk)`) over the actors; results in chunk order."""
         results: list[Any] = [None] * len(chunks)
         pending = list(range(len(chunks)))[::-1]
         in_flight: dict[Any, tuple[int, int]] = {}
         free = list(range(len(self.actors)))
-        with Progress(TextColumn(f"  {desc or self.name}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), transient=True) as progress:
-            bar = progress.add_task(desc or self.name, total=len(chunks))
+        with StepProgress(desc or self.name, total=len(chunks)) as progress:
             while pending or in_flight:
                 while pending and free:
                     idx, actor = pending.pop(), free.pop()
-                    ref = getattr(self.actors[actor], method).remote(*chunks[idx])
-                    in_flight[ref] = (idx, actor)
+                    in_flight[self.actors[actor].run.remote(chunks[idx])] = (idx, actor)
                 done, _ = ray.wait(list(in_flight), num_returns=1)
                 for ref in done:
                     idx, actor = in_flight.pop(ref)
                     results[idx] = ray.get(ref)
                     free.append(actor)
-                    progress.advance(bar)
+                    progress.advance()
         return results
 
     def call_all(self, method: str, *args: Any) -> list[Any]:

@@ -304,7 +304,7 @@ def make_server(retriever: Retriever, host: str = "127.0.0.1", port: int = 8000)
                 if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries):
                     raise ValueError("'queries' must be a list of strings")
                 topk = int(req.get("topk") or DEFAULT_TOPK)
-                with_scores = bool(req.get("return_scores", False))
+                with_scores = _flag(req.get("return_scores", False), "return_scores")
             except (ValueError, KeyError, TypeError) as err:
                 self._reply(400, {"error": f"bad request: {err!r}; expected "
                                            '{"queries": [...], "topk": k, "return_scores": true}'})
@@ -337,6 +337,17 @@ def make_server(retriever: Retriever, host: str = "127.0.0.1", port: int = 8000)
             pass  # one line per request would drown the rollout logs
 
     return _Server((host, port), Handler)
+
+
+def _flag(value: Any, name: str) -> bool:
+    """A JSON boolean, also when a client sends it as a string ("false" must not mean true)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+        return value.strip().lower() in ("true", "1")
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ValueError(f"'{name}' must be true or false, got {value!r}")
 
 
 def serve(retriever: Retriever, host: str = "127.0.0.1", port: int = 8000) -> None:

@@ -16,6 +16,7 @@ from selftrain.config import Config
 from selftrain.groups import ActorGroup
 from selftrain.tasks import Task
 from selftrain.types import Query, Sample
+from selftrain.workers import CritiqueChunk, GenerateChunk
 
 
 def chunk_seed(*parts: object) -> int:
@@ -45,13 +46,12 @@ def run_generation(group: ActorGroup, job: GenJob, weights: str, batch_size: int
     per_chunk = max(1, batch_size // max(1, job.params.n))
     chunks = []
     for c, start in enumerate(range(0, len(job.prompts), per_chunk)):
-        chunk = (job.prompts[start : start + per_chunk], job.params, chunk_seed(*seed_parts, c),
-                 weights)
-        if agent:
-            chunk += (job.prefixes[start : start + per_chunk] if job.prefixes else None,)
-        chunks.append(chunk)
+        end = start + per_chunk
+        chunks.append(GenerateChunk(job.prompts[start:end], job.params, chunk_seed(*seed_parts, c),
+                                    weights, episodes=agent,
+                                    prefixes=job.prefixes[start:end] if job.prefixes else None))
     out: list[list[Generation]] = []
-    for part in group.map("rollout" if agent else "generate", chunks, desc=desc):
+    for part in group.map(chunks, desc=desc):
         out.extend(part)
     return out
 
@@ -67,10 +67,6 @@ def make_sample(task: Task, query: Query, sample_id: str, gen: Generation, prefi
         origin=origin, parent_id=parent_id, num_tokens=gen.num_tokens,
         loss_mask=[[a + shift, b + shift] for a, b in gen.masked_spans] or None,
     )
-
-
-def fits(prompt_tokens: int, max_new_tokens: int, context: int) -> bool:
-    return prompt_tokens + max_new_tokens <= context
 
 
 # -- generate -------------------------------------------------------------------------------
@@ -98,9 +94,10 @@ def generate(cfg: Config, task: Task, group: ActorGroup, queries: list[Query], w
 
 def critique(group: ActorGroup, batch_size: int, requests: list[CritiqueRequest],
              desc: str) -> list[Critique]:
-    chunks = [(requests[i : i + batch_size],) for i in range(0, len(requests), batch_size)]
+    chunks = [CritiqueChunk(requests[i : i + batch_size])
+              for i in range(0, len(requests), batch_size)]
     out: list[Critique] = []
-    for part in group.map("critique", chunks, desc=desc):
+    for part in group.map(chunks, desc=desc):
         out.extend(part)
     return out
 

@@ -1,6 +1,9 @@
-"""Run folders on object storage: `run_root: s3://bucket/prefix` (any URI `pyarrow.fs` reads).
+"""Where run folders live: a plain path (`LocalStorage`) or object storage (`ObjectStorage`,
+`run_root: s3://bucket/prefix`, any URI `pyarrow.fs` reads). Both have one interface, so the
+run folder, trainer and workers never ask which one they hold; `storage_for` builds it once per
+run and the run folder carries it.
 
-Every process works on a local *staging* copy of the run folder and the object store holds the
+With object storage every process works on a local *staging* copy of the run folder and the object store holds the
 record. The staging copy of `<run_root>/<rel>` is `<staging_dir>/<sha of run_root>/<rel>`, the
 same path on every node, so a path that the driver hands a worker names the same file
 everywhere; a worker on another node that lacks it downloads it first (`ensure_local`).
@@ -18,6 +21,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import Protocol
 
 import pyarrow.fs as pafs
 
@@ -35,7 +39,92 @@ def split_query(uri: str) -> tuple[str, str]:
     return base.rstrip("/"), sep + query
 
 
-class Storage:
+class Storage(Protocol):
+    """Where a run's record lives. Paths handed around are always local: the run folder itself
+    (plain path) or its staging copy (object storage)."""
+
+    uri: str
+    local_root: Path
+    """The local folder that stands for run_root (itself, or its staging copy)."""
+
+    def uri_of(self, local: str | Path) -> str:
+        """Where a local path lives, for messages."""
+        ...
+
+    def upload(self, local: str | Path) -> None:
+        """Make the record hold this local file or folder."""
+        ...
+
+    def download(self, local: str | Path, *, keep_existing: bool = False) -> bool:
+        """Put the record's copy of a local path in place; False when the record has none."""
+        ...
+
+    def ensure_local(self, path: str | Path) -> str:
+        """`path`, fetched first when this node lacks it."""
+        ...
+
+    def read_bytes(self, local: str | Path) -> bytes | None:
+        """The record's copy of a file, or None."""
+        ...
+
+    def exists(self, local: str | Path) -> bool:
+        """Whether the record holds this path."""
+        ...
+
+    def delete(self, local: str | Path) -> None:
+        """Remove the record's copy of a folder (the local copy is the caller's to remove)."""
+        ...
+
+    def trainer_location(self, local: str | Path) -> tuple[pafs.FileSystem | None, str]:
+        """Ray Train's (storage_filesystem, storage_path) for a local folder."""
+        ...
+
+    def check(self) -> None:
+        """Raise ValueError when the record cannot be reached (before anything runs)."""
+        ...
+
+
+class LocalStorage:
+    """run_root is a path every process sees (a local disk, NFS): the run folder is the record,
+    so there is nothing to transfer."""
+
+    def __init__(self, run_root: str | Path) -> None:
+        self.uri = str(run_root)
+        self.local_root = Path(run_root).expanduser().resolve()
+
+    def __repr__(self) -> str:
+        return f"LocalStorage({self.uri!r})"
+
+    def uri_of(self, local: str | Path) -> str:
+        return str(local)
+
+    def upload(self, local: str | Path) -> None:
+        pass
+
+    def download(self, local: str | Path, *, keep_existing: bool = False) -> bool:
+        return Path(local).exists()
+
+    def ensure_local(self, path: str | Path) -> str:
+        return str(path)
+
+    def read_bytes(self, local: str | Path) -> bytes | None:
+        path = Path(local)
+        return path.read_bytes() if path.is_file() else None
+
+    def exists(self, local: str | Path) -> bool:
+        return Path(local).exists()
+
+    def delete(self, local: str | Path) -> None:
+        pass
+
+    def trainer_location(self, local: str | Path) -> tuple[pafs.FileSystem | None, str]:
+        return None, str(local)
+
+    def check(self) -> None:
+        pass
+
+
+class ObjectStorage:
     """A `run_root` URI and its local staging folder. Holds only strings, so it pickles cheaply
     into Ray actors and Ray Train workers; the filesystem is built where it is used."""
 
@@ -46,7 +135,7 @@ class Storage:
         self.local_root = Path(staging_dir).expanduser().resolve() / digest
 
     def __repr__(self) -> str:
-        return f"Storage({self.uri!r} staged at {self.local_root})"
+        return f"ObjectStorage({self.uri!r} staged at {self.local_root})"
 
     # -- names ------------------------------------------------------------------------------
     def filesystem(self) -> tuple[pafs.FileSystem, str]:
@@ -130,6 +219,9 @@ class Storage:
         if fs.get_file_info(path).type == pafs.FileType.Directory:
             fs.delete_dir(path)
 
+    def trainer_location(self, local: str | Path) -> tuple[pafs.FileSystem | None, str]:
+        return self.remote_path(local)
+
     def check(self) -> None:
         """Reach the bucket (or the folder above run_root) before anything runs."""
         try:
@@ -168,6 +260,6 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def storage_for(run_root: str, staging_dir: str) -> Storage | None:
-    """A `Storage` when run_root is a URI; None for a plain path (no staging, no uploads)."""
-    return Storage(run_root, staging_dir) if is_uri(run_root) else None
+def storage_for(run_root: str, staging_dir: str) -> Storage:
+    """`ObjectStorage` when run_root is a URI, else `LocalStorage`."""
+    return ObjectStorage(run_root, staging_dir) if is_uri(run_root) else LocalStorage(run_root)

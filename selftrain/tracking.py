@@ -7,16 +7,20 @@ driver), so nothing depends on wandb being reachable.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from selftrain.config import Config, to_dict
+
+if TYPE_CHECKING:
+    from selftrain.runfolder import RunFolder
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -25,26 +29,65 @@ TABLE_KEYS = ["pass@1", "coverage", "tail_ratio", "narrowing_kl", "train_size", 
 
 
 class Tracker:
-    def __init__(self, cfg: Config, run_dir: Path, arm: str, resume_id: str | None = None) -> None:
+    """One wandb run per arm and seed. A resumed run continues the same wandb id in a fresh
+    offline run folder and logs every recorded round again from the run folder (`replay`), so
+    wandb holds each round exactly once even when the killed process never flushed its file;
+    the older offline folders of that id move to `wandb/superseded/` (nothing is deleted)."""
+
+    def __init__(self, cfg: Config, folder: RunFolder, label: str) -> None:
         self.run = None
+        self.offline = False
         if not cfg.tracking.enabled:
             return
         import wandb
 
         mode = cfg.tracking.mode or os.environ.get("WANDB_MODE") or "offline"
+        self.offline = mode == "offline"
+        resume_id = folder.manifest.get("wandb_id")
+        if resume_id and self.offline:
+            _supersede(folder.path / "wandb", resume_id)
         os.environ.setdefault("WANDB_SILENT", "true")
         self.run = wandb.init(
             project=cfg.tracking.project, entity=cfg.tracking.entity, group=cfg.experiment,
-            job_type=arm, name=f"{arm}-seed{cfg.seed}", config=to_dict(cfg), dir=str(run_dir),
-            mode=mode, id=resume_id, resume="allow" if resume_id else None,
+            job_type=label, name=f"{label}-seed{cfg.seed}", config=to_dict(cfg),
+            dir=str(folder.path), mode=mode, id=resume_id,
+            resume="allow" if resume_id else None,
             settings=wandb.Settings(console="off", x_disable_stats=True),
         )
         self.run.define_metric("round")
         self.run.define_metric("*", step_metric="round")
+        if resume_id is None:
+            folder.set_meta(wandb_id=self.run.id)
 
     @property
     def run_id(self) -> str | None:
         return self.run.id if self.run is not None else None
+
+    def replay(self, folder: RunFolder, base: str) -> None:
+        """Log the base model and every round the run folder records as finished. Offline, the
+        new run file holds nothing yet, so all of them; online, the server has what an earlier
+        process sent, so only rounds after the last one it logged."""
+        if self.run is None:
+            return
+        self.log_model("base-model", base, 0)
+        after = -1 if self.offline else folder.manifest.get("wandb_logged_round", -1)
+        for k in folder.recorded_rounds():
+            if k > after and folder.is_done(k, "metrics"):
+                ckpt = folder.path / f"round_{k}" / "checkpoint"
+                self.log_round(k, folder.path / f"round_{k}", str(ckpt) if k > 0 else None)
+
+    def log_round(self, k: int, round_dir: Path, policy: str | None) -> None:
+        """Round k's figures, histograms, examples (and its policy as an artifact), as the
+        metrics stage wrote them to the run folder."""
+        if self.run is None:
+            return
+        def read(name: str) -> Any:
+            return json.loads((round_dir / name).read_text())
+
+        self.log(k, read("metrics.json"))
+        self.log_round_extras(k, read("histograms.json"), read("examples.json"))
+        if policy is not None:
+            self.log_model(f"policy-round-{k}", policy, k)
 
     def log(self, k: int, metrics: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
         if self.run is None:
@@ -88,10 +131,20 @@ class Tracker:
         artifact.add_reference(f"file://{Path(path).resolve()}", checksum=False)
         self.run.log_artifact(artifact)
 
-    def finish(self) -> None:
+    def finish(self, exit_code: int = 0) -> None:
+        """End the wandb run; a failed run says so (`exit_code` 1), not "finished"."""
         if self.run is not None:
-            self.run.finish()
+            self.run.finish(exit_code=exit_code)
             self.run = None
+
+
+def _supersede(wandb_dir: Path, run_id: str) -> None:
+    """Move the earlier offline folders of `run_id` aside: the resumed run re-logs all they held."""
+    old = sorted(wandb_dir.glob(f"offline-run-*-{run_id}"))
+    if old:
+        (wandb_dir / "superseded").mkdir(exist_ok=True)
+    for path in old:
+        path.rename(wandb_dir / "superseded" / path.name)
 
 
 def fmt(value: Any) -> str:

@@ -46,10 +46,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     configure_threads(config["num_cpus"])
-    storage: Storage | None = config["storage"]
-    if storage is not None:  # the run lives on object storage: fetch what this node lacks
-        storage.ensure_local(config["init_path"])
-        storage.ensure_local(config["train_path"])
+    storage: Storage = config["storage"]
+    storage.ensure_local(config["init_path"])  # on object storage: fetch what this node lacks
+    storage.ensure_local(config["train_path"])
     device = ray.train.torch.get_device()
     tokenizer = AutoTokenizer.from_pretrained(config["init_path"])
     if tokenizer.pad_token_id is None:
@@ -72,22 +71,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         tokenizer.save_pretrained(tmp)
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)
-        if storage is not None:  # replace, not merge: no file of an earlier attempt stays
-            storage.delete(out)
-            storage.upload(out)
+        storage.delete(out)  # replace, not merge: no file of an earlier attempt stays
+        storage.upload(out)
     stats_path = Path(config["stats_dir"]) / f"rank{rank}.json"
     stats_path.parent.mkdir(parents=True, exist_ok=True)
     stats_path.write_text(json.dumps(stats))
-    if storage is not None:
-        storage.upload(stats_path)
+    storage.upload(stats_path)
     ray.train.report({"loss": stats["loss"], "steps": stats["steps"]})
 
 
 def finetune(cfg: TrainConfig, *, train_path: Path, init_path: str, out_path: Path,
-             storage_path: Path, name: str, seed: int,
-             storage: Storage | None = None) -> dict[str, Any]:
-    """SFT `init_path` on `train_path` with Ray Train; returns per-rank stats. With `storage`,
-    the paths are staging paths and the checkpoint is also on the object store."""
+             storage_path: Path, name: str, seed: int, storage: Storage) -> dict[str, Any]:
+    """SFT `init_path` on `train_path` with Ray Train; returns per-rank stats. The paths are
+    local (on object storage, staging paths) and the checkpoint is also in the record."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -95,11 +91,9 @@ def finetune(cfg: TrainConfig, *, train_path: Path, init_path: str, out_path: Pa
     per_worker = {"CPU": res.num_cpus} | ({"GPU": res.num_gpus} if res.num_gpus else {})
     stats_dir = out_path.parent / "train_stats"
     shutil.rmtree(stats_dir, ignore_errors=True)
-    path, fs = str(storage_path), None
-    if storage is not None:  # Ray Train keeps its run on the object store as well
-        fs, path = storage.remote_path(storage_path)
-        shutil.rmtree(out_path, ignore_errors=True)  # an earlier attempt's copy on this node
-        storage.delete(stats_dir)
+    fs, path = storage.trainer_location(storage_path)  # Ray Train keeps its run in the record
+    shutil.rmtree(out_path, ignore_errors=True)  # an earlier attempt's copy on this node
+    storage.delete(stats_dir)
     settings = SFTSettings(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
                            warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
                            max_length=cfg.max_length, seed=seed)
@@ -118,10 +112,9 @@ def finetune(cfg: TrainConfig, *, train_path: Path, init_path: str, out_path: Pa
                              failure_config=FailureConfig(max_failures=1)),
     )
     trainer.fit()
-    if storage is not None:  # rank 0 and the others may have run on other nodes
-        storage.ensure_local(out_path)
-        storage.download(stats_dir)
-        storage.delete(stats_dir)
+    storage.ensure_local(out_path)  # rank 0 and the others may have run on other nodes
+    storage.download(stats_dir)
+    storage.delete(stats_dir)
     ranks = [json.loads(p.read_text()) for p in sorted(stats_dir.glob("rank*.json"))]
     shutil.rmtree(stats_dir, ignore_errors=True)
     return {"ranks": ranks, "steps": ranks[0]["steps"] if ranks else 0,

@@ -3,19 +3,45 @@
 Each class can be built and called in-process (tests, a debugger, the GPU check) exactly as the
 actors run it. Workers are created once per run and kept across rounds; the rollout worker
 swaps in each round's checkpoint instead of being re-created.
+
+Work arrives as typed chunks through one method, `run(chunk)`. An exception of the code a
+worker hosts (critic, task, retriever, backend) leaves it as a `WorkerError` that names who
+raised it, so the driver can tell the user the cause rather than Ray's wrapping of it.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from critics import Critique, CritiqueRequest, build_critic, checked
 from selftrain.backends import Generation, SamplingConfig, make_backend
 from selftrain.device import configure_threads
-from selftrain.storage import Storage
+from selftrain.errors import WorkerError
+from selftrain.storage import LocalStorage, Storage
 from selftrain.tasks import make_task
+
+
+@dataclass
+class GenerateChunk:
+    """Prompts to sample, with the chunk's own seed and the policy to sample from."""
+
+    prompts: list[str]
+    params: SamplingConfig
+    seed: int
+    weights: str
+    episodes: bool = False
+    """Agent tasks: multi-turn episodes with the task's environment, not one generation."""
+    prefixes: list[list[str]] | None = None
+    """Episodes only: policy turns to replay before the policy continues (resume refinement)."""
+
+
+@dataclass
+class CritiqueChunk:
+    """Samples to critique."""
+
+    requests: list[CritiqueRequest]
 
 
 class RolloutWorker:
@@ -28,16 +54,26 @@ class RolloutWorker:
         self.backend = make_backend(backend, model_path, **backend_args)
         self.weights = model_path
         self.task_spec = (task_name, task_args or {})
-        self.storage = storage
+        self.storage = storage or LocalStorage(".")
         self._env = None
+
+    def run(self, chunk: GenerateChunk) -> list[list[Generation]]:
+        """`params.n` generations per prompt, in prompt order."""
+        who = f"rollout worker (task {self.task_spec[0]!r})"
+        try:
+            if chunk.episodes:
+                return self.rollout(chunk.prompts, chunk.params, chunk.seed, chunk.weights,
+                                    chunk.prefixes)
+            return self.generate(chunk.prompts, chunk.params, chunk.seed, chunk.weights)
+        except Exception as err:
+            raise WorkerError.from_exception(who, err) from None
 
     def _use(self, weights: str) -> None:
         """Load the policy at `weights` unless this worker holds it already (a restarted actor
         comes back with the base weights and catches up here). When the run lives on object
         storage, a checkpoint written on another node is downloaded first."""
         if weights != self.weights:
-            local = self.storage.ensure_local(weights) if self.storage else weights
-            self.backend.load_weights(local)
+            self.backend.load_weights(self.storage.ensure_local(weights))
             self.weights = weights
 
     def rollout(self, prompts: list[str], params: SamplingConfig, seed: int, weights: str,
@@ -100,8 +136,12 @@ class CriticWorker:
         self.task = make_task(task_name, **task_args)
         self.critic = build_critic(critic_name, critic_path, critic_args, self.task)
 
-    def critique(self, requests: list[CritiqueRequest]) -> list[Critique]:
-        return checked(self.critic, requests)
+    def run(self, chunk: CritiqueChunk) -> list[Critique]:
+        """One critique per request, held to the critic protocol (`critics.checked`)."""
+        try:
+            return checked(self.critic, chunk.requests)
+        except Exception as err:
+            raise WorkerError.from_exception(f"critic {self.critic.name!r}", err) from None
 
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "node": _node_id(), "critic": self.critic.name}

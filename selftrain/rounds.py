@@ -1,0 +1,253 @@
+"""The stages of one round, as the driver (`loop.py`) calls them.
+
+Each stage either reads its finished outputs back (the manifest says it is done: a resumed run)
+or runs inside `Round.stage(name)`, which keeps the bookkeeping in one place: the clock, the
+manifest record of the files the stage wrote, and, when the stage fails, a `StageError` that
+names round, stage and the cause. The compute lives in `stages.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from critics import Critique
+from selftrain import stages
+from selftrain.errors import StageError
+from selftrain.metrics_round import RoundFrames, example_rows, round_histograms, round_metrics
+from selftrain.records import TRAIN_SCHEMA, read_critiques, read_samples
+from selftrain.runfolder import atomic_write_json, write_parquet, write_table
+from selftrain.trainer import finetune
+from selftrain.types import Sample
+
+if TYPE_CHECKING:
+    from selftrain.run import RunContext
+
+
+@dataclass
+class StageRecord:
+    """What a running stage reports: `record(files, **info)` once its files are written."""
+
+    round: Round
+    name: str
+    started: float = field(default_factory=time.time)
+
+    def record(self, files: list[Path], **info: Any) -> None:
+        seconds = round(time.time() - self.started, 3)
+        self.round.times[self.name] = seconds
+        self.round.run.folder.mark_done(self.round.k, self.name, files, seconds=seconds, **info)
+
+
+class Round:
+    """The stages of round k of one run."""
+
+    def __init__(self, run: RunContext, k: int) -> None:
+        self.run, self.k, self.cfg = run, k, run.cfg
+        self.dir = run.folder.round_dir(k)
+        self.times: dict[str, float] = {}
+
+    def done(self, stage: str) -> bool:
+        """Whether the manifest records the stage (its time then counts from the record)."""
+        if self.run.folder.is_done(self.k, stage):
+            self.times[stage] = self.run.folder.stage_info(self.k, stage).get("seconds", 0.0)
+            return True
+        return False
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[StageRecord]:
+        """Time and record a stage; any failure inside it becomes a `StageError`."""
+        rec = StageRecord(self, name)
+        try:
+            yield rec
+        except StageError:
+            raise
+        except Exception as err:
+            raise StageError(self.k, name, err) from err
+
+    @property
+    def complete(self) -> bool:
+        """Round k's figures are recorded: a resumed run reads nothing else of it."""
+        return self.run.folder.is_done(self.k, "metrics")
+
+    def finetune(self, policy: str) -> str:
+        """SFT on the previous round's training set, from the base model or from `policy`."""
+        ckpt = self.dir / "checkpoint"
+        if self.done("finetune"):
+            return str(ckpt)
+        run = self.run
+        with self.stage("finetune") as st:
+            init = run.base if self.cfg.train.init == "base" else policy
+            stats = finetune(self.cfg.train, init_path=init, out_path=ckpt,
+                             train_path=run.folder.round_dir(self.k - 1) / "train.parquet",
+                             storage_path=run.folder.path / "ray_train",
+                             name=f"round_{self.k}", seed=self.cfg.seed + self.k,
+                             storage=run.folder.storage)
+            st.record([ckpt], init=self.cfg.train.init, loss=stats["loss"], steps=stats["steps"],
+                      workers=stats["ranks"])
+        return str(ckpt)
+
+    def generate(self, policy: str) -> list[Sample]:
+        """K first-pass samples per pool query (topped up to the token budget when matched)."""
+        path = self.dir / "samples.parquet"
+        if self.done("generate"):
+            return read_samples(path, origin="sample")
+        run, K = self.run, self.cfg.rollout.num_samples
+        with self.stage("generate") as st:
+            samples = stages.generate(self.cfg, run.task, run.rollout, run.pool, policy, self.k, K)
+            if run.budget and self.k in run.budget:
+                spent = sum(s.num_tokens for s in samples)
+                extra = stages.extra_samples_for_budget(run.budget[self.k], spent, samples,
+                                                        len(run.pool))
+                if extra:
+                    samples += stages.generate(self.cfg, run.task, run.rollout, run.pool, policy,
+                                               self.k, extra, first_index=K)
+            write_parquet(path, [s.row() for s in samples])
+            st.record([path], samples_per_query=len(samples) // len(run.pool))
+        return samples
+
+    def difficulty(self, policy: str) -> dict[str, int]:
+        """Levels from the base policy's solve rates (round 0, tasks that ask for it).
+
+        Pool rates from the first K samples per query (never a budget top-up, so every arm
+        gets the same levels), test rates from eval.parquet, one quantile scale for both
+        (`task.assign_difficulty`). The levels go to difficulty.json and into this round's
+        samples and eval files; the driver applies them to the run's queries.
+        """
+        path = self.dir / "difficulty.json"
+        if self.done("difficulty"):
+            return {q: int(v) for q, v in json.loads(path.read_text()).items()}
+        samples = self.generate(policy)
+        self.evaluate(policy)
+        with self.stage("difficulty") as st:
+            K = self.cfg.rollout.num_samples
+            hits: dict[str, list[bool]] = defaultdict(list)
+            for s in samples:
+                if s.origin == "sample" and int(s.sample_id.rsplit("-s", 1)[1]) < K:
+                    hits[s.query_id].append(s.correct)
+            evals = pq.read_table(self.dir / "eval.parquet").to_pandas()
+            rates = {q: sum(v) / len(v) for q, v in hits.items()}
+            rates |= evals.groupby("query_id")["correct"].mean().astype(float).to_dict()
+            levels = self.run.task.assign_difficulty(rates)
+            atomic_write_json(path, levels)
+            files = [path] + [_relevel(self.dir / name, levels)
+                              for name in ("samples.parquet", "eval.parquet")]
+            st.record(files, levels=sorted(set(levels.values())))
+        return levels
+
+    def critique(self, samples: list[Sample]) -> dict[str, Critique]:
+        """Step-level critiques of every first-pass sample."""
+        path = self.dir / "critiques.parquet"
+        if self.done("critique"):
+            return read_critiques(path)
+        with self.stage("critique") as st:
+            found = stages.critique(self.run.critic, self.cfg.critic.batch_size,
+                                    stages.requests_for(samples, self.run.queries),
+                                    f"round {self.k} critique")
+            write_parquet(path, [c.row() for c in found])
+            st.record([path])
+        return {c.sample_id: c for c in found}
+
+    def refine(self, samples: list[Sample], critiques: dict[str, Critique],
+               policy: str) -> tuple[list[Sample], dict[str, Critique]]:
+        """Critique-guided repairs of the failed samples; samples/critiques files gain them."""
+        samples_path, critiques_path = self.dir / "samples.parquet", self.dir / "critiques.parquet"
+        if self.done("refine"):
+            return read_samples(samples_path), read_critiques(critiques_path)
+        run = self.run
+        with self.stage("refine") as st:
+            failed = [(s, critiques[s.sample_id]) for s in samples if not s.correct]
+            refinements, found = stages.refine(self.cfg, run.task, run.rollout, run.critic,
+                                               run.queries, failed, policy, self.k)
+            samples = samples + refinements
+            critiques = critiques | {c.sample_id: c for c in found}
+            write_parquet(samples_path, [s.row() for s in samples])
+            write_parquet(critiques_path, [critiques[s.sample_id].row() for s in samples])
+            st.record([samples_path, critiques_path], refinements=len(refinements))
+        return samples, critiques
+
+    def filter(self, samples: list[Sample], critiques: dict[str, Critique]) -> None:
+        """The arm's rule turns samples and refinements into train.parquet."""
+        path = self.dir / "train.parquet"
+        if self.done("filter"):
+            return
+        with self.stage("filter") as st:
+            kept = stages.select_training_set(self.cfg, samples, critiques)
+            tokens = _completion_tokens(self.run.tokenizer, kept)
+            rows = [{"sample_id": s.sample_id, "query_id": s.query_id, "difficulty": s.difficulty,
+                     "prompt": s.prompt, "completion": s.completion, "origin": s.origin,
+                     "loss_mask": s.loss_mask, "completion_tokens": n}
+                    for s, n in zip(kept, tokens)]
+            write_parquet(path, rows, schema=TRAIN_SCHEMA)
+            st.record([path])
+
+    def evaluate(self, policy: str) -> None:
+        """n samples per test query into eval.parquet."""
+        path = self.dir / "eval.parquet"
+        if self.done("evaluate"):
+            return
+        run = self.run
+        with self.stage("evaluate") as st:
+            write_parquet(path, stages.evaluate(self.cfg, run.task, run.rollout, run.test, policy,
+                                                self.k))
+            st.record([path])
+
+    def metrics(self, policy: str) -> dict[str, Any]:
+        """Every figure of docs/metrics.md, recomputed from this round's files."""
+        path = self.dir / "metrics.json"
+        if self.done("metrics"):
+            return self.read_metrics()
+        run, k = self.run, self.k
+        with self.stage("metrics") as st:
+            per_query = run.folder.stage_info(k, "generate")["samples_per_query"]
+            frames = RoundFrames.read(self.dir)
+            metrics = round_metrics(self.cfg, run.task, frames, run.pool, per_query, self.times,
+                                    len(run.tokenizer))
+            metrics["skipped_prompts"] = sum(run.skipped.values())
+            atomic_write_json(self.dir / "histograms.json",
+                              round_histograms(run.task, frames, run.pool, per_query))
+            atomic_write_json(self.dir / "examples.json", example_rows(frames, k))
+            atomic_write_json(path, metrics)
+            st.record([path, self.dir / "histograms.json", self.dir / "examples.json"])
+        run.tracker.log_round(k, self.dir, policy if k > 0 else None)
+        if run.tracker.run_id:
+            run.folder.set_meta(wandb_logged_round=k)
+        return metrics
+
+    def read_metrics(self) -> dict[str, Any]:
+        self.done("metrics")
+        return json.loads((self.dir / "metrics.json").read_text())
+
+
+def _relevel(path: Path, levels: dict[str, int]) -> Path:
+    """Rewrite the `difficulty` column of a round file from {query_id: level}, atomically."""
+    table = pq.read_table(path)
+    ids = table.column("query_id").to_pylist()
+    old = table.column("difficulty").to_pylist()
+    column = pa.array([levels.get(q, d) for q, d in zip(ids, old)],
+                      type=table.schema.field("difficulty").type)
+    write_table(path, table.set_column(table.schema.get_field_index("difficulty"), "difficulty",
+                                       column))
+    return path
+
+
+def _completion_tokens(tokenizer, kept: list[Sample]) -> list[int]:
+    """Tokens trained on per row: the completion (minus masked spans) plus EOS."""
+    texts = []
+    for s in kept:
+        text, pos = "", 0
+        for start, end in sorted(s.loss_mask or []):
+            text += s.completion[pos:start]
+            pos = end
+        texts.append(text + s.completion[pos:])
+    if not texts:
+        return []
+    return [len(ids) + 1 for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]

@@ -1,0 +1,196 @@
+"""Opening a run: the folder (locked, checked), the task, Ray and its actor groups, the tracker.
+
+`open_run` is a context manager around everything one arm's rounds share (`RunContext`); the
+round loop itself is in `loop.py`. On the way out it shuts the groups down, finishes the wandb
+run with the run's exit code and releases the folder. A failure inside is written, with every
+traceback, to `<run>/logs/selftrain.log` and raised as `RunFailed`, which the CLI prints in a
+few lines with the command that continues the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from selftrain.config import Config, dump_yaml
+from selftrain.errors import RunFailed, describe, full_report
+from selftrain.groups import ActorGroup
+from selftrain.runfolder import RunFolder, atomic_write_bytes, open_folder
+from selftrain.storage import storage_for
+from selftrain.tasks import Task
+from selftrain.tracking import Tracker, console
+from selftrain.types import Query
+
+log = logging.getLogger("selftrain")
+
+
+@dataclass
+class RunContext:
+    """What every round of one arm shares: config, task, workers, folder, tracker, queries."""
+
+    cfg: Config
+    label: str
+    """The arm's label (its folder name), e.g. rs_budget."""
+    task: Task
+    folder: RunFolder
+    base: str
+    """The base policy: a model folder or hub id."""
+    rollout: ActorGroup
+    critic: ActorGroup | None
+    tracker: Tracker
+    tokenizer: Any
+    """The policy's tokenizer (shared by every round's checkpoint): prompt lengths, token counts."""
+    pool: list[Query]
+    test: list[Query]
+    budget: dict[int, int] | None = None
+    """Budget matching: round -> gen_tokens to reach (the target arm's)."""
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Queries whose prompt does not fit the model's context (skipped and counted)."""
+
+    @property
+    def queries(self) -> dict[str, Query]:
+        """The pool by query id."""
+        return {q.query_id: q for q in self.pool}
+
+    def apply_levels(self, levels: dict[str, int]) -> None:
+        """Give pool and test queries the levels the difficulty stage assigned."""
+        self.pool = [replace(q, difficulty=levels.get(q.query_id, q.difficulty)) for q in self.pool]
+        self.test = [replace(q, difficulty=levels.get(q.query_id, q.difficulty)) for q in self.test]
+
+
+def arm_dir(cfg: Config, label: str) -> Path:
+    """The arm's run folder: under run_root, or its staging copy when run_root is a URI."""
+    return storage_for(cfg.run_root, cfg.staging_dir).local_root / cfg.experiment / label / \
+        f"seed{cfg.seed}"
+
+
+@contextmanager
+def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool = False,
+             budget: dict[int, int] | None = None) -> Iterator[RunContext]:
+    """Everything one arm's rounds share, opened in order and closed whatever happens."""
+    from selftrain.loop import start_ray
+    from selftrain.resume import check_recorded_files
+    from selftrain.tasks import make_task
+
+    storage = storage_for(cfg.run_root, cfg.staging_dir)
+    folder = open_folder(arm_dir(cfg, label), storage, resume=resume, overwrite=overwrite)
+    groups: list[ActorGroup] = []
+    tracker: Tracker | None = None
+    with _run_log(folder) as log_path:
+        try:
+            task = make_task(cfg.task.name, **cfg.task.args)
+            if resume:
+                check_recorded_files(folder, cfg)  # before Ray starts
+            base = _prepare_folder(cfg, label, folder, task, budget)
+            budget = budget or folder.manifest.get("budget")
+            start_ray(cfg, folder.path.parents[2] / ".ray")
+            groups = _start_groups(cfg, base, storage)
+            tracker = Tracker(cfg, folder, label)
+            run = _context(cfg, label, task, folder, base, groups, tracker, budget)
+            tracker.replay(folder, base)
+            yield run
+            tracker.finish(exit_code=0)
+            folder.publish([folder.path / "wandb"] if (folder.path / "wandb").is_dir() else [])
+        except BaseException as err:
+            if tracker is not None:
+                tracker.finish(exit_code=1)
+            if isinstance(err, (KeyboardInterrupt, SystemExit)):
+                raise
+            log.error("run %s failed:\n%s", folder.path, full_report(err))
+            raise RunFailed(describe(err), folder.path, log_path) from err
+        finally:
+            for g in groups:
+                g.shutdown()
+            folder.release_lock()
+
+
+def _prepare_folder(cfg: Config, label: str, folder: RunFolder, task: Task,
+                    budget: dict[int, int] | None) -> str:
+    """The base model (built once when it is the embedded one), config.yaml, run metadata."""
+    from selftrain.model_source import resolve_model
+
+    base = str(resolve_model(cfg, task))
+    atomic_write_bytes(folder.path / "config.yaml", dump_yaml(cfg).encode())
+    folder.publish([folder.path / "config.yaml"])
+    meta: dict[str, Any] = dict(experiment=cfg.experiment, arm=label, seed=cfg.seed,
+                                base_model=base)
+    if budget:
+        meta["budget"] = {str(k): v for k, v in budget.items()}
+    folder.set_meta(**meta)
+    return base
+
+
+def _start_groups(cfg: Config, base: str, storage) -> list[ActorGroup]:
+    """The rollout group, and the critic group in the critique arm; they live for the run."""
+    from selftrain.workers import CriticWorker, RolloutWorker
+
+    r = cfg.rollout
+    backend_args = {"dtype": r.dtype, "tensor_parallel_size": r.tensor_parallel_size,
+                    "gpu_memory_utilization": r.gpu_memory_utilization}
+    groups = [ActorGroup("rollout", RolloutWorker,
+                         (base, r.backend, backend_args, r.resources.num_cpus, cfg.task.name,
+                          cfg.task.args, storage), r.resources, timeout_s=cfg.ray.schedule_timeout_s)]
+    if cfg.arm.name == "critique":
+        c = cfg.critic
+        groups.append(ActorGroup("critic", CriticWorker,
+                                 (c.name, c.path, c.args, cfg.task.name, cfg.task.args,
+                                  c.resources.num_cpus), c.resources,
+                                 timeout_s=cfg.ray.schedule_timeout_s))
+    return groups
+
+
+def _context(cfg: Config, label: str, task: Task, folder: RunFolder, base: str,
+             groups: list[ActorGroup], tracker: Tracker,
+             budget: dict[int, int] | None) -> RunContext:
+    """The run's queries: those whose prompt leaves room for `max_new_tokens` in the model's
+    context (the others are skipped, counted, and said once)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    context = int(getattr(AutoConfig.from_pretrained(base), "max_position_embeddings", 1 << 30))
+    pool, skipped_pool = _fitting(task.queries("train"), tokenizer, context, cfg)
+    test, skipped_test = _fitting(task.queries("test"), tokenizer, context, cfg)
+    skipped = {"pool": skipped_pool, "test": skipped_test}
+    if skipped_pool or skipped_test:
+        console.print(f"[yellow]skipped {skipped_pool} pool and {skipped_test} test queries "
+                      f"whose prompt + {cfg.rollout.max_new_tokens} new tokens exceed the "
+                      f"model's context of {context} tokens[/]")
+        folder.set_meta(skipped_prompts=skipped)
+    return RunContext(cfg, label, task, folder, base, groups[0],
+                      groups[1] if len(groups) > 1 else None, tracker, tokenizer, pool, test,
+                      {int(k): v for k, v in (budget or {}).items()} or None, skipped)
+
+
+def _fitting(queries: list[Query], tokenizer, context: int,
+             cfg: Config) -> tuple[list[Query], int]:
+    lengths = [len(ids) for ids in tokenizer([q.prompt for q in queries],
+                                             add_special_tokens=False)["input_ids"]]
+    keep = [q for q, n in zip(queries, lengths) if n + cfg.rollout.max_new_tokens <= context]
+    return keep, len(queries) - len(keep)
+
+
+@contextmanager
+def _run_log(folder: RunFolder) -> Iterator[Path]:
+    """The run's log file: selftrain's messages, library warnings and, on failure, every
+    traceback; none of it on the terminal (warnings of libraries are not the user's business)."""
+    path = folder.log_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    logging.captureWarnings(True)
+    log.info("%s pid %d: %s", "run", os.getpid(), " ".join(sys.argv))
+    try:
+        yield path
+    finally:
+        logging.captureWarnings(False)
+        root.removeHandler(handler)
+        handler.close()
+        folder.publish([path])
