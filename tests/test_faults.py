@@ -13,6 +13,7 @@ import time
 
 import pytest
 from conftest import REPO, assert_same_rounds, small_config
+from wandb_files import exit_code, history, run_files
 
 from selftrain import stages
 from selftrain.backends import SamplingConfig
@@ -118,12 +119,12 @@ def _wait_for_stage(folder, k: int, stage: str, proc: subprocess.Popen, timeout:
 
 def test_driver_killed_mid_round_resumes_to_identical_files(tmp_path, ray_cluster, model_cache):
     """SIGKILL the driver right after round 1's finetune, resume, and compare every file with
-    an uninterrupted run of the same config and seed."""
+    an uninterrupted run of the same config and seed; wandb then holds every round once."""
     ref_cfg = small_config(tmp_path / "ref", model_cache, "tracking.enabled=false")
     run_arm(ref_cfg, "rs")
     ref = tmp_path / "ref" / "runs" / ref_cfg.experiment / "rs" / "seed0"
 
-    cfg = small_config(tmp_path / "killed", model_cache, "tracking.enabled=false")
+    cfg = small_config(tmp_path / "killed", model_cache)
     config = tmp_path / "killed.yaml"
     config.write_text(dump_yaml(cfg))
     env = dict(os.environ, RAY_ADDRESS=ray_cluster.get_runtime_context().gcs_address,
@@ -140,6 +141,12 @@ def test_driver_killed_mid_round_resumes_to_identical_files(tmp_path, ray_cluste
     assert resumed.returncode == 0, out
     assert_same_rounds(run, ref, (0, 1), PARQUETS)
     assert verify(run) == []
+    # what `wandb sync runs/…/wandb/offline-run-*` uploads: each round's figures exactly once
+    files = run_files(run)
+    assert len(files) == 1 and exit_code(files[0]) == 0
+    logged = [row["round"] for row in history(files[0]) if "pass@1" in row]
+    assert logged == [0, 1]
+    assert list((run / "wandb" / "superseded").glob("offline-run-*"))  # the killed one, kept
 
 
 def test_a_run_folder_in_use_refuses_a_second_run(tmp_path):

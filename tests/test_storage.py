@@ -12,9 +12,10 @@ import pyarrow.fs as pafs
 import pytest
 from conftest import REPO, small_config
 
-from selftrain.loop import arm_dir, run_arm
+from selftrain.loop import run_arm
+from selftrain.run import arm_dir
 from selftrain.runfolder import RunFolder, verify
-from selftrain.storage import Storage, is_uri, split_query
+from selftrain.storage import ObjectStorage, is_uri, split_query
 
 moto_server = pytest.importorskip("moto.server")
 
@@ -59,7 +60,7 @@ def test_uris_and_paths_are_told_apart():
 
 
 def test_staged_paths_map_to_uris_and_round_trip(s3, tmp_path):
-    storage = Storage(s3("unit"), str(tmp_path / "staging"))
+    storage = ObjectStorage(s3("unit"), str(tmp_path / "staging"))
     ckpt = storage.local_root / "exp" / "round_1" / "checkpoint"
     ckpt.mkdir(parents=True)
     (ckpt / "model.bin").write_bytes(b"weights")
