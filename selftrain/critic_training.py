@@ -28,51 +28,11 @@ from critics.lm import format_prompt, format_verdicts
 from critics.prm import PRMExample, PRMTrainSettings, build_prm, save_prm, train_prm
 from selftrain.backends import SamplingConfig
 from selftrain.backends.hf import HFBackend
-from selftrain.config import TinyModelConfig
+from selftrain.config import CriticTrainConfig, TinyModelConfig, checked_section
 from selftrain.device import best_device, single_cpu_thread
 from selftrain.sft import SFTExample, SFTSettings, train_sft
 from selftrain.tiny_model import _portable_tokenizer_config, build_char_tokenizer, build_tiny_llama
 from selftrain.types import Query
-
-
-@dataclass
-class CriticTrainSettings:
-    """Sizes of `train-critic`. The defaults train both critics in about 1-3 minutes on 2 CPU
-    cores; raise `prm_steps`/`lm_steps` and the model sizes for a better critic."""
-
-    num_samples: int = 8
-    """Policy samples per training query (temperature `temperature`)."""
-    max_queries: int | None = None
-    """Use only the first this many of `task.queries("train")` (None: all)."""
-    temperature: float = 1.0
-    max_new_tokens: int = 48
-    gen_batch_size: int = 128
-    """Sequences (prompts times samples) per generate call."""
-    heldout_fraction: float = 0.25
-    """Share of the queries of each difficulty held out for evaluation."""
-    init: str = "fresh"
-    """Critic weights to start from: "fresh" (a new tiny char Llama of the sizes below) or
-    "policy" (the base policy's own weights and tokenizer: it already reads the task)."""
-    hidden_size: int = 64
-    num_layers: int = 2
-    num_heads: int = 2
-    intermediate_size: int = 192
-    max_length: int = 768
-    """Longest training sequence in tokens (characters, for the char tokenizer)."""
-    prm_steps: int = 1000
-    prm_lr: float = 2e-3
-    prm_batch_size: int = 32
-    prm_balanced: bool = True
-    """Weigh the (rarer) ok steps up in the PRM loss; see `PRMTrainSettings.balanced`."""
-    threshold: float = 0.5
-    lm_steps: int = 600
-    lm_lr: float = 3e-3
-    lm_batch_size: int = 32
-    max_explanation: int = 32
-    """Characters of oracle feedback kept in the lm critic's training targets (whole words):
-    the explanation dominates the length, hence the cost, of its training sequences."""
-    eval_batch_size: int = 64
-    seed: int = 0
 
 
 @dataclass
@@ -90,20 +50,19 @@ def train_critics(
     *,
     base_model_path: str,
     task: Any,
-    num_samples: int | None = None,
-    settings: CriticTrainSettings | None = None,
+    settings: CriticTrainConfig | None = None,
     oracle: Critic | None = None,
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Sample, label, train both critics, evaluate them, write `out_dir/{prm,lm}` and
     `out_dir/critic_eval.json`; return what the json holds.
 
-    `cfg` may be None or an experiment `Config`; from it only `seed` is read, and a
-    `critic_train` section (fields named as in `CriticTrainSettings`) when there is one.
-    Explicit `settings` win over both, `num_samples` over `settings.num_samples`.
+    `cfg` may be None or an experiment `Config`; from it only `seed` and the `critic_train`
+    section are read. Explicit `settings` win over that section; `oracle` (a built critic)
+    over `settings.oracle`.
     """
-    settings = _resolve_settings(cfg, settings, num_samples)
-    oracle = oracle or build_critic("countdown-oracle", None, {}, task)
+    settings = _resolve_settings(cfg, settings)
+    oracle = oracle or build_critic(settings.oracle or f"{task.name}-oracle", None, {}, task)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = best_device()
@@ -184,7 +143,7 @@ def train_critics(
 
 
 def sample_policy(task: Any, queries: list[Query], base_model_path: str,
-                  settings: CriticTrainSettings, progress: Progress) -> list[CritiqueRequest]:
+                  settings: CriticTrainConfig, progress: Progress) -> list[CritiqueRequest]:
     """Policy samples of `queries`, distinct per query, each with at least one step."""
     backend = HFBackend(base_model_path)
     params = SamplingConfig(n=settings.num_samples, temperature=settings.temperature,
@@ -260,7 +219,7 @@ def evaluate_critic(critic: Critic, requests: list[CritiqueRequest], truth: list
     }
 
 
-def _train_prm(train: list[LabelledSample], settings: CriticTrainSettings, base_model_path: str,
+def _train_prm(train: list[LabelledSample], settings: CriticTrainConfig, base_model_path: str,
                device: Any, out: Path, progress: Progress) -> dict[str, float]:
     tokenizer, lm = _start_model(settings, base_model_path)
     model = build_prm(lm.base_model)  # the transformer without its LM head
@@ -279,7 +238,7 @@ def _train_prm(train: list[LabelledSample], settings: CriticTrainSettings, base_
     return stats
 
 
-def _train_lm(train: list[LabelledSample], settings: CriticTrainSettings, base_model_path: str,
+def _train_lm(train: list[LabelledSample], settings: CriticTrainConfig, base_model_path: str,
               device: Any, out: Path, progress: Progress) -> dict[str, float]:
     """SFT a causal LM on prompt -> the oracle's verdicts in the `lm` critic's format."""
     tokenizer, model = _start_model(settings, base_model_path)
@@ -303,7 +262,7 @@ def _train_lm(train: list[LabelledSample], settings: CriticTrainSettings, base_m
     return stats
 
 
-def _start_model(settings: CriticTrainSettings, base_model_path: str) -> tuple[Any, Any]:
+def _start_model(settings: CriticTrainConfig, base_model_path: str) -> tuple[Any, Any]:
     """(tokenizer, causal LM) a critic starts from, as `settings.init` says."""
     if settings.init == "policy":
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -321,7 +280,7 @@ def _start_model(settings: CriticTrainSettings, base_model_path: str) -> tuple[A
     return tokenizer, build_tiny_llama(tiny, len(tokenizer), tokenizer)
 
 
-def _lm_budget(samples: list[LabelledSample], settings: CriticTrainSettings) -> int:
+def _lm_budget(samples: list[LabelledSample], settings: CriticTrainConfig) -> int:
     """Tokens enough for a full answer on the longest sample: one worst-case line per step
     (characters are tokens for the char tokenizer the trained critic uses)."""
     most = max(len(s.request.steps) for s in samples)
@@ -352,19 +311,12 @@ def _count_by_difficulty(samples: list[LabelledSample]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def _resolve_settings(cfg: Any, settings: CriticTrainSettings | None,
-                      num_samples: int | None) -> CriticTrainSettings:
+def _resolve_settings(cfg: Any, settings: CriticTrainConfig | None) -> CriticTrainConfig:
+    """`settings`, else the config's `critic_train` section, checked as a config file is (so a
+    bad value fails before any work); a None seed takes the experiment's."""
     if settings is None:
-        section = getattr(cfg, "critic_train", None) or {}
-        if dataclasses.is_dataclass(section):
-            section = dataclasses.asdict(section)
-        names = {f.name for f in dataclasses.fields(CriticTrainSettings)}
-        known = {k: v for k, v in section.items() if k in names}  # e.g. out_dir is the CLI's
-        if cfg is not None and "seed" not in known and hasattr(cfg, "seed"):
-            known["seed"] = cfg.seed
-        settings = CriticTrainSettings(**known)
-    if num_samples is not None:
-        settings = dataclasses.replace(settings, num_samples=num_samples)
-    if settings.init not in ("fresh", "policy"):
-        raise ValueError(f"train-critic: init must be 'fresh' or 'policy', got {settings.init!r}")
+        settings = cfg.critic_train if cfg is not None else CriticTrainConfig()
+    settings = checked_section(settings, "critic_train", "train_critics settings")
+    if settings.seed is None:
+        settings = dataclasses.replace(settings, seed=cfg.seed if cfg is not None else 0)
     return settings
