@@ -16,6 +16,8 @@ import random
 import shutil
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,16 +74,7 @@ def train_critics(
                         TextColumn("{task.completed}/{task.total} · {task.fields[info]}"),
                         TimeElapsedColumn(), console=console)
     with progress, single_cpu_thread(device):
-        queries = task.queries("train")[: settings.max_queries]
-        t = time.time()
-        requests = sample_policy(task, queries, base_model_path, settings, progress)
-        seconds["sampling"] = time.time() - t
-        t = time.time()
-        labels = critique_all(oracle, requests, settings.eval_batch_size, progress)
-        seconds["labelling"] = time.time() - t
-        heldout_ids = _heldout_queries(queries, settings.heldout_fraction, settings.seed)
-        samples = [LabelledSample(r, c, r.query.query_id in heldout_ids)
-                   for r, c in zip(requests, labels)]
+        samples = label_policy_samples(task, oracle, base_model_path, settings, progress, seconds)
         train = [s for s in samples if not s.heldout]
         heldout = [s for s in samples if s.heldout]
         if not train or not heldout:
@@ -89,50 +82,17 @@ def train_critics(
                 f"train-critic: got {len(train)} training and {len(heldout)} held-out samples "
                 f"with steps; use more queries or samples (max_queries, num_samples)"
             )
-
-        t = time.time()
-        prm_stats = _train_prm(train, settings, base_model_path, device, out_dir / "prm", progress)
-        seconds["prm_train"] = time.time() - t
-        t = time.time()
-        lm_stats = _train_lm(train, settings, base_model_path, device, out_dir / "lm", progress)
-        seconds["lm_train"] = time.time() - t
-
-        held_requests = [s.request for s in heldout]
-        truth = [s.oracle for s in heldout]
-        t = time.time()
-        prm = build_critic("prm", None, {"model_path": str(out_dir / "prm"),
-                                         "batch_size": settings.eval_batch_size}, task)
-        prm_eval = evaluate_critic(prm, held_requests, truth, settings.eval_batch_size, progress)
-        seconds["prm_eval"] = time.time() - t
-        t = time.time()
-        lm = build_critic("lm", None, {"model_path": str(out_dir / "lm"),
-                                       "max_new_tokens": _lm_budget(heldout, settings),
-                                       "batch_size": settings.eval_batch_size}, task)
-        lm_eval = evaluate_critic(lm, held_requests, truth, settings.eval_batch_size, progress)
-        seconds["lm_eval"] = time.time() - t
+        with _timed(seconds, "prm_train"):
+            prm_stats = _train_prm(train, settings, base_model_path, device, out_dir / "prm", progress)
+        with _timed(seconds, "lm_train"):
+            lm_stats = _train_lm(train, settings, base_model_path, device, out_dir / "lm", progress)
+        scores = _evaluate_both(task, heldout, out_dir, settings, progress, seconds)
     seconds["total"] = time.time() - start
     seconds["cpu_total"] = time.process_time() - cpu_start  # all threads: load-independent
-
-    steps = [v.ok for s in samples for v in s.oracle.verdicts if v.ok is not None]
-    flagged = steps.count(False) / max(1, len(steps))
-    # The F1 of a critic that flags every step, on the held-out steps: the bar to clear.
-    held = [v.ok for s in heldout for v in s.oracle.verdicts if v.ok is not None]
-    held_flagged = held.count(False) / max(1, len(held))
     result = {
-        "prm": {**prm_eval, "train": prm_stats, "path": str(out_dir / "prm")},
-        "lm": {**lm_eval, "train": lm_stats, "path": str(out_dir / "lm")},
-        "data": {
-            "oracle": oracle.name,
-            "base_model": str(base_model_path),
-            "queries": len({s.request.query.query_id for s in samples}),
-            "train_samples": len(train),
-            "heldout_samples": len(heldout),
-            "steps": len(steps),
-            "flagged_rate": flagged,
-            "heldout_flagged_rate": held_flagged,
-            "always_flag_f1": 2 * held_flagged / (1 + held_flagged),
-            "samples_by_difficulty": _count_by_difficulty(samples),
-        },
+        "prm": {**scores["prm"], "train": prm_stats, "path": str(out_dir / "prm")},
+        "lm": {**scores["lm"], "train": lm_stats, "path": str(out_dir / "lm")},
+        "data": _data_summary(samples, oracle.name, base_model_path),
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
         "settings": dataclasses.asdict(settings),
     }
@@ -140,6 +100,69 @@ def train_critics(
     tmp.write_text(json.dumps(result, indent=2))
     tmp.rename(out_dir / "critic_eval.json")  # atomic: a half-written eval is never read
     return result
+
+
+def label_policy_samples(task: Any, oracle: Critic, base_model_path: str,
+                         settings: CriticTrainConfig, progress: Progress,
+                         seconds: dict[str, float]) -> list[LabelledSample]:
+    """Policy samples of the task's training queries, every step labelled by `oracle`, a share
+    of the queries of each difficulty held out (`settings.heldout_fraction`)."""
+    queries = task.queries("train")[: settings.max_queries]
+    with _timed(seconds, "sampling"):
+        requests = sample_policy(task, queries, base_model_path, settings, progress)
+    with _timed(seconds, "labelling"):
+        labels = critique_all(oracle, requests, settings.eval_batch_size, progress)
+    heldout_ids = _heldout_queries(queries, settings.heldout_fraction, settings.seed)
+    return [LabelledSample(r, c, r.query.query_id in heldout_ids) for r, c in zip(requests, labels)]
+
+
+def _evaluate_both(task: Any, heldout: list[LabelledSample], out_dir: Path,
+                   settings: CriticTrainConfig, progress: Progress,
+                   seconds: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Both trained critics, loaded from `out_dir` as the loop would, scored on `heldout`."""
+    requests = [s.request for s in heldout]
+    truth = [s.oracle for s in heldout]
+    args = {
+        "prm": {"model_path": str(out_dir / "prm"), "batch_size": settings.eval_batch_size},
+        "lm": {"model_path": str(out_dir / "lm"), "max_new_tokens": _lm_budget(heldout, settings),
+               "batch_size": settings.eval_batch_size},
+    }
+    scores = {}
+    for name in ("prm", "lm"):
+        with _timed(seconds, f"{name}_eval"):
+            critic = build_critic(name, None, args[name], task)
+            scores[name] = evaluate_critic(critic, requests, truth, settings.eval_batch_size,
+                                           progress)
+    return scores
+
+
+def _data_summary(samples: list[LabelledSample], oracle: str, base_model_path: str) -> dict[str, Any]:
+    """What the critics learned from: sizes, and how many steps the oracle flagged."""
+    heldout = [s for s in samples if s.heldout]
+    steps = [v.ok for s in samples for v in s.oracle.verdicts if v.ok is not None]
+    # The F1 of a critic that flags every step, on the held-out steps: the bar to clear.
+    held = [v.ok for s in heldout for v in s.oracle.verdicts if v.ok is not None]
+    held_flagged = held.count(False) / max(1, len(held))
+    return {
+        "oracle": oracle,
+        "base_model": str(base_model_path),
+        "queries": len({s.request.query.query_id for s in samples}),
+        "train_samples": len(samples) - len(heldout),
+        "heldout_samples": len(heldout),
+        "steps": len(steps),
+        "flagged_rate": steps.count(False) / max(1, len(steps)),
+        "heldout_flagged_rate": held_flagged,
+        "always_flag_f1": 2 * held_flagged / (1 + held_flagged),
+        "samples_by_difficulty": _count_by_difficulty(samples),
+    }
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], key: str) -> Iterator[None]:
+    """Wall seconds of the block, into `seconds[key]`."""
+    start = time.time()
+    yield
+    seconds[key] = time.time() - start
 
 
 def sample_policy(task: Any, queries: list[Query], base_model_path: str,
