@@ -3,26 +3,24 @@ and the PRM loop (`critics.prm`) share, so the two train alike and change togeth
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 
 def adamw_with_schedule(
     model: torch.nn.Module, lr: float, weight_decay: float, total_steps: int, warmup_ratio: float,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW, and a schedule stepped once per update: linear warmup over
-    `warmup_ratio * total_steps` steps (at least one), then cosine decay to 10% of `lr`."""
+    """AdamW, and transformers' schedule stepped once per update: linear warmup over
+    `warmup_ratio * total_steps` steps (at least one; the first step already at lr/warmup), then
+    cosine decay that reaches 10% of `lr` on the last step."""
+    # imported here: `critics.prm` imports this module, and listing critics stays light
+    from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup_lr_rate
+
     optim = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    warmup = max(1, int(warmup_ratio * total_steps))
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return optim, torch.optim.lr_scheduler.LambdaLR(optim, schedule)
+    sched = get_cosine_with_min_lr_schedule_with_warmup_lr_rate(
+        optim, num_warmup_steps=max(1, int(warmup_ratio * total_steps)),
+        num_training_steps=total_steps, min_lr_rate=0.1,
+    )
+    return optim, sched
 
 
 def optimizer_step(model: torch.nn.Module, optim: torch.optim.Optimizer,
