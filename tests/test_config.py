@@ -124,7 +124,9 @@ def test_critic_train_is_a_typed_section(tmp_path):
                          ("critic_train: {init: pretrained}\n",
                           "key critic_train.init must be one of fresh, policy, got 'pretrained'"),
                          ("critic_train: {prm_steps: many}\n",
-                          "key critic_train.prm_steps must be an integer")]:
+                          "key critic_train.prm_steps must be an integer"),
+                         ("critic_train: {num_samples: 0}\n",
+                          "key critic_train.num_samples must be positive")]:
         with pytest.raises(ConfigError, match=needle):
             load_config(write(tmp_path, text))
 
