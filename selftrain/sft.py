@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from selftrain.optim import adamw_with_schedule, optimizer_step
+
 IGNORE = -100
 
 
@@ -60,16 +62,32 @@ def tokenize_example(tokenizer, ex: SFTExample, max_length: int) -> tuple[list[i
     return ids[:max_length], labels[:max_length]
 
 
+def pad_right(rows: Sequence[Sequence[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows padded on the right with `value` to the longest (width at least 1), and the mask of
+    real tokens. Right padding keeps positions absolute (the PRM reads step ends by position)
+    and causal attention never looks right, so padding changes no real token's output."""
+    width = max(1, max(len(r) for r in rows))
+    out = torch.full((len(rows), width), value, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return out, mask
+
+
 def collate(batch: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(ids) for ids, _ in batch)
-    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
-    attention = torch.zeros((len(batch), width), dtype=torch.long)
-    for i, (ids, lab) in enumerate(batch):
-        input_ids[i, : len(ids)] = torch.tensor(ids)
-        labels[i, : len(lab)] = torch.tensor(lab)
-        attention[i, : len(ids)] = 1
+    input_ids, attention = pad_right([ids for ids, _ in batch], pad_id)
+    labels, _ = pad_right([lab for _, lab in batch], IGNORE)
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
+
+
+def epoch_shard(n: int, rng: random.Random, rank: int, world_size: int) -> list[int]:
+    """This rank's example indices for one epoch: the same shuffled order on every rank (same
+    seed), padded so that every rank gets as many, then dealt out."""
+    order = list(range(n))
+    rng.shuffle(order)
+    order += order[: math.ceil(n / world_size) * world_size - n]
+    return order[rank::world_size]
 
 
 def train_sft(
@@ -92,28 +110,15 @@ def train_sft(
         return {"steps": 0, "loss": float("nan"), "tokens": 0}
     encoded = [tokenize_example(tokenizer, ex, settings.max_length) for ex in examples]
     rng = random.Random(settings.seed)
-    per_rank = math.ceil(len(encoded) / world_size)
-    steps_per_epoch = math.ceil(per_rank / settings.batch_size)
-    total = steps_per_epoch * settings.epochs
+    total = math.ceil(math.ceil(len(encoded) / world_size) / settings.batch_size) * settings.epochs
     if settings.max_steps is not None:
         total = min(total, settings.max_steps)
-    optim = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    warmup = max(1, int(settings.warmup_ratio * total))
-
-    def schedule(step: int) -> float:  # linear warmup, cosine decay to 10%
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, schedule)
+    optim, sched = adamw_with_schedule(model, settings.lr, settings.weight_decay, total,
+                                       settings.warmup_ratio)
     model.train()
     step, tokens, losses = 0, 0, []
     while step < total:
-        order = list(range(len(encoded)))
-        rng.shuffle(order)  # same permutation on every rank (same seed), then sharded
-        order += order[: per_rank * world_size - len(order)]  # pad so ranks get equal shards
-        shard = order[rank::world_size]
+        shard = epoch_shard(len(encoded), rng, rank, world_size)
         losses = []
         for b in range(0, len(shard), settings.batch_size):
             if step >= total:
@@ -124,10 +129,7 @@ def train_sft(
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 loss = model(**batch).loss
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optim.step()
-            sched.step()
-            optim.zero_grad(set_to_none=True)
+            optimizer_step(model, optim, sched)
             tokens += int((batch["labels"] != IGNORE).sum())
             losses.append(loss.item())
             step += 1

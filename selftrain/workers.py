@@ -152,5 +152,5 @@ def _node_id() -> str | None:
         import ray
 
         return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
-    except Exception:  # noqa: BLE001 - info only
+    except Exception:  # info only
         return None

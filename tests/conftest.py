@@ -14,6 +14,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 
+# `pytest -m "not slow"` runs the unit tests in under 2 minutes; `make test` runs everything.
+# Slow tests are marked here, in one place, not in the test files: a test is slow when it needs
+# a real Ray cluster or the session's tiny base model (built and seed-SFT'd, minutes on 2
+# cores), directly or through another fixture, or when it is named below.
+SLOW_FIXTURES = {"ray_cluster", "model_cache", "two_nodes"}
+SLOW_FILES: set[str] = set()
+SLOW_TESTS: set[str] = set()
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if (SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.path.name in SLOW_FILES
+                or getattr(item, "originalname", item.name) in SLOW_TESTS):
+            item.add_marker(pytest.mark.slow)
+
 # Small enough for CI on 2 cores, large enough that the loop has something to learn.
 SMALL_TASK = {"seed": 0, "levels": [2, 3, 4], "train_per_level": 8, "test_per_level": 4}
 SMALL_OVERRIDES = [

@@ -52,6 +52,10 @@ def test_exponent_without_a_dot_is_a_number(tmp_path):
         ("arm: {dedup: 1}\n", [], "key arm.dedup must be true or false"),
         ("arm: {name: best}\n", [], "key arm.name must be one of rs, critique"),
         ("model: {tiny: {tokenizer: word}}\n", [], "key model.tiny.tokenizer must be one of char, bpe"),
+        ("arm: {name: 2}\n", [], "key arm.name must be one of rs, critique, got 2"),
+        ("train: {resources: {placement_strategy: pack}}\n", [],
+         "key train.resources.placement_strategy must be one of PACK, SPREAD, STRICT_PACK"),
+        ("tracking: {mode: on}\n", [], "key tracking.mode must be one of offline, online, disabled"),
         ("arm: {name: critique}\n", [], "needs critic.name or critic.path"),
         ("experiment: e\n", ["rollout.nope=3"], "unknown key rollout.nope"),
         ("experiment: e\n", ["rounds"], "expected key=value"),
@@ -107,3 +111,30 @@ def test_every_shipped_config_validates(path):
 
     cfg = load_config(path)
     assert arm_configs(cfg)  # every arm's overrides apply and validate too
+
+
+def test_critic_train_is_a_typed_section(tmp_path):
+    """`critic_train` is checked like every other section: an unknown key or a bad choice
+    stops at the config, and its values arrive typed."""
+    cfg = load_config(write(tmp_path, "critic_train: {oracle: countdown-oracle, prm_lr: 1e-3}\n"),
+                      ["critic_train.init=policy"])
+    assert cfg.critic_train.oracle == "countdown-oracle"
+    assert cfg.critic_train.prm_lr == pytest.approx(1e-3) and cfg.critic_train.init == "policy"
+    for text, needle in [("critic_train: {out_dir: x}\n", "unknown key critic_train.out_dir"),
+                         ("critic_train: {init: pretrained}\n",
+                          "key critic_train.init must be one of fresh, policy, got 'pretrained'"),
+                         ("critic_train: {prm_steps: many}\n",
+                          "key critic_train.prm_steps must be an integer"),
+                         ("critic_train: {num_samples: 0}\n",
+                          "key critic_train.num_samples must be positive")]:
+        with pytest.raises(ConfigError, match=needle):
+            load_config(write(tmp_path, text))
+
+
+def test_a_section_built_in_python_is_checked_like_a_file():
+    from selftrain.config import CriticTrainConfig, checked_section
+
+    good = CriticTrainConfig(num_samples=2)
+    assert checked_section(good, "critic_train", "test") == good
+    with pytest.raises(ConfigError, match="test: key critic_train.init must be one of fresh, policy"):
+        checked_section(CriticTrainConfig(init="pretrained"), "critic_train", "test")

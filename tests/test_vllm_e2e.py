@@ -76,7 +76,7 @@ def engine_processes(marker: str) -> list:
             title = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["name"] or "")
             if "VLLM" in title and marker in proc.environ().get("PYTHONPATH", ""):
                 found.append(proc)
-        except Exception:  # noqa: BLE001 - gone, or not ours to read
+        except Exception:  # gone, or not ours to read
             continue
     return found
 
