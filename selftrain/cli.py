@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Sample the base policy, label every step with the task's "
                                     "oracle critic, train the prm and lm critics, and report their "
                                     "step-level precision/recall/F1 against the oracle.")
-    tc.add_argument("config", help="YAML config (its task, model and critic_training sections)")
+    tc.add_argument("config", help="YAML config (its task, model and critic_train sections)")
     tc.add_argument("overrides", nargs="*", help="key=value overrides")
     tc.add_argument("--out", help="output folder (default: <run_root>/<experiment>/critics)")
     return parser
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.append(os.getcwd())
     try:
         return COMMANDS[args.command](args)
-    except Exception as err:  # noqa: BLE001 - every error ends as a few lines for a person
+    except Exception as err:  # every error ends as a few lines for a person
         return _report_error(err, args)
 
 
@@ -252,7 +252,7 @@ def cmd_train_critic(args: argparse.Namespace) -> int:
     from selftrain.tasks import make_task
 
     task = make_task(cfg.task.name, **cfg.task.args)
-    oracle = build_critic(cfg.critic_train.get("oracle", f"{cfg.task.name}-oracle"), None, {}, task)
+    oracle = build_critic(cfg.critic_train.oracle or f"{cfg.task.name}-oracle", None, {}, task)
     out = Path(args.out) if args.out else Path(cfg.run_root) / cfg.experiment / "critics"
     result = train_critics(cfg, out, base_model_path=str(resolve_model(cfg, task)), task=task,
                            oracle=oracle)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -20,8 +19,8 @@ from critics import (
 )
 from critics.lm import LMCritic, format_prompt, format_verdicts, parse_verdicts
 from critics.protocol import CriticOutputError
-from selftrain.config import TinyModelConfig
-from selftrain.critic_training import CriticTrainSettings, train_critics
+from selftrain.config import ConfigError, CriticTrainConfig, TinyModelConfig
+from selftrain.critic_training import train_critics
 from selftrain.tasks.countdown import CountdownTask
 from selftrain.tiny_model import _portable_tokenizer_config, build_char_tokenizer, build_tiny_llama
 from selftrain.types import Query
@@ -217,7 +216,7 @@ def test_lm_parser_survives_malformed_output(text, num_steps, expected):
 # ---------------------------------------------------------------- learned critics, end to end
 
 
-TINY = CriticTrainSettings(
+TINY = CriticTrainConfig(
     num_samples=2, max_new_tokens=16, hidden_size=32, num_layers=1, num_heads=1,
     intermediate_size=64, prm_steps=4, prm_batch_size=8, lm_steps=4, lm_batch_size=8,
     max_explanation=8, max_length=128,
@@ -304,9 +303,10 @@ def test_prm_critic_on_a_folder_that_is_not_a_prm(tmp_path):
         build_critic("prm", None, {"model_path": str(tmp_path)}, None)
 
 
-def test_train_critics_reads_a_critic_train_section_and_checks_it_first(tmp_path):
-    """A config's `critic_train` section sets the sizes; a bad value fails before any work."""
-    cfg = SimpleNamespace(seed=0, critic_train={"init": "pretrained", "out_dir": "ignored"})
-    with pytest.raises(ValueError, match="init must be 'fresh' or 'policy', got 'pretrained'"):
-        train_critics(cfg, tmp_path, base_model_path=str(tmp_path / "none"), task=None)
+def test_train_critics_checks_its_settings_first(tmp_path):
+    """Settings built in Python are checked as a config file's `critic_train` is; a bad value
+    fails before any work."""
+    with pytest.raises(ConfigError, match="critic_train.init must be one of fresh, policy, got 'pretrained'"):
+        train_critics(None, tmp_path, base_model_path=str(tmp_path / "none"), task=None,
+                      settings=CriticTrainConfig(init="pretrained"))
     assert not (tmp_path / "critic_eval.json").exists()
