@@ -14,7 +14,6 @@ import re
 from typing import Any
 
 from critics.protocol import Critique, CritiqueRequest, StepVerdict
-from critics.registry import register_critic
 from selftrain.backends import SamplingConfig, make_backend
 
 PROMPT_TEMPLATE = "{prompt}{steps}Verdicts:\n"
@@ -73,7 +72,6 @@ def parse_verdicts(text: str, num_steps: int) -> tuple[list[StepVerdict], int]:
     return verdicts, num_steps - len(found)
 
 
-@register_critic("lm")
 class LMCritic:
     """Any HF causal LM (a folder or hub id) prompted with `PROMPT_TEMPLATE`, greedy by default.
 

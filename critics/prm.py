@@ -19,11 +19,7 @@ from typing import Any
 import torch
 
 from critics.protocol import Critique, CritiqueRequest, StepVerdict
-from critics.registry import register_critic
 from selftrain.device import best_device
-
-# transformers is imported inside the functions that load or save: `critics.builtin` imports
-# this module, and listing or resolving critics (CLI errors, config checks) should stay fast.
 
 STEP_SUFFIX = "\n"
 """Each step is fed as `step + STEP_SUFFIX`; the score is read at that piece's last token."""
@@ -181,13 +177,13 @@ def score_steps(model: PRMModel, tokenizer: Any, items: Sequence[tuple[str, Sequ
 def save_prm(model: PRMModel, tokenizer: Any, out: str | Path, threshold: float = 0.5,
              extra: dict[str, Any] | None = None) -> Path:
     """Write a PRM folder: the backbone and tokenizer (save_pretrained), the head, prm.json."""
-    from selftrain.tiny_model import _portable_tokenizer_config
+    from selftrain.tiny_model import portable_tokenizer_config
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model.backbone.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    _portable_tokenizer_config(out)
+    portable_tokenizer_config(out)
     torch.save({k: v.detach().cpu() for k, v in model.head.state_dict().items()}, out / HEAD_FILE)
     meta = {"threshold": threshold, "step_suffix": STEP_SUFFIX,
             "score_at": "last token of each step", "format": "prompt + (step + step_suffix) * n",
@@ -218,7 +214,6 @@ def load_prm(path: str | Path, device: torch.device | None = None) -> tuple[PRMM
     return model.to(device or best_device()).eval(), tokenizer, meta
 
 
-@register_critic("prm")
 class PRMCritic:
     """Flags a step when the PRM's P(ok) is below `threshold` (None: the one in prm.json)."""
 
