@@ -1,5 +1,7 @@
-"""`prm`: a process reward model. A causal-LM backbone reads the query and the steps; a linear
-head at the last token of each step (its trailing "\\n") gives P(step ok) through a sigmoid.
+"""`prm`: a process reward model. This module holds the critic and selftrain's own PRM format:
+a causal-LM backbone reads the query and the steps; a linear head at the last token of each
+step (its trailing "\\n") gives P(step ok) through a sigmoid. Published PRMs from the hub are
+read by `critics.hub_prm`, chosen with `critic.args.mode`.
 
 One forward pass scores every step of a sample, which makes the PRM far cheaper than the
 generative `lm` critic, at the price of no explanation text. A PRM folder is a plain HF
@@ -18,7 +20,9 @@ from typing import Any
 
 import torch
 
+from critics.hub_prm import FORMATS, HubPRM
 from critics.protocol import Critique, CritiqueRequest, StepVerdict
+from critics.registry import CriticLoadError
 from selftrain.device import best_device
 
 STEP_SUFFIX = "\n"
@@ -214,23 +218,49 @@ def load_prm(path: str | Path, device: torch.device | None = None) -> tuple[PRMM
     return model.to(device or best_device()).eval(), tokenizer, meta
 
 
+class SelftrainPRM:
+    """A folder written by `save_prm`, scoring requests by their prompt and steps."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.model, self.tokenizer, self.meta = load_prm(path)
+
+    def score(self, requests: Sequence[CritiqueRequest], batch_size: int) -> list[list[float]]:
+        return score_steps(self.model, self.tokenizer, [(r.query.prompt, r.steps) for r in requests],
+                           batch_size)
+
+
 class PRMCritic:
-    """Flags a step when the PRM's P(ok) is below `threshold` (None: the one in prm.json)."""
+    """Flags a step when the PRM's P(ok) is below `threshold`.
+
+    `mode` says which PRM: "selftrain" (default), a folder written by `selftrain train-critic`
+    (threshold None: the one in its prm.json); or a published PRM by its convention,
+    "step_tag" | "token_classification" | "chat_turns" (see `critics.hub_prm`; threshold None:
+    0.5), whose own args (tokens, templates, dtype, trust_remote_code) pass through.
+    """
 
     name = "prm"
 
-    def __init__(self, task: Any = None, *, model_path: str, threshold: float | None = None,
-                 batch_size: int = 64) -> None:
+    def __init__(self, task: Any = None, *, model_path: str, mode: str = "selftrain",
+                 threshold: float | None = None, batch_size: int = 64, **mode_args: Any) -> None:
         self.task = task
-        self.model, self.tokenizer, meta = load_prm(model_path)
-        self.threshold = float(meta.get("threshold", 0.5) if threshold is None else threshold)
         self.batch_size = batch_size
+        if mode == "selftrain":
+            if mode_args:
+                raise TypeError(f"mode selftrain takes no {', '.join(sorted(mode_args))} (its args: "
+                                f"model_path, threshold, batch_size)")
+            self.scorer: SelftrainPRM | HubPRM = SelftrainPRM(model_path)
+            default = self.scorer.meta.get("threshold", 0.5)
+        elif mode in FORMATS:
+            self.scorer = HubPRM(str(model_path), mode, **mode_args)
+            default = 0.5
+        else:
+            raise CriticLoadError(f"prm critic: critic.args.mode must be selftrain, "
+                                  f"{', '.join(FORMATS)}; got {mode!r}")
+        self.threshold = float(default if threshold is None else threshold)
 
     def critique(self, requests: list[CritiqueRequest]) -> list[Critique]:
-        scores = score_steps(self.model, self.tokenizer,
-                             [(r.query.prompt, r.steps) for r in requests], self.batch_size)
         out = []
-        for req, probs in zip(requests, scores):
+        for req, probs in zip(requests, self.scorer.score(requests, self.batch_size)):
             verdicts = [
                 StepVerdict(ok=p >= self.threshold, score=p,
                             feedback="ok" if p >= self.threshold else f"likely wrong (PRM P(ok)={p:.2f})")
