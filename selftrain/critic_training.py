@@ -24,8 +24,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from critics import Critic, Critique, CritiqueRequest, build_critic, checked
-from critics.lm import format_prompt, format_verdicts
 from critics.prm import PRMExample, PRMTrainSettings, build_prm, save_prm, train_prm
+from critics.verdicts import format_prompt, format_verdicts
 from selftrain.backends import SamplingConfig
 from selftrain.backends.hf import HFBackend
 from selftrain.config import TinyModelConfig

@@ -23,9 +23,10 @@ from critics import (
     register_critic,
     resolve_critic,
 )
-from critics.lm import LMCritic, format_prompt, format_verdicts, parse_verdicts
+from critics.lm import LMCritic
 from critics.protocol import CriticOutputError
 from critics.registry import BUILTIN_CRITICS
+from critics.verdicts import format_prompt, format_verdicts, parse_verdicts
 from selftrain.config import TinyModelConfig
 from selftrain.critic_training import CriticTrainSettings, train_critics
 from selftrain.tasks.countdown import CountdownTask
