@@ -23,6 +23,7 @@ BUILTIN_CRITICS: dict[str, str] = {
     "lm": "critics.lm:LMCritic",
     "multihop-oracle": "critics.multihop_oracle:MultihopOracle",
     "noisy": "critics.noisy:NoisyCritic",
+    "openai": "critics.served:OpenAICritic",
     "prm": "critics.prm:PRMCritic",
 }
 """Name -> import path of the critics shipped in this package."""
