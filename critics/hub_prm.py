@@ -65,6 +65,11 @@ def token_id(tokenizer: Any, text: str, arg: str, where: str) -> int:
     return ids[0]
 
 
+def candidate_ids(tokenizer: Any, good: str, bad: str, where: str) -> tuple[int, int]:
+    """The ids of the good and bad candidate tokens (args `good_token`, `bad_token`)."""
+    return token_id(tokenizer, good, "good_token", where), token_id(tokenizer, bad, "bad_token", where)
+
+
 def _candidates(logits: torch.Tensor, good: int, bad: int) -> torch.Tensor:
     return logits[:, [good, bad]].float().softmax(dim=-1)[:, 0]
 
@@ -84,8 +89,7 @@ class StepTag:
 
     def __post_init__(self, tokenizer: Any, where: str) -> None:
         self.tag_id = token_id(tokenizer, self.step_tag, "step_tag", where)
-        self.good_id = token_id(tokenizer, self.good_token, "good_token", where)
-        self.bad_id = token_id(tokenizer, self.bad_token, "bad_token", where)
+        self.good_id, self.bad_id = candidate_ids(tokenizer, self.good_token, self.bad_token, where)
 
     def encode(self, tokenizer: Any, question: str, steps: list[str]) -> tuple[list[int], list[int]]:
         lines = [self.step_template.format(i=i, step=step.replace(self.step_tag, "")) + f" {self.step_tag}"
@@ -141,9 +145,8 @@ class ChatTurns:
     loader = "causal_lm"
 
     def __post_init__(self, tokenizer: Any, where: str) -> None:
-        self.good_id = token_id(tokenizer, self.good_token, "good_token", where)
-        self.bad_id = token_id(tokenizer, self.bad_token, "bad_token", where)
         _require_chat_template(tokenizer, "chat_turns", where)
+        self.good_id, self.bad_id = candidate_ids(tokenizer, self.good_token, self.bad_token, where)
 
     def encode(self, tokenizer: Any, question: str, steps: list[str]) -> tuple[list[int], list[int]]:
         conversation: list[dict[str, str]] = []

@@ -66,6 +66,9 @@ class OpenAICritic:
                  extra_body: dict[str, Any] | None = None) -> None:
         if api not in ("chat", "completions"):
             raise CriticLoadError(f"openai critic: critic.args.api must be chat or completions, got {api!r}")
+        if not base_url.startswith(("http://", "https://")):
+            raise CriticLoadError(f"openai critic: critic.args.base_url {base_url!r} must start with "
+                                  f"http:// or https://, e.g. http://127.0.0.1:8000/v1")
         if concurrency < 1 or timeout_s <= 0 or retries < 0:
             raise CriticLoadError(f"openai critic: concurrency >= 1, timeout_s > 0 and retries >= 0 "
                                   f"are needed, got {concurrency}, {timeout_s} and {retries}")

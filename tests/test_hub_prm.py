@@ -249,7 +249,7 @@ def plain(tmp_path_factory):
 @pytest.mark.parametrize("args, message", [
     ({"mode": "step_tag"}, r"critic.args.step_tag 'ки' is not one token of the tokenizer at .*plain"),
     ({"mode": "step_tag", "step_tag": "#", "good_token": "✓"}, r"critic.args.good_token '✓' is not one token"),
-    ({"mode": "chat_turns", "bad_token": "--"}, r"critic.args.bad_token '--' is not one token .*\['-', '-'\]"),
+    ({"mode": "step_tag", "step_tag": "#", "bad_token": "--"}, r"critic.args.bad_token '--' is not one token .*\['-', '-'\]"),
     ({"mode": "chat_turns"}, "mode chat_turns: the tokenizer at .* has no chat template"),
     ({"mode": "token_classification"}, r"critic.args.separator '<extra_0>' is not one token"),
     ({"mode": "step_tag", "step_tag": "#", "separator": "x"}, "mode step_tag takes no separator"),

@@ -270,6 +270,17 @@ def test_the_key_is_read_from_the_environment_and_never_written(server, tmp_path
     assert "sk-test-secret" not in json.dumps(c.row())
 
 
+@pytest.mark.parametrize("args, message", [
+    ({"base_url": "127.0.0.1:8000/v1"}, "base_url '127.0.0.1:8000/v1' must start with http://"),
+    ({"api": "responses"}, "api must be chat or completions, got 'responses'"),
+    ({"timeout_s": 0}, "timeout_s > 0"),
+    ({"temprature": 0.5}, "could not be built with args"),
+])
+def test_bad_args_are_errors_at_build(server, args, message):
+    with pytest.raises(CriticLoadError, match=message):
+        critic(server, **args)
+
+
 def test_a_key_variable_that_is_not_set_is_an_error_at_build(server, monkeypatch):
     monkeypatch.delenv("SELFTRAIN_TEST_CRITIC_KEY", raising=False)
     with pytest.raises(CriticLoadError, match="api_key_env names SELFTRAIN_TEST_CRITIC_KEY, which is not set"):
