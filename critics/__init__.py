@@ -1,6 +1,14 @@
-"""Critics: the `Critic` protocol, the registry and loader, and the built-in critics."""
+"""Critics: the `Critic` protocol, the registry and loader. The built-in critics live in their
+own modules, imported only when a config names them (see `critics.registry.BUILTIN_CRITICS`)."""
 
-from critics.protocol import Critic, Critique, CritiqueRequest, StepVerdict, checked
+from critics.protocol import (
+    Critic,
+    Critique,
+    CritiqueRequest,
+    PreflightCheck,
+    StepVerdict,
+    checked,
+)
 from critics.registry import (
     CriticLoadError,
     build_critic,
@@ -14,6 +22,7 @@ __all__ = [
     "CriticLoadError",
     "Critique",
     "CritiqueRequest",
+    "PreflightCheck",
     "StepVerdict",
     "build_critic",
     "checked",

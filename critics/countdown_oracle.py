@@ -5,11 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from critics.protocol import Critique, CritiqueRequest, StepVerdict
-from critics.registry import register_critic
 from selftrain.tasks.countdown import check_steps
 
 
-@register_critic("countdown-oracle")
 class CountdownOracle:
     """A step is ok when its arithmetic is right, it uses only numbers still available, and the
     target can still be reached from what remains (exhaustive search, memoised)."""

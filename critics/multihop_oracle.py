@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from critics.protocol import Critique, CritiqueRequest, StepVerdict
-from critics.registry import register_critic
 from selftrain.agent import exact_match, observation_titles, parse_action, split_turns
 
 
@@ -56,7 +55,6 @@ def judge_steps(data: dict[str, Any], steps: list[str]) -> list[StepVerdict]:
     return out
 
 
-@register_critic("multihop-oracle")
 class MultihopOracle:
     """Exact critic from the gold chain stored in each query's data."""
 

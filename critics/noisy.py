@@ -7,10 +7,9 @@ import random
 from typing import Any
 
 from critics.protocol import Critique, CritiqueRequest, StepVerdict, checked
-from critics.registry import build_critic, register_critic
+from critics.registry import build_critic
 
 
-@register_critic("noisy")
 class NoisyCritic:
     """Wraps `base` (a registry name) and flips each verdict with probability `flip_prob`.
 

@@ -1,5 +1,7 @@
-"""`prm`: a process reward model. A causal-LM backbone reads the query and the steps; a linear
-head at the last token of each step (its trailing "\\n") gives P(step ok) through a sigmoid.
+"""`prm`: a process reward model. This module holds the critic and selftrain's own PRM format:
+a causal-LM backbone reads the query and the steps; a linear head at the last token of each
+step (its trailing "\\n") gives P(step ok) through a sigmoid. Published PRMs from the hub are
+read by `critics.hub_prm`, chosen with `critic.args.mode`.
 
 One forward pass scores every step of a sample, which makes the PRM far cheaper than the
 generative `lm` critic, at the price of no explanation text. A PRM folder is a plain HF
@@ -9,7 +11,6 @@ generative `lm` critic, at the price of no explanation text. A PRM folder is a p
 from __future__ import annotations
 
 import json
-import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,12 +19,12 @@ from typing import Any
 
 import torch
 
+from critics.hub_prm import FORMATS, HubPRM
 from critics.protocol import Critique, CritiqueRequest, StepVerdict
-from critics.registry import register_critic
+from critics.registry import CriticLoadError
 from selftrain.device import best_device
-
-# transformers is imported inside the functions that load or save: `critics.builtin` imports
-# this module, and listing or resolving critics (CLI errors, config checks) should stay fast.
+from selftrain.optim import adamw_with_schedule, optimizer_step
+from selftrain.sft import pad_right
 
 STEP_SUFFIX = "\n"
 """Each step is fed as `step + STEP_SUFFIX`; the score is read at that piece's last token."""
@@ -87,12 +88,7 @@ def encode(tokenizer: Any, prompt: str, steps: Sequence[str],
 
 def _pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Right padding: step-end positions stay absolute, and causal attention never looks right."""
-    width = max(1, max(len(r) for r in rows))
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-        mask[i, : len(r)] = 1
+    ids, mask = pad_right(rows, pad_id)
     return ids.to(device), mask.to(device)
 
 
@@ -125,16 +121,9 @@ def train_prm(model: PRMModel, tokenizer: Any, examples: Sequence[PRMExample],
     model.to(device).train()
     rng = random.Random(settings.seed)
     torch.manual_seed(settings.seed)
-    optim = torch.optim.AdamW(model.parameters(), lr=settings.lr)
     total = settings.steps
-    warmup = max(1, int(settings.warmup_ratio * total))
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, schedule)
+    # weight decay 0.01 is AdamW's default, which this loop has always used
+    optim, sched = adamw_with_schedule(model, settings.lr, 0.01, total, settings.warmup_ratio)
     order: list[int] = []
     losses: list[float] = []
     for step in range(total):
@@ -152,10 +141,7 @@ def train_prm(model: PRMModel, tokenizer: Any, examples: Sequence[PRMExample],
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target,
                                                                     pos_weight=pos_weight)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optim.step()
-        sched.step()
-        optim.zero_grad(set_to_none=True)
+        optimizer_step(model, optim, sched)
         losses.append(loss.item())
         if on_step is not None:
             on_step(step + 1, total, losses[-1])
@@ -181,13 +167,13 @@ def score_steps(model: PRMModel, tokenizer: Any, items: Sequence[tuple[str, Sequ
 def save_prm(model: PRMModel, tokenizer: Any, out: str | Path, threshold: float = 0.5,
              extra: dict[str, Any] | None = None) -> Path:
     """Write a PRM folder: the backbone and tokenizer (save_pretrained), the head, prm.json."""
-    from selftrain.tiny_model import _portable_tokenizer_config
+    from selftrain.tiny_model import portable_tokenizer_config
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model.backbone.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    _portable_tokenizer_config(out)
+    portable_tokenizer_config(out)
     torch.save({k: v.detach().cpu() for k, v in model.head.state_dict().items()}, out / HEAD_FILE)
     meta = {"threshold": threshold, "step_suffix": STEP_SUFFIX,
             "score_at": "last token of each step", "format": "prompt + (step + step_suffix) * n",
@@ -218,24 +204,49 @@ def load_prm(path: str | Path, device: torch.device | None = None) -> tuple[PRMM
     return model.to(device or best_device()).eval(), tokenizer, meta
 
 
-@register_critic("prm")
+class SelftrainPRM:
+    """A folder written by `save_prm`, scoring requests by their prompt and steps."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.model, self.tokenizer, self.meta = load_prm(path)
+
+    def score(self, requests: Sequence[CritiqueRequest], batch_size: int) -> list[list[float]]:
+        return score_steps(self.model, self.tokenizer, [(r.query.prompt, r.steps) for r in requests],
+                           batch_size)
+
+
 class PRMCritic:
-    """Flags a step when the PRM's P(ok) is below `threshold` (None: the one in prm.json)."""
+    """Flags a step when the PRM's P(ok) is below `threshold`.
+
+    `mode` says which PRM: "selftrain" (default), a folder written by `selftrain train-critic`
+    (threshold None: the one in its prm.json); or a published PRM by its convention,
+    "step_tag" | "token_classification" | "chat_turns" (see `critics.hub_prm`; threshold None:
+    0.5), whose own args (tokens, templates, dtype, trust_remote_code) pass through.
+    """
 
     name = "prm"
 
-    def __init__(self, task: Any = None, *, model_path: str, threshold: float | None = None,
-                 batch_size: int = 64) -> None:
+    def __init__(self, task: Any = None, *, model_path: str, mode: str = "selftrain",
+                 threshold: float | None = None, batch_size: int = 64, **mode_args: Any) -> None:
         self.task = task
-        self.model, self.tokenizer, meta = load_prm(model_path)
-        self.threshold = float(meta.get("threshold", 0.5) if threshold is None else threshold)
         self.batch_size = batch_size
+        if mode == "selftrain":
+            if mode_args:
+                raise TypeError(f"mode selftrain takes no {', '.join(sorted(mode_args))} (its args: "
+                                f"model_path, threshold, batch_size)")
+            self.scorer: SelftrainPRM | HubPRM = SelftrainPRM(model_path)
+            default = self.scorer.meta.get("threshold", 0.5)
+        elif mode in FORMATS:
+            self.scorer = HubPRM(str(model_path), mode, **mode_args)
+            default = 0.5
+        else:
+            raise CriticLoadError(f"prm critic: critic.args.mode must be selftrain, "
+                                  f"{', '.join(FORMATS)}; got {mode!r}")
+        self.threshold = float(default if threshold is None else threshold)
 
     def critique(self, requests: list[CritiqueRequest]) -> list[Critique]:
-        scores = score_steps(self.model, self.tokenizer,
-                             [(r.query.prompt, r.steps) for r in requests], self.batch_size)
         out = []
-        for req, probs in zip(requests, scores):
+        for req, probs in zip(requests, self.scorer.score(requests, self.batch_size)):
             verdicts = [
                 StepVerdict(ok=p >= self.threshold, score=p,
                             feedback="ok" if p >= self.threshold else f"likely wrong (PRM P(ok)={p:.2f})")

@@ -82,6 +82,15 @@ class Critic(Protocol):
     def critique(self, requests: list[CritiqueRequest]) -> list[Critique]: ...
 
 
+@runtime_checkable
+class PreflightCheck(Protocol):
+    """A critic that depends on something outside the run (a server, an API key) and can check
+    it before round 0; `selftrain.checks.preflight` calls `check()`, which raises
+    `CriticLoadError` with what to fix."""
+
+    def check(self) -> None: ...
+
+
 class CriticOutputError(RuntimeError):
     """A critic broke the protocol (wrong number of critiques or verdicts)."""
 

@@ -1,7 +1,10 @@
-"""Where critics are found: the built-in registry, `module:Class` paths, and entry points.
+"""Where critics are found: the built-ins, `module:Class` paths, registered classes and entry points.
 
-A critic class is constructed with the task (so it can read query metadata) and the config's
-`critic.args` as keyword arguments: `Critic(task=task, **args)`.
+The built-ins are listed as `"module:Class"` strings and imported only when built (as
+skyrl-gym registers environments), so listing critic names imports no critic module and no
+torch, and no critic module needs this one to register itself. A critic class is constructed
+with the task (so it can read query metadata) and the config's `critic.args` as keyword
+arguments: `Critic(task=task, **args)`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,17 @@ from typing import Any
 from critics.protocol import Critic
 
 ENTRY_POINT_GROUP = "selftrain.critics"
+
+BUILTIN_CRITICS: dict[str, str] = {
+    "countdown-oracle": "critics.countdown_oracle:CountdownOracle",
+    "lm": "critics.lm:LMCritic",
+    "multihop-oracle": "critics.multihop_oracle:MultihopOracle",
+    "noisy": "critics.noisy:NoisyCritic",
+    "openai": "critics.served:OpenAICritic",
+    "prm": "critics.prm:PRMCritic",
+}
+"""Name -> import path of the critics shipped in this package."""
+
 _REGISTRY: dict[str, Callable[..., Critic]] = {}
 
 
@@ -22,7 +36,8 @@ class CriticLoadError(ValueError):
 
 
 def register_critic(name: str) -> Callable[[type], type]:
-    """Class decorator: make a critic available as `critic.name: <name>`."""
+    """Class decorator: make a critic available as `critic.name: <name>` (it wins over a
+    built-in of the same name)."""
 
     def wrap(cls: type) -> type:
         _REGISTRY[name] = cls
@@ -32,36 +47,30 @@ def register_critic(name: str) -> Callable[[type], type]:
 
 
 def known_critics() -> list[str]:
-    _load_builtins()
-    names = set(_REGISTRY)
+    """Every name `critic.name` accepts: built-ins, registered classes, entry points."""
+    names = set(BUILTIN_CRITICS) | set(_REGISTRY)
     names.update(ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
     return sorted(names)
 
 
 def resolve_critic(name: str | None = None, path: str | None = None) -> Callable[..., Critic]:
-    """The critic factory named by `path` (`module:Class`) or `name` (registry, entry point)."""
-    _load_builtins()
+    """The critic factory named by `path` (`module:Class`) or `name` (registered class,
+    built-in, entry point, in that order)."""
     if path:
         module_name, _, attr = path.partition(":")
         if not attr:
             raise CriticLoadError(f"critic.path {path!r} must look like 'my_pkg.my_module:MyCritic'")
-        try:
-            module = importlib.import_module(module_name)
-        except Exception as err:  # any import failure is the user's to see
-            raise CriticLoadError(
-                f"critic.path {path!r}: importing {module_name} failed: {err!r}. "
-                f"Known critics: {', '.join(known_critics())}"
-            ) from err
-        if not hasattr(module, attr):
-            raise CriticLoadError(f"critic.path {path!r}: module {module_name} has no {attr}")
-        return getattr(module, attr)
+        return _import(module_name, attr, f"critic.path {path!r}")
     if name in _REGISTRY:
         return _REGISTRY[name]
+    if name in BUILTIN_CRITICS:
+        module_name, _, attr = BUILTIN_CRITICS[name].partition(":")
+        return _import(module_name, attr, f"critic {name!r}")
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:
             try:
                 return ep.load()
-            except Exception as err:
+            except Exception as err:  # any import failure is the user's to see
                 raise CriticLoadError(f"critic entry point {name!r} ({ep.value}) failed to load: {err!r}") from err
     raise CriticLoadError(f"unknown critic {name!r}; known critics: {', '.join(known_critics())}")
 
@@ -82,5 +91,14 @@ def build_critic(name: str | None, path: str | None, args: dict[str, Any], task:
     return critic
 
 
-def _load_builtins() -> None:
-    import critics.builtin  # noqa: F401  (registers the built-in critics)
+def _import(module_name: str, attr: str, label: str) -> Callable[..., Critic]:
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:  # any import failure is the user's to see
+        raise CriticLoadError(
+            f"{label}: importing {module_name} failed: {err!r}. "
+            f"Known critics: {', '.join(known_critics())}"
+        ) from err
+    if not hasattr(module, attr):
+        raise CriticLoadError(f"{label}: module {module_name} has no {attr}")
+    return getattr(module, attr)

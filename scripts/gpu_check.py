@@ -26,9 +26,9 @@ def main() -> int:
     from selftrain.sft import SFTExample, SFTSettings, train_sft
     from selftrain.tasks.countdown import CountdownTask
     from selftrain.tiny_model import (
-        _portable_tokenizer_config,
         build_char_tokenizer,
         build_tiny_llama,
+        portable_tokenizer_config,
     )
 
     task = CountdownTask()
@@ -37,7 +37,7 @@ def main() -> int:
     model = build_tiny_llama(TinyModelConfig(), len(tokenizer), tokenizer)
     model.save_pretrained(tmp / "model")
     tokenizer.save_pretrained(tmp / "model")
-    _portable_tokenizer_config(tmp / "model")
+    portable_tokenizer_config(tmp / "model")
 
     # 1. generation backend
     backend = HFBackend(str(tmp / "model"), dtype="bfloat16")

@@ -8,7 +8,7 @@ from selftrain.config import Config, ConfigError
 def preflight(cfg: Config, source: str) -> None:
     """Task buildable, model resolvable, critic loadable, run_root reachable; raises
     ConfigError/CriticLoadError."""
-    from critics import build_critic
+    from critics import PreflightCheck, build_critic
     from selftrain.storage import storage_for
     from selftrain.tasks import make_task
 
@@ -32,7 +32,9 @@ def preflight(cfg: Config, source: str) -> None:
         except ConfigError as err:
             raise ConfigError(f"{source}: {err}") from err
     if cfg.arm.name == "critique":
-        build_critic(cfg.critic.name, cfg.critic.path, cfg.critic.args, task)
+        critic = build_critic(cfg.critic.name, cfg.critic.path, cfg.critic.args, task)
+        if isinstance(critic, PreflightCheck):  # e.g. a served critic's endpoint is reachable
+            critic.check()
     check = getattr(task, "check", None)
     if check is not None:  # tasks that read files check their columns here
         check()

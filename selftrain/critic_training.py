@@ -26,14 +26,14 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from critics import Critic, Critique, CritiqueRequest, build_critic, checked
-from critics.lm import format_prompt, format_verdicts
 from critics.prm import PRMExample, PRMTrainSettings, build_prm, save_prm, train_prm
+from critics.verdicts import format_prompt, format_verdicts
 from selftrain.backends import SamplingConfig
 from selftrain.backends.hf import HFBackend
 from selftrain.config import CriticTrainConfig, TinyModelConfig, checked_section
 from selftrain.device import best_device, single_cpu_thread
 from selftrain.sft import SFTExample, SFTSettings, train_sft
-from selftrain.tiny_model import _portable_tokenizer_config, build_char_tokenizer, build_tiny_llama
+from selftrain.tiny_model import build_char_tokenizer, build_tiny_llama, portable_tokenizer_config
 from selftrain.types import Query
 
 
@@ -281,7 +281,7 @@ def _train_lm(train: list[LabelledSample], settings: CriticTrainConfig, base_mod
     shutil.rmtree(out, ignore_errors=True)
     model.cpu().save_pretrained(out)
     tokenizer.save_pretrained(out)
-    _portable_tokenizer_config(out)
+    portable_tokenizer_config(out)
     return stats
 
 

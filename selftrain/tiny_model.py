@@ -135,7 +135,7 @@ def build_base_model(task, cfg: TinyModelConfig, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    _portable_tokenizer_config(out)
+    portable_tokenizer_config(out)
     info = {
         "task": task.describe(), "model": asdict(cfg), "params": params,
         "demonstrations": len(examples), "sft": stats, "seconds": round(time.time() - start, 1),
@@ -144,9 +144,11 @@ def build_base_model(task, cfg: TinyModelConfig, out: Path) -> dict:
     return info
 
 
-def _portable_tokenizer_config(out: Path) -> None:
+def portable_tokenizer_config(out: Path) -> None:
     """Name the tokenizer class every transformers version knows (4.x has no TokenizersBackend)."""
     path = out / "tokenizer_config.json"
     conf = json.loads(path.read_text())
     conf["tokenizer_class"] = "PreTrainedTokenizerFast"
     path.write_text(json.dumps(conf, indent=2))
+
+

@@ -18,7 +18,7 @@ from selftrain.backends import SamplingConfig, make_backend
 from selftrain.backends.hf import HFBackend
 from selftrain.config import TinyModelConfig
 from selftrain.retrieval import Doc
-from selftrain.tiny_model import _portable_tokenizer_config, build_char_tokenizer, build_tiny_llama
+from selftrain.tiny_model import build_char_tokenizer, build_tiny_llama, portable_tokenizer_config
 
 # Longer than a vLLM KV-cache block (128 tokens on CPU), so a reload test also sees whether
 # cached prefix blocks of the old weights are reused.
@@ -40,7 +40,7 @@ def save_model(out: Path, seed: int, tokenizer=None) -> Path:
             p.add_(torch.randn_like(p) * 0.1)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    _portable_tokenizer_config(out)
+    portable_tokenizer_config(out)
     return out
 
 
@@ -196,7 +196,7 @@ def agent_model(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("agent") / "model"
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    _portable_tokenizer_config(out)
+    portable_tokenizer_config(out)
     return out
 
 

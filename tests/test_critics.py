@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,15 +19,20 @@ from critics import (
     build_critic,
     checked,
     known_critics,
+    register_critic,
+    resolve_critic,
 )
-from critics.lm import LMCritic, format_prompt, format_verdicts, parse_verdicts
+from critics.lm import LMCritic
 from critics.protocol import CriticOutputError
+from critics.registry import BUILTIN_CRITICS
+from critics.verdicts import format_prompt, format_verdicts, parse_verdicts
 from selftrain.config import ConfigError, CriticTrainConfig, TinyModelConfig
 from selftrain.critic_training import train_critics
 from selftrain.tasks.countdown import CountdownTask
-from selftrain.tiny_model import _portable_tokenizer_config, build_char_tokenizer, build_tiny_llama
+from selftrain.tiny_model import build_char_tokenizer, build_tiny_llama, portable_tokenizer_config
 from selftrain.types import Query
 
+REPO = Path(__file__).resolve().parent.parent
 Q23 = Query("cd-hand", 3, "3 7 2 -> 23\n", {"numbers": [3, 7, 2], "target": 23})
 """3 7 2 -> 23: solved by 7*3=21, 21+2=23."""
 
@@ -73,6 +81,40 @@ def test_checked_rejects_wrong_verdict_count_naming_critic_and_sample():
 
 def test_the_builtin_critics_are_registered():
     assert {"countdown-oracle", "noisy", "lm", "prm"} <= set(known_critics())
+
+
+def test_listing_critics_imports_no_torch_and_no_critic_module():
+    """The CLI and config checks list critic names; that must stay cheap and free of cycles."""
+    code = ("import sys, critics; names = critics.known_critics(); "
+            "loaded = [m for m in sys.modules if m == 'torch' or m.startswith('critics.') "
+            "and m not in ('critics.protocol', 'critics.registry')]; "
+            "print(len(names), loaded)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    count, loaded = out.stdout.split(" ", 1)
+    assert int(count) >= 5 and loaded.strip() == "[]"
+
+
+def test_a_registered_class_is_built_by_name_and_listed():
+    @register_critic("test-always-ok")
+    class AlwaysOk:
+        name = "test-always-ok"
+
+        def __init__(self, task=None):
+            pass
+
+        def critique(self, requests):
+            return [Critique(r.sample_id, self.name, [StepVerdict(True, 1.0) for _ in r.steps])
+                    for r in requests]
+
+    assert "test-always-ok" in known_critics()
+    [crit] = checked(build_critic("test-always-ok", None, {}, None), [request(["7*3=21"])])
+    assert crit.passed and crit.critic == "test-always-ok"
+
+
+def test_every_builtin_critic_path_imports():
+    for name, path in BUILTIN_CRITICS.items():
+        assert callable(resolve_critic(name)), path
 
 
 def test_unknown_critic_lists_the_known_ones():
@@ -233,7 +275,7 @@ def trained(tmp_path_factory) -> tuple[dict, Path, CountdownTask]:
                                               intermediate_size=64), len(tokenizer), tokenizer)
     policy.save_pretrained(root / "policy")
     tokenizer.save_pretrained(root / "policy")
-    _portable_tokenizer_config(root / "policy")
+    portable_tokenizer_config(root / "policy")
     task = CountdownTask(levels=(2, 3), train_per_level=4, test_per_level=1)
     result = train_critics(None, root / "out", base_model_path=str(root / "policy"), task=task,
                            settings=TINY)

@@ -6,7 +6,7 @@ from transformers import AutoTokenizer
 
 from selftrain.config import TinyModelConfig
 from selftrain.tasks import make_task
-from selftrain.tiny_model import _portable_tokenizer_config, build_tokenizer
+from selftrain.tiny_model import build_tokenizer, portable_tokenizer_config
 
 
 def _demo_texts(tmp_path) -> list[str]:
@@ -46,7 +46,7 @@ def test_bpe_tokenizer_survives_save_and_reload(tmp_path):
     texts = _demo_texts(tmp_path)
     tok = build_tokenizer(TinyModelConfig(tokenizer="bpe", bpe_vocab_size=512), texts)
     tok.save_pretrained(tmp_path / "tok")
-    _portable_tokenizer_config(tmp_path / "tok")
+    portable_tokenizer_config(tmp_path / "tok")
     again = AutoTokenizer.from_pretrained(tmp_path / "tok")
     for text in texts[:20] + ["a .b , c"]:
         ids = tok(text, add_special_tokens=False)["input_ids"]
