@@ -45,7 +45,7 @@ from selftrain.runfolder import (
 )
 from selftrain.storage import Storage, storage_for
 from selftrain.tasks import Task, make_task
-from selftrain.tracking import TABLE_KEYS, Tracker, console, level_keys, round_table
+from selftrain.tracking import Tracker, console, run_progress_table
 from selftrain.trainer import finetune
 from selftrain.types import Query, Sample
 from selftrain.workers import CriticWorker, RolloutWorker
@@ -337,8 +337,7 @@ def run_arm(cfg: Config, arm: str, *, resume: bool = False, overwrite: bool = Fa
             rnd.filter(samples, critiques)
             rnd.evaluate(policy)
             history[k] = rnd.metrics(policy)
-            console.print(round_table(f"{cfg.experiment} · {arm} · seed {cfg.seed}", history,
-                                      TABLE_KEYS + level_keys(history[k])))
+            console.print(run_progress_table(f"{cfg.experiment} · {arm} · seed {cfg.seed}", history))
         tracker.finish()
         if (folder.path / "wandb").is_dir():
             folder.publish([folder.path / "wandb"])
