@@ -29,6 +29,7 @@ from sacrebleu.metrics import BLEU
 
 from selftrain.metrics.embed import Embedder
 from selftrain.metrics.outcome import is_missing_answer
+from selftrain.metrics.per_query import weighted_mean
 
 DIVERSITY_METRICS = frozenset(
     {"distinct_paths", "distinct_n", "ead", "embed_div", "self_bleu", "answer_entropy"}
@@ -158,6 +159,44 @@ def _mean(values: list[float | None]) -> float | None:
     return sum(kept) / len(kept) if kept else None
 
 
+def solution_keys(
+    completions: Sequence[str],
+    solution_key: Callable[[list[str]], str] | None = None,
+    split_steps: Callable[[str], list[str]] | None = None,
+) -> list[str]:
+    """Each completion's solution key: the task's `solution_key` of its `split_steps` (None: the
+    defaults above). Steps are re-derived because train.parquet need not carry them."""
+    key_of = solution_key or default_solution_key
+    split = split_steps or default_split_steps
+    return [key_of(split(c)) for c in completions]
+
+
+def paths_per_query(query_ids: Sequence[object], keys: Sequence[str]) -> pd.Series:
+    """query_id -> number of distinct solution keys among its accepted completions, for the
+    queries with at least 2 of them (sorted by query_id)."""
+    counts = pd.Series(list(keys)).groupby(list(query_ids), sort=True).agg(["size", "nunique"])
+    return counts.loc[counts["size"] >= 2, "nunique"].astype(np.float64)
+
+
+def distinct_paths(paths: np.ndarray, weights: np.ndarray | None = None) -> float | np.ndarray | None:
+    """`distinct_paths`: mean of per-query path counts (NaN = fewer than 2 accepted completions,
+    left out); weights: see selftrain.metrics.per_query."""
+    paths = np.asarray(paths, dtype=np.float64)
+    return weighted_mean(paths, ~np.isnan(paths), weights)
+
+
+def _check_enabled(enabled: Collection[str], vocab_size: int) -> set[str]:
+    enabled = set(enabled)
+    unknown = enabled - DIVERSITY_METRICS
+    if unknown:
+        raise ValueError(
+            f"unknown diversity metric(s) {sorted(unknown)}; known: {sorted(DIVERSITY_METRICS)}"
+        )
+    if "ead" in enabled and vocab_size < 1:
+        raise ValueError(f"ead needs the tokenizer's vocab_size >= 1, got {vocab_size}")
+    return enabled
+
+
 def diversity_metrics(
     train: pd.DataFrame,
     samples: pd.DataFrame,
@@ -171,22 +210,11 @@ def diversity_metrics(
     """The diversity block of one round.
 
     train: rows of train.parquet (query_id, completion). samples: rows of samples.parquet, used
-    by answer_entropy only. solution_key / split_steps: the task's (None: the defaults above);
-    steps are re-derived from the completion because train.parquet need not carry them.
+    by answer_entropy only. solution_key / split_steps: the task's (see `solution_keys`).
     vocab_size: the policy tokenizer's V, for `ead`. enabled: base keys to compute (switch off
     the slow embed_div / self_bleu here). embedder: None loads the offline MiniLM on first use.
     """
-    enabled = set(enabled)
-    unknown = enabled - DIVERSITY_METRICS
-    if unknown:
-        raise ValueError(
-            f"unknown diversity metric(s) {sorted(unknown)}; known: {sorted(DIVERSITY_METRICS)}"
-        )
-    if "ead" in enabled and vocab_size < 1:
-        raise ValueError(f"ead needs the tokenizer's vocab_size >= 1, got {vocab_size}")
-    key_of = solution_key or default_solution_key
-    split = split_steps or default_split_steps
-
+    enabled = _check_enabled(enabled, vocab_size)
     completions = train["completion"].tolist()
     per_query = [
         idx for idx in train.groupby("query_id", sort=True).indices.values() if len(idx) >= 2
@@ -201,17 +229,17 @@ def diversity_metrics(
         out[f"{name}_pooled"] = values[-1] if len(groups) > len(per_query) else None
 
     if "distinct_paths" in enabled:
-        keys = [key_of(split(c)) for c in completions]
-        put("distinct_paths", [float(len({keys[i] for i in idx})) for idx in groups])
+        keys = solution_keys(completions, solution_key, split_steps)
+        out["distinct_paths"] = distinct_paths(paths_per_query(train["query_id"], keys))
+        out["distinct_paths_pooled"] = float(len(set(keys))) if len(keys) >= 2 else None
 
     if enabled & {"distinct_n", "ead", "self_bleu"}:
         grams = [_ngrams(c) for c in completions]
-        if enabled & {"distinct_n", "ead"}:
-            stats = [_unique_and_total([grams[i] for i in idx]) for idx in groups]
-            if "distinct_n" in enabled:
-                put("distinct_n", [_distinct_n(s) for s in stats])
-            if "ead" in enabled:
-                put("ead", [_ead(s, vocab_size) for s in stats])
+        stats = [_unique_and_total([grams[i] for i in idx]) for idx in groups]
+        if "distinct_n" in enabled:
+            put("distinct_n", [_distinct_n(s) for s in stats])
+        if "ead" in enabled:
+            put("ead", [_ead(s, vocab_size) for s in stats])
         if "self_bleu" in enabled:
             put("self_bleu", [_self_bleu([grams[i] for i in idx]) for idx in groups])
 
