@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from selftrain.config import Config
 from selftrain.metrics import (
     DIVERSITY_METRICS,
     correct_per_query,
@@ -21,8 +20,11 @@ from selftrain.metrics import (
     outcome_metrics,
     tail_metrics,
 )
-from selftrain.tasks import Task
 from selftrain.types import Query
+
+if TYPE_CHECKING:  # annotations only: reading a round's files needs no task or config code
+    from selftrain.config import Config
+    from selftrain.tasks import Task
 
 
 @dataclass

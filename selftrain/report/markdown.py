@@ -3,15 +3,17 @@ per-round table of arms, and what was left out."""
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from selftrain.comparison import comparison_markdown
 from selftrain.metrics.keys import ARM_TABLE_KEYS, COUNT_KEYS, hardest_key, resolve_key
 from selftrain.report.figures import FIGURES, ArmStyle, ByArm, arm_styles, fig_histograms
-from selftrain.report.runs import Stat, find_runs, metric_keys, series
+from selftrain.report.runs import RunMetrics, Stat, find_runs, metric_keys, series
 
 
 def _cell(text: str) -> str:
@@ -73,7 +75,20 @@ def _experiment_section(exp: str, by_arm: ByArm, styles: dict[str, ArmStyle],
               "Mean ± sample std over seeds where an arm has several; "
               + (f"{' and '.join(f'`{k}`' for k in hard)} show the hardest level; " if hard else "")
               + "`gen_tokens` and `critic_calls` are per round, not cumulative.", ""]
-    return lines + per_round_table(by_arm) + [""]
+    return lines + per_round_table(by_arm) + [""] + _comparison_section(exp, runs)
+
+
+def _comparison_section(exp: str, runs: list[RunMetrics]) -> list[str]:
+    """The arm comparison of `comparison.json` in the experiment's folder, when there is one."""
+    found = sorted(p for p in {r.path.parent.parent / "comparison.json" for r in runs}
+                   if p.is_file())
+    if not found:
+        return []
+    lines = [f"### Arm comparisons: `{exp}`", ""]
+    try:
+        return lines + comparison_markdown(json.loads(found[0].read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return lines + [f"`{found[0]}` could not be read ({err!r}).", ""]
 
 
 def _figure(fig: Figure, path: Path, title: str, sentence: str) -> list[str]:
