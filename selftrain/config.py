@@ -104,7 +104,7 @@ class EvalConfig:
 @dataclass
 class ArmConfig:
     name: str = "rs"
-    """Filter rule: rs | critique (see DESIGN.md "filter")."""
+    """Filter rule: rs | critique (see docs/design.md, "The round")."""
     per_query_cap: int | None = None
     """Keep at most this many training rows per query (None: no cap)."""
     dedup: bool = True

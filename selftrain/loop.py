@@ -251,7 +251,7 @@ class Round:
         self._finish("evaluate", t0, [path])
 
     def metrics(self, policy: str) -> dict[str, Any]:
-        """Every METRICS.md figure, recomputed from this round's files; logged to wandb."""
+        """Every figure of docs/metrics.md, recomputed from this round's files; logged to wandb."""
         path = self.dir / "metrics.json"
         if self._done("metrics"):
             return json.loads(path.read_text())

@@ -1,4 +1,4 @@
-"""All METRICS.md figures of one round, computed from the round's parquet files.
+"""All figures of docs/metrics.md for one round, computed from the round's parquet files.
 
 Reading back what was written (rather than the in-memory records) is deliberate: the numbers in
 `metrics.json` are then, by construction, a recomputation from the run folder.

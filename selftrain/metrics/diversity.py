@@ -1,4 +1,4 @@
-"""Diversity of what a round accepts (METRICS.md, "Diversity of what is accepted").
+"""Diversity of what a round accepts (docs/metrics.md, "Diversity of what is accepted").
 
 Each figure is computed over the accepted completions of every query with at least 2 of them
 and averaged over those queries, unweighted; the `*_pooled` variant treats all accepted

@@ -1,4 +1,4 @@
-"""Outcome figures on the test split (METRICS.md, "Outcome"): pass@1, pass@k, maj@n, acc@L.
+"""Outcome figures on the test split (docs/metrics.md, "Outcome"): pass@1, pass@k, maj@n, acc@L.
 
 Input is the rows of `eval.parquet` (query_id, difficulty, sample_idx, answer, correct). Every
 test query must have the same number n of samples, since `maj@n` names one n.

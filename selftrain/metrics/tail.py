@@ -1,4 +1,4 @@
-"""Tail-narrowing figures of one round's training data (METRICS.md, "Tail narrowing").
+"""Tail-narrowing figures of one round's training data (docs/metrics.md, "Tail narrowing").
 
 They compare the round's query pool Q with the accepted set A: which queries and difficulty
 levels the training data still covers, and how unevenly rows spread over queries. Levels are the

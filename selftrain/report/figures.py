@@ -383,7 +383,7 @@ FIGURES = [
      "One panel per arm and one line per difficulty level, showing test pass@1 within each level "
      "round by round, so gains that come only from easy levels are visible as flat dark lines."),
     ("diversity", "Diversity of accepted solutions", fig_diversity,
-     "Each panel is one diversity figure of METRICS.md per round and arm (higher is more diverse, "
+     "Each panel is one diversity figure of docs/metrics.md per round and arm (higher is more diverse, "
      "except self-BLEU, where lower is), so converging solution styles show as falling lines."),
     ("budget", "Quality at equal generation budget", fig_budget,
      "Test pass@1 against the cumulative policy tokens generated so far (points labelled by round), "
