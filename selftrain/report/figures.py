@@ -2,7 +2,8 @@
 
 Each arm keeps one colour and marker across every figure. Several seeds of an arm are drawn as
 the mean over seeds with a shaded band from the lowest to the highest seed (min–max, labelled in
-each title); the comparison table beside the figures states bootstrap intervals.
+each title): a band shows spread, the bootstrap intervals of arm differences are in the
+comparison table (comparison.json) below the figures.
 """
 
 from __future__ import annotations
