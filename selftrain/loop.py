@@ -260,7 +260,7 @@ class Round:
         per_query = run.folder.stage_info(k, "generate")["samples_per_query"]
         frames = RoundFrames.read(self.dir)
         metrics = round_metrics(self.cfg, run.task, frames, run.pool, per_query, self.times,
-                                len(run.tokenizer))
+                                run.tokenizer)
         metrics["skipped_prompts"] = sum((run.skipped or {}).values())
         hists = round_histograms(run.task, frames, run.pool, per_query)
         examples = example_rows(frames, k)

@@ -47,7 +47,9 @@ class RoundFrames:
 
 def round_metrics(cfg: Config, task: Task, frames: RoundFrames, pool: list[Query],
                   samples_per_query: int, times: dict[str, float],
-                  vocab_size: int) -> dict[str, Any]:
+                  tokenizer: Any) -> dict[str, Any]:
+    """Every figure of one round. tokenizer: the policy's (a Hugging Face tokenizer), whose
+    token ids and vocabulary the n-gram diversity figures count in."""
     samples, train, evals, critiques = frames.samples, frames.train, frames.evals, frames.critiques
     pool_df = pd.DataFrame({"query_id": [q.query_id for q in pool],
                             "difficulty": [q.difficulty for q in pool]})
@@ -58,7 +60,8 @@ def round_metrics(cfg: Config, task: Task, frames: RoundFrames, pool: list[Query
     out.update(outcome_metrics(evals, cfg.eval.pass_k + [cfg.eval.num_samples]))
     out.update(diversity_metrics(
         train, samples, solution_key=task.solution_key, split_steps=task.split_steps,
-        vocab_size=vocab_size, enabled=DIVERSITY_METRICS - disabled))
+        token_ids=lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"],
+        vocab_size=len(tokenizer), enabled=DIVERSITY_METRICS - disabled))
     extra = getattr(task, "extra_metrics", None)
     if extra is not None:  # task-specific figures (search agents: searches_per_traj, ...)
         out.update(extra(samples, train))

@@ -117,6 +117,10 @@ EVAL = pd.DataFrame({"query_id": list("ppppqqqqrrrr"), "difficulty": [1] * 4 + [
                      "correct": [1, 1, 0, 0, 1, 0, 0, 0, 1, 1, 1, 0]}).astype({"correct": bool})
 
 
+def _unused(texts: list[str]) -> list[list[int]]:
+    raise AssertionError("distinct_paths needs no token ids")
+
+
 def _pool_table() -> pd.DataFrame:
     table = per_pool_query(POOL, SAMPLES, TRAIN)
     keys = solution_keys(TRAIN["completion"].tolist())
@@ -137,8 +141,8 @@ def test_a_resample_recomputes_the_metric_functions():
     w = np.array([[counts[q] for q in pool_table.index]], dtype=float)
     tail = tail_metrics(_repeat(POOL, counts), _repeat(SAMPLES, counts), _repeat(TRAIN, counts),
                         num_samples=2)
-    div = diversity_metrics(_repeat(TRAIN, counts), SAMPLES, solution_key=None, vocab_size=10,
-                            enabled={"distinct_paths"})
+    div = diversity_metrics(_repeat(TRAIN, counts), SAMPLES, solution_key=None,
+                            token_ids=_unused, vocab_size=10, enabled={"distinct_paths"})
     assert FIGURES["coverage@H"](pool_table, w)[0] == pytest.approx(tail["coverage@2"])
     assert FIGURES["tail_ratio"](pool_table, w)[0] == pytest.approx(tail["tail_ratio"])
     assert FIGURES["distinct_paths"](pool_table, w)[0] == pytest.approx(div["distinct_paths"])
@@ -203,7 +207,8 @@ def make_experiment(root, task_seed: int = 0):
                 metrics.update(outcome_metrics(frames["eval"], [1]))
                 metrics.update(diversity_metrics(
                     frames["train"], frames["samples"], solution_key=task.solution_key,
-                    split_steps=task.split_steps, vocab_size=10, enabled={"distinct_paths"}))
+                    split_steps=task.split_steps, token_ids=_unused, vocab_size=10,
+                    enabled={"distinct_paths"}))
                 (d / "metrics.json").write_text(json.dumps(metrics))
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 from selftrain.config import load_config
 from selftrain.metrics_round import RoundFrames, round_metrics
 from selftrain.tasks import make_task
+from selftrain.tiny_model import build_char_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("finetune", "generate", "difficulty", "critique", "refine", "filter", "evaluate")
@@ -65,7 +66,8 @@ def _round_keys(config: str) -> set[str]:
     task = make_task(cfg.task.name, **cfg.task.args)
     pool = task.queries("train")[::10]
     frames = _frames(task, pool, task.queries("test")[::10], cfg.eval.num_samples)
-    metrics = round_metrics(cfg, task, frames, pool, 2, dict.fromkeys(STAGES, 1.0), 64)
+    metrics = round_metrics(cfg, task, frames, pool, 2, dict.fromkeys(STAGES, 1.0),
+                            build_char_tokenizer())
     assert metrics["distinct_paths"] == 1.0 and metrics["coverage"] == 1.0  # real figures
     return set(metrics)
 

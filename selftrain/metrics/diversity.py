@@ -8,9 +8,12 @@ solution keys among them, across queries). A group needs 2 completions, pooled o
 Conventions, the same in every metrics function:
 - A figure that is undefined (no query with 2 accepted completions, no first-pass sample) is
   returned as None, which JSON writes as null; NaN is never returned.
-- Tokens are `text.lower().split()`. An n with no n-gram at all (every completion shorter than
-  n tokens) is skipped in the mean over n = 1..4 of `distinct_n` and `ead`; a group where every
-  n is skipped (empty completions) leaves that group out of the mean.
+- Tokens are the policy tokenizer's token ids of the completion (no special tokens), so that
+  `ead`'s V is the vocabulary the tokens come from, and order n draws from V^n n-grams
+  (whitespace words made `ead` exceed 1 on countdown, where a step like `4*3=12` is one word).
+- An n with no n-gram at all (every completion shorter than n tokens) is skipped in the mean
+  over n = 1..4 of `distinct_n` and `ead`; a group where every n is skipped (empty
+  completions) leaves that group out of the mean.
 - `self_bleu` is sacrebleu sentence BLEU-4 with its default "exp" smoothing and effective order
   (the defaults of `sacrebleu.sentence_bleu`; without effective order two identical 3-token
   completions would score 0), on the tokens above, divided by 100 so it lies in [0, 1].
@@ -52,8 +55,11 @@ def default_solution_key(steps: list[str]) -> str:
     return "\n".join("".join(step.split()) for step in steps)
 
 
-def _ngrams(text: str) -> NGrams:
-    tokens = text.lower().split()
+TokenIds = Callable[[list[str]], list[list[int]]]
+"""Texts -> their token ids, e.g. `tokenizer(texts, add_special_tokens=False)["input_ids"]`."""
+
+
+def _ngrams(tokens: Sequence[int]) -> NGrams:
     return [
         Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
         for n in range(1, MAX_N + 1)
@@ -75,10 +81,14 @@ def _distinct_n(stats: list[tuple[int, int]]) -> float | None:
 
 
 def _ead(stats: list[tuple[int, int]], vocab_size: int) -> float | None:
-    # 1 - ((V-1)/V)^C is the expected share of the vocabulary a random draw of C tokens hits;
-    # -expm1(C * log1p(-1/V)) computes it without losing precision for large V.
-    v = vocab_size
-    ratios = [u / (v * -math.expm1(c * math.log1p(-1 / v))) for u, c in stats if c > 0]
+    # Order n has V^n possible n-grams, and 1 - (1 - V^-n)^C is the expected share of them that
+    # C uniform draws hit; -expm1(C * log1p(-V^-n)) computes it without losing precision. With V
+    # for every order, a round's distinct bigrams of 101 characters gave ead_pooled 3.0.
+    ratios = []
+    for n, (u, c) in enumerate(stats, start=1):
+        if c > 0:
+            space = float(vocab_size) ** n
+            ratios.append(u / (space * -math.expm1(c * math.log1p(-1 / space))))
     return sum(ratios) / len(ratios) if ratios else None
 
 
@@ -202,6 +212,7 @@ def diversity_metrics(
     samples: pd.DataFrame,
     *,
     solution_key: Callable[[list[str]], str] | None,
+    token_ids: TokenIds,
     vocab_size: int,
     enabled: Collection[str] = DIVERSITY_METRICS,
     embedder: Embedder | None = None,
@@ -211,7 +222,7 @@ def diversity_metrics(
 
     train: rows of train.parquet (query_id, completion). samples: rows of samples.parquet, used
     by answer_entropy only. solution_key / split_steps: the task's (see `solution_keys`).
-    vocab_size: the policy tokenizer's V, for `ead`. enabled: base keys to compute (switch off
+    token_ids / vocab_size: the policy tokenizer's token ids and V, for the n-gram figures. enabled: base keys to compute (switch off
     the slow embed_div / self_bleu here). embedder: None loads the offline MiniLM on first use.
     """
     enabled = _check_enabled(enabled, vocab_size)
@@ -234,7 +245,7 @@ def diversity_metrics(
         out["distinct_paths_pooled"] = float(len(set(keys))) if len(keys) >= 2 else None
 
     if enabled & {"distinct_n", "ead", "self_bleu"}:
-        grams = [_ngrams(c) for c in completions]
+        grams = [_ngrams(ids) for ids in (token_ids(completions) if completions else [])]
         stats = [_unique_and_total([grams[i] for i in idx]) for idx in groups]
         if "distinct_n" in enabled:
             put("distinct_n", [_distinct_n(s) for s in stats])
