@@ -394,7 +394,7 @@ def exact_match(prediction: str | None, golds: str | Sequence[str]) -> bool:
 
 
 def search_metrics(samples: Any, train: Any) -> dict[str, float | None]:
-    """METRICS.md's search-agent figures, re-derived from the completion text of the rows.
+    """The search-agent figures of docs/metrics.md, re-derived from the completion text of the rows.
 
     searches_per_traj: mean search actions per accepted trajectory (rows of train).
     distinct_query_sets: mean, over queries with at least 2 accepted trajectories (as the

@@ -9,13 +9,11 @@ from rich.table import Table
 from selftrain.checks import preflight
 from selftrain.config import Config, apply_overrides, dump_yaml
 from selftrain.loop import run_arm
+from selftrain.metrics.keys import ARM_TABLE_KEYS, resolve_key
 from selftrain.run import arm_dir
 from selftrain.runfolder import atomic_write_bytes
 from selftrain.storage import storage_for
 from selftrain.tracking import console, fmt
-
-COMPARE_KEYS = ["pass@1", "acc@H", "coverage@H", "tail_ratio", "narrowing_kl", "distinct_paths",
-                "refined_share", "gen_tokens", "critic_calls"]
 
 
 def arm_configs(cfg: Config) -> dict[str, Config]:
@@ -59,7 +57,7 @@ def run_compare(cfg: Config, *, resume: bool = False, overwrite: bool = False,
         results[label] = run_arm(arm, label, resume=resume and _started(arm, label),
                                  overwrite=overwrite, budget=budget)
     for k in sorted(next(iter(results.values()))):
-        console.print(comparison_table(cfg.experiment, k, {a: r[k] for a, r in results.items()}))
+        console.print(arms_round_table(cfg.experiment, k, {a: r[k] for a, r in results.items()}))
     if report:
         from selftrain.report import write_report
 
@@ -69,19 +67,12 @@ def run_compare(cfg: Config, *, resume: bool = False, overwrite: bool = False,
     return results
 
 
-def hardest(metrics: dict[str, Any], prefix: str) -> Any:
-    keys = [k for k in metrics if k.startswith(prefix + "@")]
-    if not keys:
-        return None
-    return metrics[max(keys, key=lambda s: int(s.split("@")[1]))]
-
-
-def comparison_table(experiment: str, k: int, per_arm: dict[str, dict[str, Any]]) -> Table:
+def arms_round_table(experiment: str, k: int, per_arm: dict[str, dict[str, Any]]) -> Table:
+    """Round k of every arm, one row each, over ARM_TABLE_KEYS (`@H`: each arm's hardest level)."""
     table = Table(title=f"{experiment} · round {k}", title_justify="left")
     table.add_column("arm")
-    for key in COMPARE_KEYS:
+    for key in ARM_TABLE_KEYS:
         table.add_column(key, justify="right")
     for arm, m in per_arm.items():
-        values = [hardest(m, key[:-2]) if key.endswith("@H") else m.get(key) for key in COMPARE_KEYS]
-        table.add_row(arm, *map(fmt, values))
+        table.add_row(arm, *[fmt(m.get(resolve_key(key, m))) for key in ARM_TABLE_KEYS])
     return table

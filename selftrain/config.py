@@ -108,7 +108,7 @@ class EvalConfig:
 @dataclass
 class ArmConfig:
     name: Literal["rs", "critique"] = "rs"
-    """Filter rule (see docs/design.md, "filter")."""
+    """Filter rule (see docs/design.md, "The round")."""
     per_query_cap: int | None = None
     """Keep at most this many training rows per query (None: no cap)."""
     dedup: bool = True

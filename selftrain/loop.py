@@ -23,7 +23,7 @@ import ray
 from selftrain.config import Config
 from selftrain.rounds import Round
 from selftrain.run import RunContext, open_run
-from selftrain.tracking import TABLE_KEYS, console, level_keys, round_table
+from selftrain.tracking import console, run_progress_table
 
 
 def run_arm(cfg: Config, label: str, *, resume: bool = False, overwrite: bool = False,
@@ -53,8 +53,8 @@ def run_rounds(run: RunContext) -> dict[int, dict[str, Any]]:
             rnd.filter(samples, critiques)
             rnd.evaluate(policy)
             history[k] = rnd.metrics(policy)
-        console.print(round_table(f"{cfg.experiment} · {run.label} · seed {cfg.seed}", history,
-                                  TABLE_KEYS + level_keys(history[k])))
+        console.print(run_progress_table(f"{cfg.experiment} · {run.label} · seed {cfg.seed}",
+                                         history))
     return history
 
 

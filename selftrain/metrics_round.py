@@ -1,4 +1,4 @@
-"""All METRICS.md figures of one round, computed from the round's parquet files.
+"""All figures of docs/metrics.md for one round, computed from the round's parquet files.
 
 Reading back what was written (rather than the in-memory records) is deliberate: the numbers in
 `metrics.json` are then, by construction, a recomputation from the run folder.
@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from selftrain.config import Config
 from selftrain.metrics import (
     DIVERSITY_METRICS,
     correct_per_query,
@@ -21,8 +20,11 @@ from selftrain.metrics import (
     outcome_metrics,
     tail_metrics,
 )
-from selftrain.tasks import Task
 from selftrain.types import Query
+
+if TYPE_CHECKING:  # annotations only: reading a round's files needs no task or config code
+    from selftrain.config import Config
+    from selftrain.tasks import Task
 
 
 @dataclass
@@ -45,7 +47,9 @@ class RoundFrames:
 
 def round_metrics(cfg: Config, task: Task, frames: RoundFrames, pool: list[Query],
                   samples_per_query: int, times: dict[str, float],
-                  vocab_size: int) -> dict[str, Any]:
+                  tokenizer: Any) -> dict[str, Any]:
+    """Every figure of one round. tokenizer: the policy's (a Hugging Face tokenizer), whose
+    token ids and vocabulary the n-gram diversity figures count in."""
     samples, train, evals, critiques = frames.samples, frames.train, frames.evals, frames.critiques
     pool_df = pd.DataFrame({"query_id": [q.query_id for q in pool],
                             "difficulty": [q.difficulty for q in pool]})
@@ -56,7 +60,8 @@ def round_metrics(cfg: Config, task: Task, frames: RoundFrames, pool: list[Query
     out.update(outcome_metrics(evals, cfg.eval.pass_k + [cfg.eval.num_samples]))
     out.update(diversity_metrics(
         train, samples, solution_key=task.solution_key, split_steps=task.split_steps,
-        vocab_size=vocab_size, enabled=DIVERSITY_METRICS - disabled))
+        token_ids=lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"],
+        vocab_size=len(tokenizer), enabled=DIVERSITY_METRICS - disabled))
     extra = getattr(task, "extra_metrics", None)
     if extra is not None:  # task-specific figures (search agents: searches_per_traj, ...)
         out.update(extra(samples, train))

@@ -1,4 +1,4 @@
-"""The run folder (docs/design.md, "Run folder"): atomic stage outputs and `manifest.json`.
+"""The run folder (the public contract of docs/design.md): atomic stage outputs and `manifest.json`.
 
 A stage writes each file under a temporary name and renames it into place, then records itself
 in the manifest with the row count and sha256 of every file it wrote. A resumed run skips what

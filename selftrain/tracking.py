@@ -18,14 +18,12 @@ from rich.console import Console
 from rich.table import Table
 
 from selftrain.config import Config, to_dict
+from selftrain.metrics.keys import RUN_PROGRESS_KEYS, level_keys
 
 if TYPE_CHECKING:
     from selftrain.runfolder import RunFolder
 
 console = Console(width=None if sys.stdout.isatty() else 160)
-
-TABLE_KEYS = ["pass@1", "coverage", "tail_ratio", "narrowing_kl", "train_size", "refined_share",
-              "gen_tokens"]
 
 
 class Tracker:
@@ -155,18 +153,15 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
-def round_table(title: str, rows: dict[int, dict[str, Any]], keys: list[str]) -> Table:
+def run_progress_table(title: str, history: dict[int, dict[str, Any]]) -> Table:
+    """One run's rounds so far, one row each: RUN_PROGRESS_KEYS, then the latest round's acc@L
+    per level and its hardest coverage@L."""
+    latest = history[max(history)] if history else {}
+    keys = RUN_PROGRESS_KEYS + level_keys(latest, "acc") + level_keys(latest, "coverage")[-1:]
     table = Table(title=title, title_justify="left")
     table.add_column("round", justify="right")
     for key in keys:
         table.add_column(key, justify="right")
-    for k, metrics in sorted(rows.items()):
+    for k, metrics in sorted(history.items()):
         table.add_row(str(k), *[fmt(metrics.get(key)) for key in keys])
     return table
-
-
-def level_keys(metrics: dict[str, Any]) -> list[str]:
-    """acc@L and coverage@L keys in level order, for the terminal table."""
-    acc = sorted((key for key in metrics if key.startswith("acc@")), key=lambda s: int(s[4:]))
-    cov = sorted((key for key in metrics if key.startswith("coverage@")), key=lambda s: int(s[9:]))
-    return acc + cov[-1:]

@@ -197,8 +197,17 @@ TEXTS = _accepted(
 )
 
 
+_WORD_IDS: dict[str, int] = {}
+
+
+def words(texts: list[str]) -> list[list[int]]:
+    """Token ids of lower-cased whitespace words: tokens a fixture can count by hand."""
+    return [[_WORD_IDS.setdefault(w, len(_WORD_IDS)) for w in t.lower().split()] for t in texts]
+
+
 def _div(train: pd.DataFrame, enabled: set[str], **kw) -> dict:
     kw.setdefault("solution_key", None)
+    kw.setdefault("token_ids", words)
     kw.setdefault("vocab_size", 10)
     return diversity_metrics(train, NO_SAMPLES, enabled=enabled, **kw)
 
@@ -237,17 +246,41 @@ def test_distinct_n_and_ead_hand_computed():
     # Pooled, all 5: 1-grams 8 unique / 12, 2-grams 5 / 7, 3-grams 1 / 2, no 4-grams.
     assert m["distinct_n_pooled"] == pytest.approx((8 / 12 + 5 / 7 + 1 / 2) / 3)
 
-    def ead_n(unique: int, total: int, v: int = 10) -> float:  # N / (V (1 - ((V-1)/V)^C))
-        return unique / (v * (1 - ((v - 1) / v) ** total))
+    def ead_n(n: int, unique: int, total: int, v: int = 10) -> float:
+        """N / (S (1 - ((S-1)/S)^C)) with S = V^n, the number of possible n-grams."""
+        space = v**n
+        return unique / (space * (1 - ((space - 1) / space) ** total))
 
-    q1 = (ead_n(3, 4) + ead_n(2, 2)) / 2  # 3/3.439 and 2/1.9
-    q2 = (ead_n(3, 6) + ead_n(2, 4) + ead_n(1, 2)) / 3  # 3/4.68559, 2/3.439, 1/1.9
+    q1 = (ead_n(1, 3, 4) + ead_n(2, 2, 2)) / 2  # 3/3.439 and 2/1.99
+    q2 = (ead_n(1, 3, 6) + ead_n(2, 2, 4) + ead_n(3, 1, 2)) / 3  # 3/4.68559, 2/3.9404, 1/1.999
     assert m["ead"] == pytest.approx((q1 + q2) / 2)
-    assert m["ead_pooled"] == pytest.approx((ead_n(8, 12) + ead_n(5, 7) + ead_n(1, 2)) / 3)
+    assert m["ead_pooled"] == pytest.approx(
+        (ead_n(1, 8, 12) + ead_n(2, 5, 7) + ead_n(3, 1, 2)) / 3)
 
     # With a huge vocabulary the expectation adjustment vanishes: ead -> distinct_n.
     big = _div(TEXTS, {"distinct_n", "ead"}, vocab_size=10**9)
     assert big["ead"] == pytest.approx(big["distinct_n"], rel=1e-6)
+
+
+def test_ngram_figures_count_the_policy_tokenizers_tokens():
+    # Countdown's character tokenizer: "4*3=12" and "3*4=12" are 6 tokens each, one whitespace
+    # word each. 1-grams: 6 unique {4 * 3 = 1 2} of 12; 2-grams: 8 of 10 (=1 and 12 shared);
+    # 3-grams: 7 of 8 (=12 shared); 4-grams: 6 of 6.
+    from selftrain.tiny_model import build_char_tokenizer
+
+    tok = build_char_tokenizer()
+    m = _div(_accepted([("q1", "4*3=12"), ("q1", "3*4=12")]), {"distinct_n", "ead"},
+             token_ids=lambda texts: tok(texts, add_special_tokens=False)["input_ids"],
+             vocab_size=len(tok))
+    assert m["distinct_n"] == pytest.approx((6 / 12 + 8 / 10 + 7 / 8 + 6 / 6) / 4)
+
+    def ead_n(n: int, unique: int, total: int) -> float:  # 101 characters: V^n n-grams
+        space = len(tok) ** n
+        return unique / (space * (1 - ((space - 1) / space) ** total))
+
+    assert m["ead"] == pytest.approx(
+        (ead_n(1, 6, 12) + ead_n(2, 8, 10) + ead_n(3, 7, 8) + ead_n(4, 6, 6)) / 4)
+    assert m["distinct_n"] < m["ead"] < 1.0
 
 
 def test_self_bleu_hand_computed_and_identical_completions():
@@ -342,7 +375,8 @@ def test_answer_entropy():
         columns=["query_id", "answer", "origin"],
     )
     m = diversity_metrics(
-        _accepted([]), samples, solution_key=None, vocab_size=10, enabled={"answer_entropy"}
+        _accepted([]), samples, solution_key=None, token_ids=words, vocab_size=10,
+        enabled={"answer_entropy"},
     )
     q1 = math.log(2)  # two answers, 1/2 each
     q2 = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))  # "none" 3/4, "3" 1/4

@@ -51,7 +51,7 @@ def fake_histograms(arm: str, k: int) -> dict[str, Any]:
 def make_run(root: Path, experiment: str, arm: str, seed: int,
              rounds: dict[int, dict[str, Any] | str], hist_rounds: tuple[int, ...] = (),
              task: str = "countdown") -> Path:
-    """A run folder per DESIGN.md; a round given as a str is written verbatim (broken JSON)."""
+    """A run folder per docs/design.md; a round given as a str is written verbatim (broken JSON)."""
     run = root / experiment / arm / f"seed{seed}"
     run.mkdir(parents=True)
     (run / "manifest.json").write_text(json.dumps(

@@ -1,4 +1,4 @@
-"""Metric functions (METRICS.md): pure functions over run-folder DataFrames.
+"""Metric functions (docs/metrics.md): pure functions over run-folder DataFrames.
 
 The same code computes a round's metrics in the loop, recomputes them from parquet in tests and
 feeds reports. An undefined figure is returned as None (JSON null), never NaN.

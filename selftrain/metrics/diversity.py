@@ -1,4 +1,4 @@
-"""Diversity of what a round accepts (METRICS.md, "Diversity of what is accepted").
+"""Diversity of what a round accepts (docs/metrics.md, "Diversity of what is accepted").
 
 Each figure is computed over the accepted completions of every query with at least 2 of them
 and averaged over those queries, unweighted; the `*_pooled` variant treats all accepted
@@ -8,9 +8,12 @@ solution keys among them, across queries). A group needs 2 completions, pooled o
 Conventions, the same in every metrics function:
 - A figure that is undefined (no query with 2 accepted completions, no first-pass sample) is
   returned as None, which JSON writes as null; NaN is never returned.
-- Tokens are `text.lower().split()`. An n with no n-gram at all (every completion shorter than
-  n tokens) is skipped in the mean over n = 1..4 of `distinct_n` and `ead`; a group where every
-  n is skipped (empty completions) leaves that group out of the mean.
+- Tokens are the policy tokenizer's token ids of the completion (no special tokens), so that
+  `ead`'s V is the vocabulary the tokens come from, and order n draws from V^n n-grams
+  (whitespace words made `ead` exceed 1 on countdown, where a step like `4*3=12` is one word).
+- An n with no n-gram at all (every completion shorter than n tokens) is skipped in the mean
+  over n = 1..4 of `distinct_n` and `ead`; a group where every n is skipped (empty
+  completions) leaves that group out of the mean.
 - `self_bleu` is sacrebleu sentence BLEU-4 with its default "exp" smoothing and effective order
   (the defaults of `sacrebleu.sentence_bleu`; without effective order two identical 3-token
   completions would score 0), on the tokens above, divided by 100 so it lies in [0, 1].
@@ -29,6 +32,7 @@ from sacrebleu.metrics import BLEU
 
 from selftrain.metrics.embed import Embedder
 from selftrain.metrics.outcome import is_missing_answer
+from selftrain.metrics.per_query import weighted_mean
 
 DIVERSITY_METRICS = frozenset(
     {"distinct_paths", "distinct_n", "ead", "embed_div", "self_bleu", "answer_entropy"}
@@ -51,8 +55,11 @@ def default_solution_key(steps: list[str]) -> str:
     return "\n".join("".join(step.split()) for step in steps)
 
 
-def _ngrams(text: str) -> NGrams:
-    tokens = text.lower().split()
+TokenIds = Callable[[list[str]], list[list[int]]]
+"""Texts -> their token ids, e.g. `tokenizer(texts, add_special_tokens=False)["input_ids"]`."""
+
+
+def _ngrams(tokens: Sequence[int]) -> NGrams:
     return [
         Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
         for n in range(1, MAX_N + 1)
@@ -74,10 +81,14 @@ def _distinct_n(stats: list[tuple[int, int]]) -> float | None:
 
 
 def _ead(stats: list[tuple[int, int]], vocab_size: int) -> float | None:
-    # 1 - ((V-1)/V)^C is the expected share of the vocabulary a random draw of C tokens hits;
-    # -expm1(C * log1p(-1/V)) computes it without losing precision for large V.
-    v = vocab_size
-    ratios = [u / (v * -math.expm1(c * math.log1p(-1 / v))) for u, c in stats if c > 0]
+    # Order n has V^n possible n-grams, and 1 - (1 - V^-n)^C is the expected share of them that
+    # C uniform draws hit; -expm1(C * log1p(-V^-n)) computes it without losing precision. With V
+    # for every order, a round's distinct bigrams of 101 characters gave ead_pooled 3.0.
+    ratios = []
+    for n, (u, c) in enumerate(stats, start=1):
+        if c > 0:
+            space = float(vocab_size) ** n
+            ratios.append(u / (space * -math.expm1(c * math.log1p(-1 / space))))
     return sum(ratios) / len(ratios) if ratios else None
 
 
@@ -158,24 +169,33 @@ def _mean(values: list[float | None]) -> float | None:
     return sum(kept) / len(kept) if kept else None
 
 
-def diversity_metrics(
-    train: pd.DataFrame,
-    samples: pd.DataFrame,
-    *,
-    solution_key: Callable[[list[str]], str] | None,
-    vocab_size: int,
-    enabled: Collection[str] = DIVERSITY_METRICS,
-    embedder: Embedder | None = None,
+def solution_keys(
+    completions: Sequence[str],
+    solution_key: Callable[[list[str]], str] | None = None,
     split_steps: Callable[[str], list[str]] | None = None,
-) -> dict[str, float | None]:
-    """The diversity block of one round.
+) -> list[str]:
+    """Each completion's solution key: the task's `solution_key` of its `split_steps` (None: the
+    defaults above). Steps are re-derived because train.parquet need not carry them."""
+    key_of = solution_key or default_solution_key
+    split = split_steps or default_split_steps
+    return [key_of(split(c)) for c in completions]
 
-    train: rows of train.parquet (query_id, completion). samples: rows of samples.parquet, used
-    by answer_entropy only. solution_key / split_steps: the task's (None: the defaults above);
-    steps are re-derived from the completion because train.parquet need not carry them.
-    vocab_size: the policy tokenizer's V, for `ead`. enabled: base keys to compute (switch off
-    the slow embed_div / self_bleu here). embedder: None loads the offline MiniLM on first use.
-    """
+
+def paths_per_query(query_ids: Sequence[object], keys: Sequence[str]) -> pd.Series:
+    """query_id -> number of distinct solution keys among its accepted completions, for the
+    queries with at least 2 of them (sorted by query_id)."""
+    counts = pd.Series(list(keys)).groupby(list(query_ids), sort=True).agg(["size", "nunique"])
+    return counts.loc[counts["size"] >= 2, "nunique"].astype(np.float64)
+
+
+def distinct_paths(paths: np.ndarray, weights: np.ndarray | None = None) -> float | np.ndarray | None:
+    """`distinct_paths`: mean of per-query path counts (NaN = fewer than 2 accepted completions,
+    left out); weights: see selftrain.metrics.per_query."""
+    paths = np.asarray(paths, dtype=np.float64)
+    return weighted_mean(paths, ~np.isnan(paths), weights)
+
+
+def _check_enabled(enabled: Collection[str], vocab_size: int) -> set[str]:
     enabled = set(enabled)
     unknown = enabled - DIVERSITY_METRICS
     if unknown:
@@ -184,9 +204,28 @@ def diversity_metrics(
         )
     if "ead" in enabled and vocab_size < 1:
         raise ValueError(f"ead needs the tokenizer's vocab_size >= 1, got {vocab_size}")
-    key_of = solution_key or default_solution_key
-    split = split_steps or default_split_steps
+    return enabled
 
+
+def diversity_metrics(
+    train: pd.DataFrame,
+    samples: pd.DataFrame,
+    *,
+    solution_key: Callable[[list[str]], str] | None,
+    token_ids: TokenIds,
+    vocab_size: int,
+    enabled: Collection[str] = DIVERSITY_METRICS,
+    embedder: Embedder | None = None,
+    split_steps: Callable[[str], list[str]] | None = None,
+) -> dict[str, float | None]:
+    """The diversity block of one round.
+
+    train: rows of train.parquet (query_id, completion). samples: rows of samples.parquet, used
+    by answer_entropy only. solution_key / split_steps: the task's (see `solution_keys`).
+    token_ids / vocab_size: the policy tokenizer's token ids and V, for the n-gram figures. enabled: base keys to compute (switch off
+    the slow embed_div / self_bleu here). embedder: None loads the offline MiniLM on first use.
+    """
+    enabled = _check_enabled(enabled, vocab_size)
     completions = train["completion"].tolist()
     per_query = [
         idx for idx in train.groupby("query_id", sort=True).indices.values() if len(idx) >= 2
@@ -201,17 +240,17 @@ def diversity_metrics(
         out[f"{name}_pooled"] = values[-1] if len(groups) > len(per_query) else None
 
     if "distinct_paths" in enabled:
-        keys = [key_of(split(c)) for c in completions]
-        put("distinct_paths", [float(len({keys[i] for i in idx})) for idx in groups])
+        keys = solution_keys(completions, solution_key, split_steps)
+        out["distinct_paths"] = distinct_paths(paths_per_query(train["query_id"], keys))
+        out["distinct_paths_pooled"] = float(len(set(keys))) if len(keys) >= 2 else None
 
     if enabled & {"distinct_n", "ead", "self_bleu"}:
-        grams = [_ngrams(c) for c in completions]
-        if enabled & {"distinct_n", "ead"}:
-            stats = [_unique_and_total([grams[i] for i in idx]) for idx in groups]
-            if "distinct_n" in enabled:
-                put("distinct_n", [_distinct_n(s) for s in stats])
-            if "ead" in enabled:
-                put("ead", [_ead(s, vocab_size) for s in stats])
+        grams = [_ngrams(ids) for ids in (token_ids(completions) if completions else [])]
+        stats = [_unique_and_total([grams[i] for i in idx]) for idx in groups]
+        if "distinct_n" in enabled:
+            put("distinct_n", [_distinct_n(s) for s in stats])
+        if "ead" in enabled:
+            put("ead", [_ead(s, vocab_size) for s in stats])
         if "self_bleu" in enabled:
             put("self_bleu", [_self_bleu([grams[i] for i in idx]) for idx in groups])
 

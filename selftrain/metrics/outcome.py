@@ -1,4 +1,4 @@
-"""Outcome figures on the test split (METRICS.md, "Outcome"): pass@1, pass@k, maj@n, acc@L.
+"""Outcome figures on the test split (docs/metrics.md, "Outcome"): pass@1, pass@k, maj@n, acc@L.
 
 Input is the rows of `eval.parquet` (query_id, difficulty, sample_idx, answer, correct). Every
 test query must have the same number n of samples, since `maj@n` names one n.
@@ -10,7 +10,10 @@ import math
 from collections import Counter
 from typing import Any
 
+import numpy as np
 import pandas as pd
+
+from selftrain.metrics.per_query import weighted_mean
 
 
 def is_missing_answer(answer: Any) -> bool:
@@ -56,8 +59,9 @@ def _majority_correct(group: pd.DataFrame) -> bool:
     return bool(group["correct"].iloc[answers.index(top)])
 
 
-def outcome_metrics(eval_df: pd.DataFrame, pass_ks: list[int]) -> dict[str, float]:
-    """`pass@1`, `pass@k` for k in `pass_ks`, `maj@n` and `acc@L` of one round's test samples."""
+def per_test_query(eval_df: pd.DataFrame) -> pd.DataFrame:
+    """One row per test query, sorted by query_id: `level`, `c` correct of `n` samples, `solve`
+    = c / n, and `maj` (whether its majority answer is correct)."""
     if eval_df.empty:
         raise ValueError("eval.parquet rows are empty: the test split produced no samples")
     df = eval_df.sort_values(["query_id", "sample_idx"], kind="stable")
@@ -69,18 +73,35 @@ def outcome_metrics(eval_df: pd.DataFrame, pass_ks: list[int]) -> dict[str, floa
             f"{sizes.value_counts().sort_index().to_dict()} (samples per query: queries)"
         )
     n = int(sizes.iloc[0])
-    per_query = pd.DataFrame(
+    c = groups["correct"].sum().astype(int)
+    return pd.DataFrame(
         {
-            "difficulty": groups["difficulty"].first(),
-            "c": groups["correct"].sum().astype(int),
+            "level": groups["difficulty"].first(),
+            "c": c,
+            "n": n,
+            "solve": c / n,
             "maj": groups[["answer", "correct"]].apply(_majority_correct),
         }
     )
 
-    out: dict[str, float] = {"pass@1": float((per_query["c"] / n).mean())}
+
+def solve_rate(
+    table: pd.DataFrame, level: int | None = None, weights: np.ndarray | None = None
+) -> float | np.ndarray | None:
+    """`pass@1` (level None) or `acc@level`: mean over test queries of c / n (`per_test_query`
+    rows; weights: see selftrain.metrics.per_query)."""
+    where = None if level is None else (table["level"] == level).to_numpy()
+    return weighted_mean(table["solve"].to_numpy(), where, weights)
+
+
+def outcome_metrics(eval_df: pd.DataFrame, pass_ks: list[int]) -> dict[str, float]:
+    """`pass@1`, `pass@k` for k in `pass_ks`, `maj@n` and `acc@L` of one round's test samples."""
+    table = per_test_query(eval_df)
+    n = int(table["n"].iloc[0])
+    out: dict[str, float] = {"pass@1": solve_rate(table)}
     for k in sorted(set(pass_ks) - {1}):
-        out[f"pass@{k}"] = float(per_query["c"].map(lambda c, k=k: pass_at_k(n, c, k)).mean())
-    out[f"maj@{n}"] = float(per_query["maj"].mean())
-    for level, rows in per_query.groupby("difficulty", sort=True):
-        out[f"acc@{int(level)}"] = float((rows["c"] / n).mean())
+        out[f"pass@{k}"] = float(table["c"].map(lambda c, k=k: pass_at_k(n, c, k)).mean())
+    out[f"maj@{n}"] = float(table["maj"].mean())
+    for level in sorted(table["level"].unique()):
+        out[f"acc@{int(level)}"] = solve_rate(table, level)
     return out

@@ -1,4 +1,4 @@
-"""The `Task` interface: what a task supplies to the loop (DESIGN.md, "Tasks")."""
+"""The `Task` interface: what a task supplies to the loop (docs/design.md)."""
 
 from __future__ import annotations
 

@@ -292,7 +292,7 @@ class MultihopTask:
         return agent.solution_key(steps)
 
     def extra_metrics(self, samples: Any, train: Any) -> dict[str, float | None]:
-        """searches_per_traj, distinct_query_sets, invalid_action_rate (METRICS.md)."""
+        """searches_per_traj, distinct_query_sets, invalid_action_rate (docs/metrics.md)."""
         return agent.search_metrics(samples, train)
 
     # -- demonstrations

@@ -1,0 +1,177 @@
+"""Arm comparisons over seeds: from an experiment's run folders to `comparison.json` and its table.
+
+For every (arm, reference) pair and round, each figure of BOOTSTRAP_FIGURES is stated as the
+difference of the seed means with a 95% paired-bootstrap interval and a verdict
+(selftrain/metrics/bootstrap.py). The per-query data come from the round's parquet files; the
+figure recomputed from them must equal metrics.json, or the run folder is reported as
+inconsistent instead of compared.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from selftrain.metrics.bootstrap import FIGURES, SeedPair, paired_bootstrap
+from selftrain.metrics.diversity import paths_per_query, solution_keys
+from selftrain.metrics.keys import BOOTSTRAP_FIGURES
+from selftrain.metrics.outcome import per_test_query
+from selftrain.metrics.tail import per_pool_query
+from selftrain.metrics_round import RoundFrames
+
+METHOD = ("difference of the seed means (arm - reference) with a percentile interval from a "
+          "paired bootstrap: seeds resampled with replacement, then within each drawn seed the "
+          "test queries (test figures) or pool queries (pool figures) with replacement within "
+          "each difficulty level, the same resample for both arms")
+
+
+def round_tables(round_dir: Path, task: Any) -> dict[str, pd.DataFrame]:
+    """{"test": per test query, "pool": per pool query with `paths`} of one round, by query_id.
+
+    The pool is the queries of the round's first-pass samples (every pool query has K of them).
+    """
+    frames = RoundFrames.read(round_dir)
+    first = frames.samples[frames.samples["origin"] == "sample"]
+    pool = first[["query_id", "difficulty"]].drop_duplicates("query_id")
+    table = per_pool_query(pool, frames.samples, frames.train)
+    keys = solution_keys(frames.train["completion"].tolist(), task.solution_key, task.split_steps)
+    table["paths"] = paths_per_query(frames.train["query_id"].tolist(), keys).reindex(table.index)
+    return {"test": per_test_query(frames.evals), "pool": table.sort_index()}
+
+
+def _task_of(run_dir: Path) -> Any:
+    """The task of a run folder, built from its config.yaml (for its solution keys)."""
+    from selftrain.tasks import make_task
+
+    task = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("task") or {}
+    return make_task(task["name"], **(task.get("args") or {}))
+
+
+class _Rounds:
+    """Per-query tables of (arm, seed, round), read once, each checked against metrics.json."""
+
+    def __init__(self, exp_dir: Path, task: Any | None) -> None:
+        self.exp_dir, self.task = exp_dir, task
+        self.cache: dict[tuple[str, int, int], dict[str, pd.DataFrame]] = {}
+
+    def done(self, arm: str, seed: int) -> set[int]:
+        run = self.exp_dir / arm / f"seed{seed}"
+        return {int(p.parent.name.removeprefix("round_"))
+                for p in run.glob("round_*/metrics.json")}
+
+    def tables(self, arm: str, seed: int, k: int) -> dict[str, pd.DataFrame]:
+        if (arm, seed, k) not in self.cache:
+            run = self.exp_dir / arm / f"seed{seed}"
+            self.task = self.task or _task_of(run)
+            tables = round_tables(run / f"round_{k}", self.task)
+            _check(tables, run / f"round_{k}")
+            self.cache[arm, seed, k] = tables
+        return self.cache[arm, seed, k]
+
+
+def _key(figure: str, table: pd.DataFrame) -> str:
+    return figure.replace("@H", f"@{table['level'].max()}")
+
+
+def _check(tables: dict[str, pd.DataFrame], round_dir: Path) -> None:
+    import json
+
+    written = json.loads((round_dir / "metrics.json").read_text())
+    for figure, queries in BOOTSTRAP_FIGURES.items():
+        key = _key(figure, tables[queries])
+        value = FIGURES[figure](tables[queries], None)
+        if written.get(key) is None and value is None:
+            continue
+        if key in written and (value is None or written[key] is None
+                               or not math.isclose(value, written[key], rel_tol=1e-9,
+                                                   abs_tol=1e-12)):
+            raise ValueError(
+                f"{round_dir}: {key} recomputed from the round's parquet files is {value}, but "
+                f"metrics.json says {written[key]}; the run folder is inconsistent "
+                f"(`selftrain verify` names altered files), so it is not compared")
+
+
+def compare_runs(exp_dir: str | Path, arms: Sequence[str], seeds: Sequence[int],
+                 baseline: str = "rs", pairs: Sequence[tuple[str, str]] = (), *,
+                 resamples: int = 2000, bootstrap_seed: int = 0, confidence: float = 0.95,
+                 task: Any | None = None) -> dict[str, Any]:
+    """Every arm against `baseline`, and each (arm, reference) of `pairs`, at every round that
+    both finished in at least one seed: the structure `comparison.json` holds.
+
+    Run folders are `<exp_dir>/<arm>/seed<s>`. task: the experiment's task (None: built from a
+    run's config.yaml); only `distinct_paths` needs it, for the solution keys.
+    """
+    exp_dir = Path(exp_dir)
+    missing = [a for a in {baseline, *(x for p in pairs for x in p)} if a not in arms]
+    if missing:
+        raise ValueError(f"comparison names arm(s) {sorted(missing)} that are not among the "
+                         f"arms {list(arms)}")
+    wanted = [(a, baseline) for a in arms if a != baseline] + [tuple(p) for p in pairs]
+    rounds = _Rounds(exp_dir, task)
+    cells = []
+    for arm, ref in dict.fromkeys(wanted):
+        done = {s: rounds.done(arm, s) & rounds.done(ref, s) for s in seeds}
+        for k in sorted(set().union(*done.values())):
+            have = [s for s in seeds if k in done[s]]
+            for figure, queries in BOOTSTRAP_FIGURES.items():
+                seed_pairs = [SeedPair(rounds.tables(arm, s, k)[queries],
+                                       rounds.tables(ref, s, k)[queries]) for s in have]
+                cells.append(_cell(arm, ref, k, have, figure, queries, seed_pairs,
+                                   resamples, bootstrap_seed, confidence))
+    return {"baseline": baseline, "arms": list(arms), "seeds": list(seeds),
+            "resamples": resamples, "bootstrap_seed": bootstrap_seed,
+            "confidence": confidence, "method": METHOD, "cells": cells}
+
+
+def _cell(arm: str, ref: str, k: int, seeds: list[int], figure: str, queries: str,
+          seed_pairs: list[SeedPair], resamples: int, bootstrap_seed: int,
+          confidence: float) -> dict[str, Any]:
+    fn = FIGURES[figure]
+    d = paired_bootstrap(seed_pairs, fn, resamples=resamples, seed=bootstrap_seed,
+                         confidence=confidence)
+
+    def mean(values: list[Any]) -> float | None:
+        kept = [v for v in values if v is not None]
+        return sum(kept) / len(kept) if kept else None
+
+    return {"arm": arm, "reference": ref, "round": k, "figure": figure,
+            "key": _key(figure, seed_pairs[0].arm), "queries": queries, "seeds": seeds,
+            "arm_mean": mean([fn(p.arm, None) for p in seed_pairs]),
+            "reference_mean": mean([fn(p.reference, None) for p in seed_pairs]),
+            "diff": d.diff, "lo": d.lo, "hi": d.hi, "verdict": d.verdict,
+            "seeds_used": d.seeds, "undefined_resamples": d.undefined_resamples}
+
+
+def _signed(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.3f}".replace("-", "−")
+
+
+def comparison_markdown(result: dict[str, Any]) -> list[str]:
+    """report.md lines: per (arm, reference) pair a table of rounds × figures, each cell the
+    difference, its interval and the verdict."""
+    level = round(100 * result["confidence"])
+    lines = [f"Each cell: mean over seeds of (arm − reference), its {level}% interval in "
+             f"brackets and the verdict ({result['resamples']} paired-bootstrap resamples: "
+             "seeds, then test or pool queries within each level; docs/metrics.md).", ""]
+    by_pair: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for cell in result["cells"]:
+        by_pair.setdefault((cell["arm"], cell["reference"]), []).append(cell)
+    for (arm, ref), cells in by_pair.items():
+        figures = list(dict.fromkeys(c["figure"] for c in cells))
+        keys = {c["figure"]: c["key"] for c in cells}
+        lines += [f"`{arm}` − `{ref}`:", "",
+                  "| round | seeds | " + " | ".join(f"`{keys[f]}`" for f in figures) + " |",
+                  "|---:|---:|" + "---:|" * len(figures)]
+        for k in sorted({c["round"] for c in cells}):
+            row = {c["figure"]: c for c in cells if c["round"] == k}
+            seeds = len(next(iter(row.values()))["seeds"])
+            lines.append(f"| {k} | {seeds} | " + " | ".join(
+                f"{_signed(row[f]['diff'])} [{_signed(row[f]['lo'])}, {_signed(row[f]['hi'])}] "
+                f"{row[f]['verdict']}" if f in row else "–" for f in figures) + " |")
+        lines.append("")
+    return lines
