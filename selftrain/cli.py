@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "last finished stage")
     run.add_argument("--overwrite", action="store_true",
                      help="delete an existing run folder of the same experiment/arm/seed first")
+    run.add_argument("--label", help="the arm's folder name (default: arm.name), e.g. rs_budget")
+    run.add_argument("--budget-from", metavar="RUN_DIR",
+                     help="budget matching: draw samples until each round's generated tokens "
+                          "reach those of the run in RUN_DIR (waits for its rounds)")
 
     cmp = sub.add_parser(
         "compare", help="run several arms on the same base model, pools and seeds; side-by-side table",
@@ -107,6 +111,7 @@ def _report_error(err: Exception, args: argparse.Namespace) -> int:
     from critics import CriticLoadError
     from selftrain.errors import RunFailed
     from selftrain.groups import SchedulingError
+    from selftrain.launcher import RunsFailed
     from selftrain.resume import ResumeError
     from selftrain.runfolder import ManifestError, RunLockedError
 
@@ -121,6 +126,10 @@ def _report_error(err: Exception, args: argparse.Namespace) -> int:
               f"  full traceback: {err.log_path}\n"
               f"  to continue after fixing it: selftrain {args.command} --resume {where}",
               file=sys.stderr)
+        return EXIT_FAILED
+    if isinstance(err, RunsFailed):
+        print(f"error: {err}\n  to continue after fixing them: selftrain compare --resume "
+              f"{err.exp_dir}", file=sys.stderr)
         return EXIT_FAILED
     log = _crash_log(err)
     print(f"error: {type(err).__name__}: {err}\n  full traceback: {log}", file=sys.stderr)
@@ -197,10 +206,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args, "run")
     from selftrain.checks import preflight
     from selftrain.loop import run_arm
+    from selftrain.run import BudgetTarget
 
     preflight(cfg, "run")
-    label = _resume_label(args.resume) if args.resume else cfg.arm.name
-    run_arm(cfg, label, resume=bool(args.resume), overwrite=args.overwrite)
+    label = _resume_label(args.resume) if args.resume else (args.label or cfg.arm.name)
+    budget = BudgetTarget(args.budget_from) if args.budget_from else None
+    run_arm(cfg, label, resume=bool(args.resume), overwrite=args.overwrite, budget=budget)
     return 0
 
 

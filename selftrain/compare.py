@@ -1,19 +1,54 @@
-"""`selftrain compare`: several arms on the same base model, pools, test split and seeds."""
+"""`selftrain compare`: several arms, for one or more seeds, on the same base model, pool and
+test split; then the arms' differences with bootstrap intervals, and the report.
+
+Every arm x seed is one run, in its own run folder, with its own actor groups and wandb run. A
+budget-matched run follows its own seed's target run round by round (`BudgetTarget`). With
+`compare.max_concurrent: 1` the runs go one after the other in this process; above 1 they go
+side by side as `selftrain run` processes on the same Ray cluster (`selftrain.launcher`),
+which gives the same files, since every chunk of work carries its own seed.
+"""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
 from selftrain.checks import preflight
-from selftrain.config import Config, apply_overrides, dump_yaml
-from selftrain.loop import run_arm
+from selftrain.config import Config, ConfigError, apply_overrides, dump_yaml
 from selftrain.metrics.keys import ARM_TABLE_KEYS, resolve_key
-from selftrain.run import arm_dir
-from selftrain.runfolder import atomic_write_bytes
+from selftrain.run import BudgetTarget, arm_dir
+from selftrain.runfolder import atomic_write_bytes, atomic_write_json
 from selftrain.storage import storage_for
 from selftrain.tracking import console, fmt
+
+Results = dict[str, dict[int, dict[int, dict[str, Any]]]]
+"""arm label -> seed -> round -> metrics."""
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One arm for one seed."""
+
+    label: str
+    cfg: Config
+    target: str | None = None
+    """The label of the run it is budget-matched to (same seed), if any."""
+
+    @property
+    def seed(self) -> int:
+        return self.cfg.seed
+
+    @property
+    def folder(self) -> Path:
+        return arm_dir(self.cfg, self.label)
+
+    @property
+    def name(self) -> str:
+        return f"{self.label} seed {self.seed}"
 
 
 def arm_configs(cfg: Config) -> dict[str, Config]:
@@ -31,48 +66,116 @@ def arm_configs(cfg: Config) -> dict[str, Config]:
     return dict(sorted(arms.items(), key=lambda kv: kv[1].arm.budget_match is not None))
 
 
-def _started(cfg: Config, label: str) -> bool:
-    manifest = arm_dir(cfg, label) / "manifest.json"
-    return manifest.exists() or storage_for(cfg.run_root, cfg.staging_dir).exists(manifest)
+def plan(cfg: Config) -> list[PlannedRun]:
+    """Every arm for every seed, seed by seed; a budget-matched run after its target."""
+    arms = arm_configs(cfg)
+    if len(arms) > 1 and cfg.compare.baseline not in arms:
+        raise ConfigError(f"compare.baseline {cfg.compare.baseline!r} is not an arm (arms: "
+                          f"{', '.join(arms)}); set compare.baseline to the arm to compare with")
+    runs = []
+    for seed in cfg.seeds or [cfg.seed]:
+        for label, arm in arms.items():
+            runs.append(PlannedRun(label, apply_overrides(arm, {"seed": seed, "seeds": None},
+                                                          f"arms.{label} seed {seed}"),
+                                   arm.arm.budget_match))
+    return runs
+
+
+def _started(run: PlannedRun) -> bool:
+    manifest = run.folder / "manifest.json"
+    return manifest.exists() or storage_for(run.cfg.run_root, run.cfg.staging_dir).exists(manifest)
 
 
 def run_compare(cfg: Config, *, resume: bool = False, overwrite: bool = False,
-                report: bool = True) -> dict[str, dict[int, dict[str, Any]]]:
-    arms = arm_configs(cfg)
-    for label, arm in arms.items():
+                report: bool = True) -> Results:
+    """Run (or resume) every planned run, then compare the arms and write the report."""
+    runs = plan(cfg)
+    for label, arm in arm_configs(cfg).items():
         preflight(arm, f"arms.{label}")
     storage = storage_for(cfg.run_root, cfg.staging_dir)
     exp_dir = storage.local_root / cfg.experiment
     exp_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(exp_dir / "compare.yaml", dump_yaml(cfg).encode())
     storage.upload(exp_dir / "compare.yaml")
-    results: dict[str, dict[int, dict[str, Any]]] = {}
-    for label, arm in arms.items():
-        console.rule(f"[bold]{cfg.experiment}: arm {label}")
-        budget = None
-        if arm.arm.budget_match:
-            budget = {k: int(m["gen_tokens"]) for k, m in results[arm.arm.budget_match].items()}
-        # --resume continues the arms that started; an arm the interrupted run never reached
-        # starts now.
-        results[label] = run_arm(arm, label, resume=resume and _started(arm, label),
-                                 overwrite=overwrite, budget=budget)
-    for k in sorted(next(iter(results.values()))):
-        console.print(arms_round_table(cfg.experiment, k, {a: r[k] for a, r in results.items()}))
-    if report:
-        from selftrain.report import write_report
+    if cfg.compare.max_concurrent > 1 and len(runs) > 1:
+        from selftrain.launcher import run_side_by_side
 
-        path = write_report([exp_dir], exp_dir / "report")
-        storage.upload(exp_dir / "report")
-        console.print(f"report: {path}")
+        run_side_by_side(cfg, runs, exp_dir, resume=resume, overwrite=overwrite)
+    else:
+        _run_in_turn(runs, resume=resume, overwrite=overwrite)
+    results = read_results(runs)
+    for k in sorted({k for seeds in results.values() for h in seeds.values() for k in h}):
+        console.print(arms_round_table(cfg.experiment, k, results))
+    summarize(cfg, runs, exp_dir, report=report)
     return results
 
 
-def arms_round_table(experiment: str, k: int, per_arm: dict[str, dict[str, Any]]) -> Table:
-    """Round k of every arm, one row each, over ARM_TABLE_KEYS (`@H`: each arm's hardest level)."""
+def _run_in_turn(runs: list[PlannedRun], *, resume: bool, overwrite: bool) -> None:
+    from selftrain.loop import run_arm
+
+    by_name = {(r.label, r.seed): r for r in runs}
+    for run in runs:
+        console.rule(f"[bold]{run.cfg.experiment}: arm {run.label}, seed {run.seed}")
+        target = by_name[(run.target, run.seed)].folder if run.target else None
+        # --resume continues the runs that started; one the interrupted compare never
+        # reached starts now.
+        run_arm(run.cfg, run.label, resume=resume and _started(run), overwrite=overwrite,
+                budget=BudgetTarget(target) if target else None)
+
+
+def read_results(runs: list[PlannedRun]) -> Results:
+    """Every recorded round's metrics of every run, from the run folders."""
+    results: Results = {}
+    for run in runs:
+        history = {}
+        for k in range(run.cfg.rounds + 1):
+            path = run.folder / f"round_{k}" / "metrics.json"
+            if path.is_file():
+                history[k] = json.loads(path.read_text())
+        results.setdefault(run.label, {})[run.seed] = history
+    return results
+
+
+def summarize(cfg: Config, runs: list[PlannedRun], exp_dir: Path, *, report: bool) -> None:
+    """comparison.json (every arm against the baseline, and each budget-matched pair, with
+    bootstrap intervals over seeds and queries), its table, and report.md."""
+    from selftrain.comparison import compare_runs, comparison_markdown
+
+    labels = list(dict.fromkeys(r.label for r in runs))
+    seeds = list(dict.fromkeys(r.seed for r in runs))
+    pairs = list(dict.fromkeys((r.target, r.label) for r in runs if r.target))
+    c, storage = cfg.compare, storage_for(cfg.run_root, cfg.staging_dir)
+    if len(labels) > 1:
+        result = compare_runs(exp_dir, labels, seeds, baseline=c.baseline, pairs=pairs,
+                              resamples=c.resamples, bootstrap_seed=c.bootstrap_seed,
+                              confidence=c.confidence)
+        atomic_write_json(exp_dir / "comparison.json", result)
+        storage.upload(exp_dir / "comparison.json")
+        for line in comparison_markdown(result):
+            console.print(line, highlight=False, soft_wrap=True)
+    if report:
+        from selftrain.report import write_report
+
+        console.print(f"report: {write_report([exp_dir], exp_dir / 'report')}")
+        storage.upload(exp_dir / "report")
+
+
+def arms_round_table(experiment: str, k: int, results: Results) -> Table:
+    """Round k of every arm, one row each (the mean over seeds), over ARM_TABLE_KEYS (`@H`:
+    each arm's hardest level)."""
     table = Table(title=f"{experiment} · round {k}", title_justify="left")
     table.add_column("arm")
+    table.add_column("seeds", justify="right")
     for key in ARM_TABLE_KEYS:
         table.add_column(key, justify="right")
-    for arm, m in per_arm.items():
-        table.add_row(arm, *[fmt(m.get(resolve_key(key, m))) for key in ARM_TABLE_KEYS])
+    for arm, by_seed in results.items():
+        rows = [h[k] for h in by_seed.values() if k in h]
+        if rows:
+            table.add_row(arm, str(len(rows)), *[fmt(_mean(rows, key)) for key in ARM_TABLE_KEYS])
     return table
+
+
+def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
+    values = [m.get(resolve_key(key, m)) for m in rows]
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None

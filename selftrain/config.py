@@ -7,22 +7,27 @@ error that names the key and the file (`ConfigError`, exit code 2 at the CLI).
 
 from __future__ import annotations
 
-import dataclasses
-import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from selftrain.typed_yaml import (
+    ConfigError,
+    build,
+    checked_section,
+    get_dotted,
+    parse_override,
+    read_yaml,
+    set_dotted,
+    to_dict,
+)
 
-class ConfigError(ValueError):
-    """A config problem a person can fix: says which key, which file, and what was expected."""
+__all__ = ["Config", "ConfigError", "apply_overrides", "checked_section", "dump_yaml",
+           "from_dict", "get_dotted", "load_config", "parse_override", "to_dict"]
 
-
-# Keys with a fixed set of values are `Literal` fields; the loader checks them (`_coerce`).
+# Keys with a fixed set of values are `Literal` fields; the loader checks them (typed_yaml).
 PlacementStrategy = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
 
 
@@ -151,6 +156,11 @@ class TrainConfig:
     max_length: int = 256
     bf16: bool = False
     keep_checkpoints: bool = True
+    """False keeps only the newest round's checkpoint: a round's checkpoint is deleted once the
+    next round's finetune is recorded (the manifest marks it pruned; `verify` skips it)."""
+    max_failures: int = 1
+    """A training rank that dies mid-finetune restarts the group and redoes the round's
+    finetune, at most this many times per round."""
 
 
 @dataclass
@@ -222,9 +232,28 @@ class CriticTrainConfig:
 
 
 @dataclass
+class CompareConfig:
+    """How `selftrain compare` runs its arms x seeds and states their differences."""
+
+    max_concurrent: int = 1
+    """Runs at once, each with its own actor groups; fewer when the cluster cannot place more."""
+    baseline: str = "rs"
+    """The arm every other arm is compared with."""
+    resamples: int = 2000
+    """Paired-bootstrap resamples per interval."""
+    bootstrap_seed: int = 0
+    confidence: float = 0.95
+
+
+@dataclass
 class Config:
     experiment: str = "default"
     seed: int = 0
+    """What varies with it: policy sampling (every chunk's seed), finetune shuffling, evaluation
+    sampling. What does not: the base model (`model.tiny.seed`), the pool and the test split
+    (the task's own `task.args.seed`)."""
+    seeds: list[int] | None = None
+    """For `compare`: run every arm once per seed (None: `seed` only)."""
     rounds: int = 3
     """Self-training rounds after round 0."""
     run_root: str = "runs"
@@ -245,6 +274,7 @@ class Config:
     critic_train: CriticTrainConfig = field(default_factory=CriticTrainConfig)
     arms: dict[str, dict[str, Any]] = field(default_factory=dict)
     """For `compare`: arm label -> overrides (dotted keys) applied on top of this config."""
+    compare: CompareConfig = field(default_factory=CompareConfig)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,53 +284,17 @@ class Config:
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Load a YAML config, apply `key=value` overrides, validate, return a `Config`."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    raw = read_yaml(path)
     for item in overrides or []:
         key, value = parse_override(item, source=str(path))
         set_dotted(raw, key, value)
     return from_dict(raw, source=str(path))
 
 
-def parse_override(item: str, source: str = "command line") -> tuple[str, Any]:
-    """`rollout.num_samples=8` -> ("rollout.num_samples", 8); the value is parsed as YAML."""
-    if "=" not in item:
-        raise ConfigError(f"override {item!r} ({source}): expected key=value, e.g. rounds=2")
-    key, text = item.split("=", 1)
-    try:
-        value = yaml.safe_load(text) if text != "" else None
-    except yaml.YAMLError:
-        value = text
-    return key.strip(), value
-
-
-def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
-    node = raw
-    parts = key.split(".")
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"override {key}: {part} is a value, not a section")
-        node = child
-    node[parts[-1]] = value
-
-
 def from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
-    cfg = _build(Config, raw, prefix="", source=source)
+    cfg = build(Config, raw, prefix="", source=source)
     validate(cfg, source)
     return cfg
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
 
 
 def dump_yaml(cfg: Config) -> str:
@@ -313,93 +307,6 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any], source: str) -> Conf
     for key, value in overrides.items():
         set_dotted(raw, key, value)
     return from_dict(raw, source=source)
-
-
-def checked_section(section: Any, key: str, source: str) -> Any:
-    """A copy of a config section built in Python (e.g. `CriticTrainConfig(...)`), checked as
-    the loader checks it in a YAML file: types and choices, errors naming `key.<field>`."""
-    return _build(type(section), to_dict(section), f"{key}.", source)
-
-
-def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: key {prefix.rstrip('.') or '<root>'} must be a mapping")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        where = prefix.rstrip(".") or "the top level"
-        raise ConfigError(
-            f"{source}: unknown key {prefix}{unknown[0]} (known keys in {where}: "
-            f"{', '.join(sorted(fields))})"
-        )
-    kwargs = {}
-    for name, value in raw.items():
-        kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}", source)
-    return cls(**kwargs)
-
-
-_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
-def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value if value is not None else {}, key + ".", source)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, key, source)
-    if hint is Any:
-        return value
-    if origin is Literal:
-        if isinstance(value, bool) or value not in args:  # True == 1: a bool is no choice
-            raise ConfigError(f"{source}: key {key} must be one of {', '.join(map(str, args))}, "
-                              f"got {value!r}")
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise _type_error(key, "a list", value, source)
-        return [_coerce(args[0], v, f"{key}[{i}]", source) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise _type_error(key, "a mapping", value, source)
-        return {k: _coerce(args[1], v, f"{key}.{k}", source) for k, v in value.items()}
-    if hint is float:
-        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
-            return float(value)  # YAML 1.1 reads `3e-4` (no dot) as a string
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _type_error(key, "a number", value, source)
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _type_error(key, "an integer", value, source)
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise _type_error(key, "true or false", value, source)
-        return value
-    if hint is str:
-        if value is None:
-            raise ConfigError(f"{source}: key {key} is required (a string)")
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise _type_error(key, "a string", value, source)
-        return str(value)
-    return value
-
-
-def _type_error(key: str, expected: str, value: Any, source: str) -> ConfigError:
-    return ConfigError(
-        f"{source}: key {key} must be {expected}, got {value!r} ({type(value).__name__})"
-    )
-
-
-def get_dotted(cfg: Any, key: str) -> Any:
-    for part in key.split("."):
-        cfg = getattr(cfg, part)
-    return cfg
 
 
 def validate(cfg: Config, source: str) -> None:
@@ -425,3 +332,12 @@ def validate(cfg: Config, source: str) -> None:
     for label, overrides in cfg.arms.items():
         if not isinstance(overrides, dict):
             raise ConfigError(f"{source}: arms.{label} must be a mapping of dotted keys")
+    if cfg.seeds is not None and (not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds)):
+        raise ConfigError(f"{source}: key seeds must be a non-empty list of distinct seeds, got "
+                          f"{cfg.seeds}")
+    if cfg.compare.max_concurrent < 1 or cfg.compare.resamples < 1:
+        raise ConfigError(f"{source}: keys compare.max_concurrent and compare.resamples must be "
+                          f"positive")
+    if not 0 < cfg.compare.confidence < 1:
+        raise ConfigError(f"{source}: key compare.confidence must lie in (0, 1), got "
+                          f"{cfg.compare.confidence}")

@@ -22,12 +22,12 @@ import ray
 
 from selftrain.config import Config
 from selftrain.rounds import Round
-from selftrain.run import RunContext, open_run
+from selftrain.run import BudgetTarget, RunContext, open_run
 from selftrain.tracking import console, run_progress_table
 
 
 def run_arm(cfg: Config, label: str, *, resume: bool = False, overwrite: bool = False,
-            budget: dict[int, int] | None = None) -> dict[int, dict[str, Any]]:
+            budget: BudgetTarget | None = None) -> dict[int, dict[str, Any]]:
     """Run (or resume) one arm; returns the metrics of every round."""
     with open_run(cfg, label, resume=resume, overwrite=overwrite, budget=budget) as run:
         return run_rounds(run)
@@ -59,15 +59,10 @@ def run_rounds(run: RunContext) -> dict[int, dict[str, Any]]:
 
 
 def worker_env() -> dict[str, str]:
-    """Environment for every Ray worker of a run (the user's own settings win).
-
-    Ray Train's controller polls its workers every 2 s by default, so each round's finetune
-    waited up to 2 s at every step of the worker group's life; 0.2 s cut an empty
-    `TorchTrainer.fit()` here from ~15 s to ~11 s (measured, 3 fits each). Progress bars of
-    model loading and saving are not the user's business.
-    """
-    defaults = {"TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
-                "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    """Environment for every Ray worker of a run (the user's own settings win): tokenizers'
+    own thread pool would fight the actors' torch threads, and progress bars of model loading
+    and saving are not the user's business."""
+    defaults = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
     return {key: os.environ.get(key, value) for key, value in defaults.items()}
 
 

@@ -44,7 +44,7 @@ def check_recorded_files(folder: RunFolder, cfg: Config) -> None:
                 f"or start over with --overwrite")
         if problem:
             console.print(f"[yellow]note: {problem} (not needed to continue; `selftrain verify` "
-                          f"lists it)[/]")
+                          f"lists it)[/]", soft_wrap=True)
 
 
 def _redo_damaged(folder: RunFolder, k: int, latest: dict) -> None:
@@ -60,7 +60,7 @@ def _redo_damaged(folder: RunFolder, k: int, latest: dict) -> None:
     if first is not None:
         dropped = folder.drop_stages(k, first[0])
         console.print(f"[yellow]resume: {first[1]}; redoing round {k} from stage {first[0]} "
-                      f"({', '.join(dropped)})[/]")
+                      f"({', '.join(dropped)})[/]", soft_wrap=True)
 
 
 def _needed_before(folder: RunFolder, cfg: Config, last: int) -> set[str]:

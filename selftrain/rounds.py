@@ -26,7 +26,7 @@ from selftrain.errors import StageError
 from selftrain.metrics_round import RoundFrames, example_rows, round_histograms, round_metrics
 from selftrain.records import TRAIN_SCHEMA, read_critiques, read_samples
 from selftrain.runfolder import atomic_write_json, write_parquet, write_table
-from selftrain.trainer import finetune
+from selftrain.trainer import finetune_job
 from selftrain.types import Sample
 
 if TYPE_CHECKING:
@@ -83,16 +83,17 @@ class Round:
         ckpt = self.dir / "checkpoint"
         if self.done("finetune"):
             return str(ckpt)
-        run = self.run
+        run, train = self.run, self.cfg.train
         with self.stage("finetune") as st:
-            init = run.base if self.cfg.train.init == "base" else policy
-            stats = finetune(self.cfg.train, init_path=init, out_path=ckpt,
-                             train_path=run.folder.round_dir(self.k - 1) / "train.parquet",
-                             storage_path=run.folder.path / "ray_train",
-                             name=f"round_{self.k}", seed=self.cfg.seed + self.k,
-                             storage=run.folder.storage)
-            st.record([ckpt], init=self.cfg.train.init, loss=stats["loss"], steps=stats["steps"],
-                      workers=stats["ranks"])
+            job = finetune_job(train, init_path=run.base if train.init == "base" else policy,
+                               train_path=run.folder.round_dir(self.k - 1) / "train.parquet",
+                               out_path=ckpt, seed=self.cfg.seed + self.k)
+            ranks = run.trainer.finetune(job)
+            st.record([ckpt], init=train.init, loss=ranks[0]["loss"], steps=ranks[0]["steps"],
+                      workers=ranks)
+        if not train.keep_checkpoints and self.k >= 2:
+            previous = run.folder.round_dir(self.k - 1) / "checkpoint"
+            run.folder.prune(self.k - 1, "finetune", previous)
         return str(ckpt)
 
     def generate(self, policy: str) -> list[Sample]:
@@ -103,10 +104,10 @@ class Round:
         run, K = self.run, self.cfg.rollout.num_samples
         with self.stage("generate") as st:
             samples = stages.generate(self.cfg, run.task, run.rollout, run.pool, policy, self.k, K)
-            if run.budget and self.k in run.budget:
+            if run.budget is not None:
                 spent = sum(s.num_tokens for s in samples)
-                extra = stages.extra_samples_for_budget(run.budget[self.k], spent, samples,
-                                                        len(run.pool))
+                extra = stages.extra_samples_for_budget(run.budget.tokens(self.k), spent,
+                                                        samples, len(run.pool))
                 if extra:
                     samples += stages.generate(self.cfg, run.task, run.rollout, run.pool, policy,
                                                self.k, extra, first_index=K)

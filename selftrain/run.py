@@ -9,6 +9,7 @@ few lines with the command that continues the run.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -25,6 +26,7 @@ from selftrain.runfolder import RunFolder, atomic_write_bytes, open_folder
 from selftrain.storage import storage_for
 from selftrain.tasks import Task
 from selftrain.tracking import Tracker, console
+from selftrain.trainer import TrainerGroup
 from selftrain.types import Query
 
 log = logging.getLogger("selftrain")
@@ -43,13 +45,15 @@ class RunContext:
     """The base policy: a model folder or hub id."""
     rollout: ActorGroup
     critic: ActorGroup | None
+    trainer: TrainerGroup
+    """The training ranks, started once for the run (each round's finetune)."""
     tracker: Tracker
     tokenizer: Any
     """The policy's tokenizer (shared by every round's checkpoint): prompt lengths, token counts."""
     pool: list[Query]
     test: list[Query]
-    budget: dict[int, int] | None = None
-    """Budget matching: round -> gen_tokens to reach (the target arm's)."""
+    budget: BudgetTarget | None = None
+    """Budget matching: the run whose gen_tokens this one reaches, round by round."""
     skipped: dict[str, int] = field(default_factory=dict)
     """Queries whose prompt does not fit the model's context (skipped and counted)."""
 
@@ -64,6 +68,33 @@ class RunContext:
         self.test = [replace(q, difficulty=levels.get(q.query_id, q.difficulty)) for q in self.test]
 
 
+class BudgetTarget:
+    """The run a budget-matched run follows: in each round it draws samples until its
+    generated tokens reach the target's in the same round. The target's rounds are read from
+    its run folder as they are recorded, so the two may run side by side (the follower waits
+    for each of the target's rounds) or one after the other (nothing to wait for)."""
+
+    def __init__(self, folder: str | Path, poll_s: float = 1.0) -> None:
+        self.folder, self.poll_s = Path(folder).resolve(), poll_s
+
+    def tokens(self, k: int) -> int:
+        """gen_tokens of the target's round k, waiting until it is recorded."""
+        import time
+
+        from selftrain.runfolder import holder, read_manifest
+
+        manifest = self.folder / "manifest.json"
+        while True:
+            started = manifest.is_file()
+            if started and "metrics" in read_manifest(manifest)["rounds"].get(str(k), {}):
+                metrics = json.loads((self.folder / f"round_{k}" / "metrics.json").read_text())
+                return int(metrics["gen_tokens"])
+            if started and holder(self.folder) is None:
+                raise RuntimeError(f"budget target {self.folder} stopped before its round {k}: "
+                                   f"run or resume it first")
+            time.sleep(self.poll_s)
+
+
 def arm_dir(cfg: Config, label: str) -> Path:
     """The arm's run folder: under run_root, or its staging copy when run_root is a URI."""
     return storage_for(cfg.run_root, cfg.staging_dir).local_root / cfg.experiment / label / \
@@ -72,7 +103,7 @@ def arm_dir(cfg: Config, label: str) -> Path:
 
 @contextmanager
 def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool = False,
-             budget: dict[int, int] | None = None) -> Iterator[RunContext]:
+             budget: BudgetTarget | None = None) -> Iterator[RunContext]:
     """Everything one arm's rounds share, opened in order and closed whatever happens."""
     from selftrain.loop import start_ray
     from selftrain.resume import check_recorded_files
@@ -81,6 +112,7 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
     storage = storage_for(cfg.run_root, cfg.staging_dir)
     folder = open_folder(arm_dir(cfg, label), storage, resume=resume, overwrite=overwrite)
     groups: list[ActorGroup] = []
+    trainer: TrainerGroup | None = None
     tracker: Tracker | None = None
     with _run_log(folder) as log_path:
         try:
@@ -88,11 +120,13 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
             if resume:
                 check_recorded_files(folder, cfg)  # before Ray starts
             base = _prepare_folder(cfg, label, folder, task, budget)
-            budget = budget or folder.manifest.get("budget")
+            if budget is None and folder.manifest.get("budget_from"):
+                budget = BudgetTarget(folder.path / folder.manifest["budget_from"])
             start_ray(cfg, folder.path.parents[2] / ".ray")
             groups = _start_groups(cfg, base, storage)
+            trainer = TrainerGroup(cfg.train, storage, timeout_s=cfg.ray.schedule_timeout_s)
             tracker = Tracker(cfg, folder, label)
-            run = _context(cfg, label, task, folder, base, groups, tracker, budget)
+            run = _context(cfg, label, task, folder, base, groups, trainer, tracker, budget)
             tracker.replay(folder, base)
             yield run
             tracker.finish(exit_code=0)
@@ -100,18 +134,30 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
         except BaseException as err:
             if tracker is not None:
                 tracker.finish(exit_code=1)
-            if isinstance(err, (KeyboardInterrupt, SystemExit)):
-                raise
+            if isinstance(err, (KeyboardInterrupt, SystemExit, *_bad_input())):
+                raise  # bad input is named in one line by the CLI, without a traceback
             log.error("run %s failed:\n%s", folder.path, full_report(err))
             raise RunFailed(describe(err), folder.path, log_path) from err
         finally:
             for g in groups:
                 g.shutdown()
+            if trainer is not None:
+                trainer.shutdown()
             folder.release_lock()
 
 
+def _bad_input() -> tuple[type[BaseException], ...]:
+    """Errors that mean the input must change (exit 2), not that the run failed."""
+    from critics import CriticLoadError
+    from selftrain.config import ConfigError
+    from selftrain.groups import SchedulingError
+    from selftrain.resume import ResumeError
+
+    return ConfigError, CriticLoadError, ResumeError, SchedulingError
+
+
 def _prepare_folder(cfg: Config, label: str, folder: RunFolder, task: Task,
-                    budget: dict[int, int] | None) -> str:
+                    budget: BudgetTarget | None) -> str:
     """The base model (built once when it is the embedded one), config.yaml, run metadata."""
     from selftrain.model_source import resolve_model
 
@@ -120,8 +166,8 @@ def _prepare_folder(cfg: Config, label: str, folder: RunFolder, task: Task,
     folder.publish([folder.path / "config.yaml"])
     meta: dict[str, Any] = dict(experiment=cfg.experiment, arm=label, seed=cfg.seed,
                                 base_model=base)
-    if budget:
-        meta["budget"] = {str(k): v for k, v in budget.items()}
+    if budget is not None:  # relative: the two folders move together
+        meta["budget_from"] = os.path.relpath(budget.folder, folder.path)
     folder.set_meta(**meta)
     return base
 
@@ -146,8 +192,8 @@ def _start_groups(cfg: Config, base: str, storage) -> list[ActorGroup]:
 
 
 def _context(cfg: Config, label: str, task: Task, folder: RunFolder, base: str,
-             groups: list[ActorGroup], tracker: Tracker,
-             budget: dict[int, int] | None) -> RunContext:
+             groups: list[ActorGroup], trainer: TrainerGroup, tracker: Tracker,
+             budget: BudgetTarget | None) -> RunContext:
     """The run's queries: those whose prompt leaves room for `max_new_tokens` in the model's
     context (the others are skipped, counted, and said once)."""
     from transformers import AutoConfig, AutoTokenizer
@@ -163,8 +209,8 @@ def _context(cfg: Config, label: str, task: Task, folder: RunFolder, base: str,
                       f"model's context of {context} tokens[/]")
         folder.set_meta(skipped_prompts=skipped)
     return RunContext(cfg, label, task, folder, base, groups[0],
-                      groups[1] if len(groups) > 1 else None, tracker, tokenizer, pool, test,
-                      {int(k): v for k, v in (budget or {}).items()} or None, skipped)
+                      groups[1] if len(groups) > 1 else None, trainer, tracker, tokenizer, pool,
+                      test, budget, skipped)
 
 
 def _fitting(queries: list[Query], tokenizer, context: int,

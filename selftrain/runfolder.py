@@ -173,6 +173,15 @@ class RunFolder:
         self._save()
         return dropped
 
+    def prune(self, k: int, stage: str, path: Path) -> None:
+        """Delete a folder a stage recorded (an old checkpoint), here and in the record, and
+        mark it pruned so that `verify` and `--resume` do not look for it."""
+        shutil.rmtree(path, ignore_errors=True)
+        self.storage.delete(path)
+        self.manifest["rounds"][str(k)][stage]["files"][str(path.relative_to(self.path))] = {
+            "pruned": True}
+        self._save()
+
     def set_meta(self, **info: Any) -> None:
         self.manifest.update(info)
         self._save()
@@ -230,6 +239,8 @@ class RunFolder:
     def problem(self, rel: str, rec: dict[str, Any]) -> str | None:
         """What is wrong with a recorded file or folder now, or None when it is intact."""
         f = self.path / rel
+        if rec.get("pruned"):
+            return None
         if not f.exists():
             return f"{rel} is missing"
         if "files" in rec:
@@ -326,6 +337,17 @@ def _record_of(f: Path) -> dict[str, Any]:
     if f.suffix == ".parquet":
         rec["rows"] = pq.ParquetFile(f).metadata.num_rows
     return rec
+
+
+def holder(path: Path) -> dict[str, Any] | None:
+    """The live process holding the run folder at `path` ({"pid", "host"}), or None. A lock of
+    a process gone from this host is not held; one from another host is taken at its word."""
+    other = _read_lock(Path(path) / LOCK)
+    if not other:
+        return None
+    if other.get("host") == socket.gethostname() and not _pid_alive(other.get("pid", -1)):
+        return None
+    return other
 
 
 def _read_lock(lock: Path) -> dict[str, Any]:

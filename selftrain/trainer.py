@@ -1,25 +1,51 @@
-"""Each round's finetune: SFT on the round's training set, as a Ray Train `TorchTrainer` job.
+"""Each round's finetune, on a group of training workers that lives for the whole run.
 
-The job reads `train.parquet` and writes the new policy as a `save_pretrained` folder, both on
-the run's storage, so trainer workers and rollout workers on other nodes share them. Rank 0
-writes the checkpoint to a temporary name and renames it, so a crash never leaves a half
+Starting a worker group, a process group and a model costs seconds per round (Ray Train's
+`TorchTrainer.fit()` paid ~10 s before training a ~100-row set in ~1 s), so the run starts its
+trainer ranks once, as verl and OpenRLHF keep their actor groups: `TrainerGroup` places
+`train.resources.num_workers` ranks with a placement group (multi-node as the other groups),
+they join one torch process group (gloo on CPU, NCCL on GPU) and keep the policy in memory
+between rounds. Each round, every rank reads `train.parquet`, starts from the base model or the
+previous policy (`train.init`), trains its shard (DDP when there is more than one rank) and
+rank 0 writes the checkpoint to a temporary name and renames it, so a crash never leaves a half
 checkpoint that a resumed run could take for a finished one.
 
-When run_root is a URI (`selftrain.storage`), Ray Train keeps its run on the object store too,
-each worker downloads the inputs its node lacks, and rank 0 uploads the checkpoint it wrote.
+A rank that dies mid-finetune (its process killed, its node lost) takes the group down: the
+group is started again and the round's finetune redone from its inputs, which gives the same
+weights (same data, same shuffling seed, same starting weights). `train.max_failures` bounds
+the retries. An exception in the training code is not retried: it is the user's to see.
+
+On object storage every rank downloads the inputs its node lacks and rank 0 uploads the
+checkpoint it wrote.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import shutil
-from dataclasses import asdict
+import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ray
+
 from selftrain.config import TrainConfig
-from selftrain.sft import SFTExample, SFTSettings, train_sft
+from selftrain.groups import ActorGroup
+from selftrain.sft import SFTExample, SFTSettings
 from selftrain.storage import Storage
+
+
+@dataclass
+class FinetuneJob:
+    """One round's finetune, as every rank receives it."""
+
+    init_path: str
+    """The weights to start from: the base model or the previous round's checkpoint."""
+    train_path: str
+    out_path: str
+    settings: SFTSettings
+    bf16: bool = False
 
 
 def examples_from_rows(rows: list[dict[str, Any]]) -> list[SFTExample]:
@@ -33,89 +59,146 @@ def examples_from_rows(rows: list[dict[str, Any]]) -> list[SFTExample]:
     ]
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Runs inside every Ray Train worker: load, wrap in DDP, SFT, rank 0 saves."""
-    import pandas as pd
-    import ray.train
-    import ray.train.torch
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+class TrainerWorker:
+    """One rank: its process-group membership and the policy it trains, kept across rounds."""
 
-    from selftrain.device import configure_threads
+    def __init__(self, world_size: int, num_cpus: float | None, storage: Storage) -> None:
+        from selftrain.device import configure_threads
 
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    configure_threads(config["num_cpus"])
-    storage: Storage = config["storage"]
-    storage.ensure_local(config["init_path"])  # on object storage: fetch what this node lacks
-    storage.ensure_local(config["train_path"])
-    device = ray.train.torch.get_device()
-    tokenizer = AutoTokenizer.from_pretrained(config["init_path"])
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(config["init_path"], dtype=torch.float32)
-    model = ray.train.torch.prepare_model(model)
-    rows = pd.read_parquet(config["train_path"]).to_dict("records")
-    settings = SFTSettings(**config["settings"])
-    autocast = torch.bfloat16 if config["bf16"] else None
-    stats = train_sft(model, tokenizer, examples_from_rows(rows), settings, device,
-                      rank=rank, world_size=world, autocast_dtype=autocast)
-    stats.update(rank=rank, world_size=world, node=ray.get_runtime_context().get_node_id(),
-                 examples=len(rows))
-    if rank == 0:
-        out = Path(config["out_path"])
+        configure_threads(num_cpus)
+        self.rank, self.world_size, self.storage = 0, world_size, storage
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.weights: str | None = None
+        """Where the weights in memory came from (a model folder), None before the first."""
+
+    def info(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "rank": self.rank,
+                "node": ray.get_runtime_context().get_node_id()}
+
+    def address(self) -> str:
+        """tcp://host:port for the process group's rendezvous (asked of rank 0)."""
+        with socket.socket() as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        return f"tcp://{ray.util.get_node_ip_address()}:{port}"
+
+    def join(self, init_method: str, backend: str, rank: int) -> None:
+        """Become rank `rank` of the group's torch process group (once, for the run)."""
+        import datetime
+
+        import torch.distributed as dist
+
+        self.rank = rank
+        dist.init_process_group(backend, init_method=init_method, rank=rank,
+                                world_size=self.world_size,
+                                timeout=datetime.timedelta(minutes=30))
+
+    def finetune(self, job: FinetuneJob) -> dict[str, Any]:
+        """SFT on this rank's shard of the job's training set; rank 0 saves the result."""
+        import pandas as pd
+        import torch
+
+        from selftrain.device import best_device
+        from selftrain.sft import train_sft
+
+        self.storage.ensure_local(job.init_path)  # on object storage: fetch what this node lacks
+        self.storage.ensure_local(job.train_path)
+        device = best_device()
+        self._load(job.init_path, device)
+        model = self.model
+        if self.world_size > 1:
+            model = torch.nn.parallel.DistributedDataParallel(model)
+        rows = pd.read_parquet(job.train_path).to_dict("records")
+        stats = train_sft(model, self.tokenizer, examples_from_rows(rows), job.settings, device,
+                          rank=self.rank, world_size=self.world_size,
+                          autocast_dtype=torch.bfloat16 if job.bf16 else None)
+        self.weights = job.out_path  # what is in memory now is what rank 0 saves
+        if self.rank == 0:
+            self._save(Path(job.out_path))
+        return stats | {"rank": self.rank, "world_size": self.world_size, "examples": len(rows),
+                        "node": ray.get_runtime_context().get_node_id()}
+
+    def _load(self, path: str, device) -> None:
+        """The weights at `path` into the model in memory; nothing to do when they are there
+        already (`train.init: previous` continues from what this rank trained last round)."""
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from selftrain.checkpoints import load_into
+
+        if self.model is None:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            if self.tokenizer.pad_token_id is None:
+                self.tokenizer.pad_token = self.tokenizer.eos_token
+            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)
+        elif self.weights != path:
+            load_into(self.model, path)
+        self.weights = path
+
+    def _save(self, out: Path) -> None:
         tmp = out.with_name(out.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        unwrapped = model.module if hasattr(model, "module") else model
-        unwrapped.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        self.model.save_pretrained(tmp)
+        self.tokenizer.save_pretrained(tmp)
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)
-        storage.delete(out)  # replace, not merge: no file of an earlier attempt stays
-        storage.upload(out)
-    stats_path = Path(config["stats_dir"]) / f"rank{rank}.json"
-    stats_path.parent.mkdir(parents=True, exist_ok=True)
-    stats_path.write_text(json.dumps(stats))
-    storage.upload(stats_path)
-    ray.train.report({"loss": stats["loss"], "steps": stats["steps"]})
+        self.storage.delete(out)  # replace, not merge: no file of an earlier attempt stays
+        self.storage.upload(out)
 
 
-def finetune(cfg: TrainConfig, *, train_path: Path, init_path: str, out_path: Path,
-             storage_path: Path, name: str, seed: int, storage: Storage) -> dict[str, Any]:
-    """SFT `init_path` on `train_path` with Ray Train; returns per-rank stats. The paths are
-    local (on object storage, staging paths) and the checkpoint is also in the record."""
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+class TrainerGroup:
+    """The run's training ranks, joined in one process group, restarted whole on a death."""
 
-    res = cfg.resources
-    per_worker = {"CPU": res.num_cpus} | ({"GPU": res.num_gpus} if res.num_gpus else {})
-    stats_dir = out_path.parent / "train_stats"
-    shutil.rmtree(stats_dir, ignore_errors=True)
-    fs, path = storage.trainer_location(storage_path)  # Ray Train keeps its run in the record
-    shutil.rmtree(out_path, ignore_errors=True)  # an earlier attempt's copy on this node
-    storage.delete(stats_dir)
+    def __init__(self, cfg: TrainConfig, storage: Storage, timeout_s: float = 120.0) -> None:
+        self.cfg, self.storage, self.timeout_s = cfg, storage, timeout_s
+        self.restarts = 0
+        self.group = self._start()
+
+    def _start(self) -> ActorGroup:
+        res = self.cfg.resources
+        group = ActorGroup("train", TrainerWorker, (res.num_workers, res.num_cpus, self.storage),
+                           res, timeout_s=self.timeout_s, max_restarts=0)
+        init = ray.get(group.actors[0].address.remote())
+        backend = "nccl" if res.num_gpus else "gloo"
+        ray.get([a.join.remote(init, backend, rank) for rank, a in enumerate(group.actors)])
+        return group
+
+    def finetune(self, job: FinetuneJob) -> list[dict[str, Any]]:
+        """Per-rank stats of the job, redone on a fresh group when a rank dies."""
+        from ray.exceptions import RayActorError
+
+        for attempt in range(self.cfg.max_failures + 1):
+            try:
+                return self._run(job)
+            except RayActorError:
+                if attempt == self.cfg.max_failures:
+                    raise
+                self.shutdown()
+                self.restarts += 1
+                self.group = self._start()
+        raise AssertionError("unreachable")
+
+    def _run(self, job: FinetuneJob) -> list[dict[str, Any]]:
+        refs = [a.finetune.remote(job) for a in self.group.actors]
+        pending = list(refs)
+        while pending:  # the first failure ends the wait: other ranks may block in a collective
+            done, pending = ray.wait(pending, num_returns=1)
+            ray.get(done[0])
+        return ray.get(refs)
+
+    def info(self) -> list[dict[str, Any]]:
+        return self.group.call_all("info")
+
+    def shutdown(self) -> None:
+        self.group.shutdown()
+
+
+def finetune_job(cfg: TrainConfig, *, init_path: str, train_path: Path, out_path: Path,
+                 seed: int) -> FinetuneJob:
+    """The job of one round from the config's train section."""
     settings = SFTSettings(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
                            warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
                            max_length=cfg.max_length, seed=seed)
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={
-            "init_path": str(init_path), "train_path": str(train_path), "out_path": str(out_path),
-            "stats_dir": str(stats_dir), "settings": asdict(settings), "bf16": cfg.bf16,
-            "num_cpus": res.num_cpus, "storage": storage,
-        },
-        torch_config=TorchConfig(backend="nccl" if res.num_gpus else "gloo"),
-        scaling_config=ScalingConfig(num_workers=res.num_workers, use_gpu=res.num_gpus > 0,
-                                     resources_per_worker=per_worker,
-                                     placement_strategy=res.placement_strategy),
-        run_config=RunConfig(name=name, storage_path=path, storage_filesystem=fs,
-                             failure_config=FailureConfig(max_failures=1)),
-    )
-    trainer.fit()
-    storage.ensure_local(out_path)  # rank 0 and the others may have run on other nodes
-    storage.download(stats_dir)
-    storage.delete(stats_dir)
-    ranks = [json.loads(p.read_text()) for p in sorted(stats_dir.glob("rank*.json"))]
-    shutil.rmtree(stats_dir, ignore_errors=True)
-    return {"ranks": ranks, "steps": ranks[0]["steps"] if ranks else 0,
-            "loss": ranks[0]["loss"] if ranks else float("nan")}
+    return FinetuneJob(str(init_path), str(train_path), str(out_path), settings, cfg.bf16)
+

@@ -138,3 +138,14 @@ def test_a_section_built_in_python_is_checked_like_a_file():
     assert checked_section(good, "critic_train", "test") == good
     with pytest.raises(ConfigError, match="test: key critic_train.init must be one of fresh, policy"):
         checked_section(CriticTrainConfig(init="pretrained"), "critic_train", "test")
+
+
+def test_malformed_yaml_is_one_line_naming_file_line_and_column(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rounds: 2\nrollout:\n  num_samples: 4\n   temperature: 0.7\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(bad)
+    assert "\n" not in str(err.value)
+    assert str(err.value).startswith(f"{bad}:4:") and "not valid YAML" in str(err.value)
+    assert main(["run", str(bad)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

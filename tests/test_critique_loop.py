@@ -140,8 +140,13 @@ def test_compare_budget_matches_and_resume_starts_arms_never_reached(tmp_path, r
                        "refine.attempts=2", config="countdown_compare.yaml")
     results = run_compare(cfg, resume=True)
     assert set(results) == {"critique", "rs", "rs_budget"}
-    spent, matched = results["critique"][0]["gen_tokens"], results["rs_budget"][0]["gen_tokens"]
-    assert results["rs"][0]["gen_tokens"] < spent
+    round0 = {arm: by_seed[0][0] for arm, by_seed in results.items()}  # seed 0, round 0
+    spent, matched = round0["critique"]["gen_tokens"], round0["rs_budget"]["gen_tokens"]
+    assert round0["rs"]["gen_tokens"] < spent
     assert abs(matched - spent) <= 0.1 * spent
-    assert results["rs_budget"][0]["samples_per_query"] > results["rs"][0]["samples_per_query"]
-    assert (tmp_path / "runs" / cfg.experiment / "report" / "report.md").is_file()
+    assert round0["rs_budget"]["samples_per_query"] > round0["rs"]["samples_per_query"]
+    exp = tmp_path / "runs" / cfg.experiment
+    assert (exp / "report" / "report.md").is_file()
+    comparison = json.loads((exp / "comparison.json").read_text())
+    pairs = {(c["arm"], c["reference"]) for c in comparison["cells"]}
+    assert pairs == {("critique", "rs"), ("rs_budget", "rs"), ("critique", "rs_budget")}

@@ -1,7 +1,8 @@
-"""A real two-node Ray cluster on loopback: a head and a second node, each with its own temp dir,
-one job whose rollout workers are spread over both nodes and whose Ray Train job has two
-workers. Ray's own records (the state API) must show work on both nodes. Only the processes
-this test started are stopped."""
+"""A real two-node Ray cluster on loopback: a head and a second node, each with its own temp dir.
+One job whose rollout workers and two training ranks are spread over both nodes (Ray's own
+records, the state API, must show work on both), and a compare of 2 arms x 2 seeds whose runs
+go side by side and give the same files as one after the other. Only the processes this test
+started are stopped."""
 
 from __future__ import annotations
 
@@ -73,6 +74,45 @@ def two_nodes():
         shutil.rmtree(root, ignore_errors=True)
 
 
+def small(tmp_path: Path, model_cache: Path, address: str, *extra: str) -> list[str]:
+    return SMALL_OVERRIDES + [
+        f"run_root={tmp_path / 'runs'}", f"model.cache_dir={model_cache}",
+        f"task.args={json.dumps(SMALL_TASK)}", f"ray.address={address}", "tracking.enabled=false",
+        *extra]
+
+
+def test_a_compare_runs_arms_and_seeds_side_by_side_with_the_same_files(tmp_path, two_nodes,
+                                                                          model_cache):
+    address, env = two_nodes
+    arms = 'arms={rs: {arm.name: rs}, critique: {arm.name: critique}}'
+    for name, concurrent in (("in_turn", 1), ("side_by_side", 3)):
+        done = subprocess.run(
+            [sys.executable, "-m", "selftrain.cli", "compare",
+             str(REPO / "configs" / "countdown_compare.yaml"),
+             *small(tmp_path / name, model_cache, address, arms, "seeds=[0, 1]",
+                    f"compare.max_concurrent={concurrent}", "experiment=sweep")],
+            env=env, cwd=REPO, capture_output=True, text=True, timeout=1800)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    side = tmp_path / "side_by_side" / "runs" / "sweep"
+    assert "critique seed 1: done" in done.stdout  # one status line per run
+    assert (side / "comparison.json").is_file() and (side / "report" / "report.md").is_file()
+    spans = {}
+    for arm in ("rs", "critique"):
+        for seed in (0, 1):
+            run = Path(arm) / f"seed{seed}"
+            for k in (0, 1):
+                for name in ("samples.parquet", "train.parquet", "eval.parquet"):
+                    want = tmp_path / "in_turn" / "runs" / "sweep" / run / f"round_{k}" / name
+                    got = side / run / f"round_{k}" / name
+                    assert got.read_bytes() == want.read_bytes(), got
+            stages = json.loads((side / run / "manifest.json").read_text())["rounds"]
+            times = sorted(e["finished"] for s in stages.values() for e in s.values())
+            spans[str(run)] = (times[0], times[-1])
+    overlapping = [(a, b) for a in spans for b in spans
+                   if a < b and spans[a][0] < spans[b][1] and spans[b][0] < spans[a][1]]
+    assert overlapping, f"no two runs were in progress at once: {spans}"
+
+
 def test_one_job_runs_on_both_nodes(tmp_path, two_nodes, model_cache):
     address, env = two_nodes
     overrides = SMALL_OVERRIDES + [
@@ -101,7 +141,7 @@ print(json.dumps({{"nodes": nodes,
     records = json.loads(probe.stdout.strip().splitlines()[-1])
     assert len(records["nodes"]) == 2
     rollout_nodes = {n for cls, n in records["actors"] if cls == "RolloutWorker"}
-    train_nodes = {n for cls, n in records["actors"] if cls == "RayTrainWorker"}
+    train_nodes = {n for cls, n in records["actors"] if cls == "TrainerWorker"}
     assert rollout_nodes == set(records["nodes"])
     assert train_nodes == set(records["nodes"])
     manifest = json.loads((tmp_path / "runs" / "two_nodes" / "rs" / "seed0" /

@@ -8,6 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from selftrain.backends.base import Generation, SamplingConfig
+from selftrain.checkpoints import load_into
 from selftrain.device import best_device, dtype_of
 
 
@@ -29,9 +30,8 @@ class HFBackend:
         return model.to(self.device).eval()
 
     def load_weights(self, path: str) -> None:
-        """Copy the new checkpoint's tensors into the live model (no re-creation, no realloc)."""
-        fresh = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype)
-        self.model.load_state_dict(fresh.state_dict())
+        """Copy the new checkpoint's tensors into the live model (no second model is built)."""
+        load_into(self.model, path)
         self.model_path = path
 
     def max_context(self) -> int:
