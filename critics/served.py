@@ -18,19 +18,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
 from critics.protocol import Critique, CritiqueRequest
 from critics.registry import CriticLoadError
 from critics.verdicts import PROMPT_TEMPLATE, format_prompt, read_critique
+from selftrain.http import run_sync
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 RETRY_STATUS = {408, 429}
 """Besides 5xx: request timeout and rate limit are the server's to recover from."""
 
@@ -97,7 +95,7 @@ class OpenAICritic:
         """Pre-flight: the endpoint answers, accepts the key, and serves `model` when it lists
         its models (an endpoint without GET /models passes on reachability alone)."""
         try:
-            response = _run(asyncio.wait_for(self._get(f"{self.base_url}/models"), self.timeout_s))
+            response = run_sync(asyncio.wait_for(self._get(f"{self.base_url}/models"), self.timeout_s))
         except (httpx.HTTPError, asyncio.TimeoutError) as err:
             raise CriticLoadError(
                 f"openai critic: cannot reach {self.base_url} ({_describe(err)}); start the "
@@ -118,7 +116,7 @@ class OpenAICritic:
 
     def critique(self, requests: list[CritiqueRequest]) -> list[Critique]:
         prompts = [format_prompt(r.query.prompt, r.steps, self.template) for r in requests]
-        replies = _run(self._ask_all(prompts))
+        replies = run_sync(self._ask_all(prompts))
         failed = [r.error for r in replies if r.text is None]
         if requests and len(failed) == len(requests):
             raise CriticUnavailableError(f"openai critic: none of {len(requests)} requests to "
@@ -199,13 +197,3 @@ def _model_ids(response: httpx.Response) -> list[str] | None:
 
 def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run `coro` to completion from sync code, also when this thread already runs a loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()

@@ -1,8 +1,8 @@
 """Progress of long work, readable on a terminal and in a log file alike.
 
 On a terminal it is a rich bar that disappears when done. When stdout is a file or a pipe a bar
-would print nothing useful (or blank lines), so a slow stage would look hung: there, one plain
-line is printed at the start, then at most every `every_s` seconds, and at the end.
+would print nothing useful (or blank lines), so a slow stage would look hung: there, a plain
+line is printed every `every_s` seconds while it runs, and one when it ends.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ class StepProgress:
         self.values: dict[str, float] = {name: float("nan") for name in self.fields}
         self._bar: Progress | None = None
         self._start = self._last = 0.0
+        self._last_done = -1
 
     def __enter__(self) -> StepProgress:
         self._start = self._last = time.time()
@@ -39,8 +40,6 @@ class StepProgress:
                                  *extra, TimeElapsedColumn(), console=console, transient=True)
             self._bar.start()
             self._task = self._bar.add_task(self.desc, total=self.total, **self.values)
-        else:
-            self._line()
         return self
 
     def advance(self, steps: int = 1, **values: float) -> None:
@@ -56,8 +55,6 @@ class StepProgress:
             self._bar.stop()
         elif self.done and self._last_done != self.done:
             self._line()
-
-    _last_done = -1
 
     def _line(self) -> None:
         self._last, self._last_done = time.time(), self.done

@@ -16,7 +16,6 @@ the title in double quotes on the first line, the text after it.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import os
 import shutil
@@ -196,9 +195,11 @@ class HTTPRetriever:
     """Client of a Search-R1 style retrieval server (`url` is the full endpoint, e.g.
     http://host:8000/retrieve).
 
-    Connection failures, timeouts and 5xx answers are retried `retries` times with exponential
-    backoff (`backoff_s`, 2x, 4x, ...); after that `RetrieverUnavailable` names the url, the
-    attempts and the last error, so a dead server stops a rollout instead of hanging it. A 4xx
+    Every request must be answered in full within `timeout_s` (a total deadline, not a socket
+    timeout: a server that drips its answer cannot hold a rollout). Connection failures,
+    deadlines and 5xx answers are retried `retries` times with exponential backoff
+    (`backoff_s`, 2x, 4x, ...); after that `RetrieverUnavailable` names the url, the attempts
+    and the last error, so a dead or stalled server stops a rollout instead of hanging it. A 4xx
     answer or a malformed body is not retried: asking again would not help.
     """
 
@@ -210,41 +211,39 @@ class HTTPRetriever:
         self.timeout_s = timeout_s
         self.retries = max(0, retries)
         self.backoff_s = backoff_s
-        host = urllib.parse.urlsplit(url).hostname or ""
         # A local server must not be sent through an HTTP(S)_PROXY set for the outside world.
-        handlers = [urllib.request.ProxyHandler({})] if _is_loopback(host) else []
-        self._opener = urllib.request.build_opener(*handlers)
+        self._trust_env = not _is_loopback(urllib.parse.urlsplit(url).hostname or "")
 
     def search(self, queries: list[str], topk: int) -> list[list[Doc]]:
+        import httpx
+
+        from selftrain.http import post
+
         if not queries:
             return []
         body = json.dumps({"queries": list(queries), "topk": topk, "return_scores": True}).encode()
         attempts = self.retries + 1
-        last: BaseException | None = None
+        last: BaseException | str | None = None
         for attempt in range(1, attempts + 1):
-            request = urllib.request.Request(
-                self.url, data=body, method="POST", headers={"Content-Type": "application/json"})
             try:
-                with self._opener.open(request, timeout=self.timeout_s) as resp:
-                    raw = resp.read()
-            except urllib.error.HTTPError as err:
-                detail = err.read()[:300].decode("utf-8", "replace")
-                if err.code < 500:
-                    raise RetrieverError(
-                        f"retrieval server {self.url} rejected the request: HTTP {err.code} "
-                        f"{detail}") from err
-                last = err
-            except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
-                last = err  # refused, reset, timed out, DNS: all worth another try
+                resp = post(self.url, body, self.timeout_s, trust_env=self._trust_env,
+                            headers={"Content-Type": "application/json"})
+            except (httpx.TransportError, TimeoutError) as err:
+                last = err  # refused, reset, stalled, DNS: all worth another try
             else:
-                return self._parse(raw, len(queries))
+                if resp.status_code < 400:
+                    return self._parse(resp.content, len(queries))
+                if resp.status_code < 500:
+                    raise RetrieverError(
+                        f"retrieval server {self.url} rejected the request: HTTP "
+                        f"{resp.status_code} {resp.text[:300]}")
+                last = f"HTTP {resp.status_code} {resp.text[:300]}"
             if attempt < attempts:
                 time.sleep(self.backoff_s * 2 ** (attempt - 1))
-        reason = getattr(last, "reason", last)
         raise RetrieverUnavailable(
             f"retrieval server {self.url} is unavailable after {attempts} attempts "
-            f"(timeout {self.timeout_s}s each); last error: {reason!r}. Is the server running "
-            f"(`selftrain serve-retriever`)?") from last
+            f"(deadline {self.timeout_s}s each); last error: {last!r}. Is the server running "
+            f"(`selftrain serve-retriever`)?")
 
     def _parse(self, raw: bytes, n: int) -> list[list[Doc]]:
         try:

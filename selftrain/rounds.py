@@ -44,7 +44,8 @@ class StageRecord:
     def record(self, files: list[Path], **info: Any) -> None:
         seconds = round(time.time() - self.started, 3)
         self.round.times[self.name] = seconds
-        self.round.run.folder.mark_done(self.round.k, self.name, files, seconds=seconds, **info)
+        self.round.run.folder.mark_done(self.round.k, self.name, files, seconds=seconds,
+                                        started=round(self.started, 3), **info)
 
 
 class Round:

@@ -124,7 +124,8 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
                 budget = BudgetTarget(folder.path / folder.manifest["budget_from"])
             start_ray(cfg, folder.path.parents[2] / ".ray")
             groups = _start_groups(cfg, base, storage)
-            trainer = TrainerGroup(cfg.train, storage, timeout_s=cfg.ray.schedule_timeout_s)
+            trainer = TrainerGroup(cfg.train, storage, timeout_s=cfg.ray.schedule_timeout_s,
+                                   warm_with=base)
             tracker = Tracker(cfg, folder, label)
             run = _context(cfg, label, task, folder, base, groups, trainer, tracker, budget)
             tracker.replay(folder, base)

@@ -103,7 +103,7 @@ def ensure_tiny_model(task, cfg: TinyModelConfig, cache_dir: str | Path) -> Path
 
 
 def build_base_model(task, cfg: TinyModelConfig, out: Path) -> dict:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from selftrain.progress import StepProgress
 
     demos = list(task.demonstrations(levels=cfg.sft_levels, per_query=cfg.demos_per_query,
                                      seed=cfg.seed))
@@ -122,16 +122,11 @@ def build_base_model(task, cfg: TinyModelConfig, out: Path) -> dict:
     )
     params = sum(p.numel() for p in model.parameters())
     start = time.time()
-    with single_cpu_thread(), Progress(
-        TextColumn(f"[bold]building base model for {task.name}[/] ({params / 1e6:.2f}M params)"),
-        BarColumn(), TextColumn("{task.completed}/{task.total} steps · loss {task.fields[loss]:.3f}"),
-        TimeElapsedColumn(),
-    ) as progress:
-        bar = progress.add_task("sft", total=cfg.sft_steps, loss=float("nan"))
-        stats = train_sft(
-            model, tokenizer, examples, settings, torch.device("cpu"),
-            on_step=lambda s, t, loss: progress.update(bar, completed=s, loss=loss),
-        )
+    desc = f"building base model for {task.name} ({params / 1e6:.2f}M params)"
+    with single_cpu_thread(), StepProgress(desc, cfg.sft_steps, unit="steps",
+                                           fields={"loss": ".3f"}) as progress:
+        stats = train_sft(model, tokenizer, examples, settings, torch.device("cpu"),
+                          on_step=lambda s, t, loss: progress.advance(loss=loss))
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

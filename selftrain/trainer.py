@@ -94,6 +94,13 @@ class TrainerWorker:
                                 world_size=self.world_size,
                                 timeout=datetime.timedelta(minutes=30))
 
+    def warm(self, path: str) -> None:
+        """Load the policy at `path` ahead of the first finetune (while round 0 samples)."""
+        from selftrain.device import best_device
+
+        self.storage.ensure_local(path)
+        self._load(path, best_device())
+
     def finetune(self, job: FinetuneJob) -> dict[str, Any]:
         """SFT on this rank's shard of the job's training set; rank 0 saves the result."""
         import pandas as pd
@@ -150,10 +157,13 @@ class TrainerWorker:
 class TrainerGroup:
     """The run's training ranks, joined in one process group, restarted whole on a death."""
 
-    def __init__(self, cfg: TrainConfig, storage: Storage, timeout_s: float = 120.0) -> None:
+    def __init__(self, cfg: TrainConfig, storage: Storage, timeout_s: float = 120.0,
+                 warm_with: str | None = None) -> None:
         self.cfg, self.storage, self.timeout_s = cfg, storage, timeout_s
         self.restarts = 0
         self.group = self._start()
+        # Loading the model is started now and not waited for: it overlaps round 0.
+        self._warming = [a.warm.remote(warm_with) for a in self.group.actors] if warm_with else []
 
     def _start(self) -> ActorGroup:
         res = self.cfg.resources
@@ -180,6 +190,8 @@ class TrainerGroup:
         raise AssertionError("unreachable")
 
     def _run(self, job: FinetuneJob) -> list[dict[str, Any]]:
+        warming, self._warming = self._warming, []
+        ray.get(warming)
         refs = [a.finetune.remote(job) for a in self.group.actors]
         pending = list(refs)
         while pending:  # the first failure ends the wait: other ranks may block in a collective
