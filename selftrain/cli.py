@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # model-loading bars: noise
+    # Each selftrain process starts its own wandb service: one inherited from a parent process
+    # may still hold the stream of a killed run, and a resume of that run would be refused.
+    os.environ.pop("WANDB_SERVICE", None)
     # `critic.path: my_critics:MyCritic` with my_critics.py in the current folder, as
     # `python -m` would find it (last on the path, so it never shadows an installed package)
     if os.getcwd() not in sys.path:
