@@ -21,7 +21,7 @@ import re
 import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from selftrain.retrieval import Doc, Retriever
 
@@ -355,15 +355,15 @@ def solution_key(steps: Sequence[str]) -> str:
         text = _policy_text(step)
         action = parse_action(text)
         if action.kind != "invalid":
-            parts.append(f"{action.kind}:{normalize_answer(action.content)}")
+            parts.append(f"{action.kind}:{normalize_squad(action.content)}")
     return " | ".join(parts)
 
 
 # ---------------------------------------------------------------- answers (SQuAD v1.1)
 
 
-def normalize_answer(s: str) -> str:
-    """SQuAD v1.1's normalisation, verbatim (Search-R1's `qa_em` uses it): lower-case, drop
+def normalize_squad(s: str) -> str:
+    """SQuAD v1.1's answer normalisation, verbatim (Search-R1's `qa_em` uses it): lower-case, drop
     ASCII punctuation, drop the words a/an/the, collapse whitespace. Non-ASCII punctuation
     (unicode dashes, curly quotes) is kept, as in the original script."""
 
@@ -386,36 +386,5 @@ def exact_match(prediction: str | None, golds: str | Sequence[str]) -> bool:
         return False
     if isinstance(golds, str):
         golds = [golds]
-    pred = normalize_answer(prediction)
-    return any(pred == normalize_answer(g) for g in golds)
-
-
-# ---------------------------------------------------------------- metrics
-
-
-def search_metrics(samples: Any, train: Any) -> dict[str, float | None]:
-    """METRICS.md's search-agent figures, re-derived from the completion text of the rows.
-
-    searches_per_traj: mean search actions per accepted trajectory (rows of train).
-    distinct_query_sets: mean, over queries with at least 2 accepted trajectories (as the
-    other diversity figures), of the number of distinct sets of normalised search queries.
-    invalid_action_rate: share of the turns of first-pass samples whose action did not parse.
-    Undefined figures are None, as everywhere in the metrics.
-    """
-    accepted = [completion_actions(c) for c in train["completion"]]
-    searches = [sum(a.kind == "search" for a in acts) for acts in accepted]
-    sets_per_query: dict[str, set[frozenset[str]]] = {}
-    counts: dict[str, int] = {}
-    for qid, acts in zip(train["query_id"], accepted):
-        queries = frozenset(normalize_answer(a.content) for a in acts if a.kind == "search")
-        sets_per_query.setdefault(qid, set()).add(queries)
-        counts[qid] = counts.get(qid, 0) + 1
-    distinct = [len(sets_per_query[q]) for q, c in counts.items() if c >= 2]
-    first_pass = samples[samples["origin"] == "sample"]
-    turns = [a for c in first_pass["completion"] for a in completion_actions(c)]
-    return {
-        "searches_per_traj": sum(searches) / len(searches) if searches else None,
-        "distinct_query_sets": sum(distinct) / len(distinct) if distinct else None,
-        "invalid_action_rate": (sum(a.kind == "invalid" for a in turns) / len(turns)
-                                if turns else None),
-    }
+    pred = normalize_squad(prediction)
+    return any(pred == normalize_squad(g) for g in golds)

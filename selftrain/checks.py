@@ -10,7 +10,7 @@ def preflight(cfg: Config, source: str) -> None:
     ConfigError/CriticLoadError."""
     from critics import build_critic
     from selftrain.storage import storage_for
-    from selftrain.tasks import make_task
+    from selftrain.tasks import abilities, make_task
 
     storage = storage_for(cfg.run_root, cfg.staging_dir)
     if storage is not None:
@@ -33,6 +33,6 @@ def preflight(cfg: Config, source: str) -> None:
             raise ConfigError(f"{source}: {err}") from err
     if cfg.arm.name == "critique":
         build_critic(cfg.critic.name, cfg.critic.path, cfg.critic.args, task)
-    check = getattr(task, "check", None)
-    if check is not None:  # tasks that read files check their columns here
-        check()
+    checker = abilities(task).input_check
+    if checker is not None:  # tasks that read files check their columns here
+        checker.check()

@@ -44,7 +44,7 @@ from selftrain.runfolder import (
     write_table,
 )
 from selftrain.storage import Storage, storage_for
-from selftrain.tasks import Task, make_task
+from selftrain.tasks import Task, abilities, make_task
 from selftrain.tracking import TABLE_KEYS, Tracker, console, level_keys, round_table
 from selftrain.trainer import finetune
 from selftrain.types import Query, Sample
@@ -259,8 +259,8 @@ class Round:
         run, k = self.run, self.k
         per_query = run.folder.stage_info(k, "generate")["samples_per_query"]
         frames = RoundFrames.read(self.dir)
-        metrics = round_metrics(self.cfg, run.task, frames, run.pool, per_query, self.times,
-                                len(run.tokenizer))
+        metrics = round_metrics(self.cfg, run.task, frames, run.pool, run.test, per_query,
+                                self.times, len(run.tokenizer))
         metrics["skipped_prompts"] = sum((run.skipped or {}).values())
         hists = round_histograms(run.task, frames, run.pool, per_query)
         examples = example_rows(frames, k)
@@ -327,7 +327,7 @@ def run_arm(cfg: Config, arm: str, *, resume: bool = False, overwrite: bool = Fa
             if k > 0:
                 policy = rnd.finetune(policy)
             samples = rnd.generate(policy)
-            if k == 0 and getattr(task, "needs_policy_difficulty", False):
+            if k == 0 and abilities(task).policy_levels is not None:
                 rnd.evaluate(policy)
                 samples = rnd.difficulty(samples)
             critiques: dict[str, Critique] = {}

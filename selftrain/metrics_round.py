@@ -21,7 +21,7 @@ from selftrain.metrics import (
     outcome_metrics,
     tail_metrics,
 )
-from selftrain.tasks import Task
+from selftrain.tasks import Task, abilities
 from selftrain.types import Query
 
 
@@ -44,7 +44,7 @@ class RoundFrames:
 
 
 def round_metrics(cfg: Config, task: Task, frames: RoundFrames, pool: list[Query],
-                  samples_per_query: int, times: dict[str, float],
+                  test: list[Query], samples_per_query: int, times: dict[str, float],
                   vocab_size: int) -> dict[str, Any]:
     samples, train, evals, critiques = frames.samples, frames.train, frames.evals, frames.critiques
     pool_df = pd.DataFrame({"query_id": [q.query_id for q in pool],
@@ -57,9 +57,9 @@ def round_metrics(cfg: Config, task: Task, frames: RoundFrames, pool: list[Query
     out.update(diversity_metrics(
         train, samples, solution_key=task.solution_key, split_steps=task.split_steps,
         vocab_size=vocab_size, enabled=DIVERSITY_METRICS - disabled))
-    extra = getattr(task, "extra_metrics", None)
-    if extra is not None:  # task-specific figures (search agents: searches_per_traj, ...)
-        out.update(extra(samples, train))
+    figures = abilities(task).figures
+    if figures is not None:  # task-specific figures (search agents: searches_per_traj, em, ...)
+        out.update(figures.extra_metrics(samples=samples, train=train, evals=evals, test=test))
     out["gen_tokens"] = int(samples["num_tokens"].sum())
     out["critic_calls"] = 0 if critiques is None else len(critiques)
     out["critic_tokens"] = 0 if critiques is None else int(critiques["critic_tokens"].sum())

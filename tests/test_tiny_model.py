@@ -12,7 +12,7 @@ from selftrain.tiny_model import _portable_tokenizer_config, build_tokenizer
 def _demo_texts(tmp_path) -> list[str]:
     task = make_task("multihop", seed=0, levels=[1, 2], train_per_level=4, test_per_level=2,
                      topk=1, max_turns=3, cache_dir=str(tmp_path))
-    return [p + c for p, c, _ in task.demonstrations(levels=[1, 2], extra_per_level=60)]
+    return [d.prompt + d.completion for d in task.demonstrations([1, 2], 1, 0, 60)]
 
 
 def test_bpe_is_deterministic_and_round_trips_any_text(tmp_path):

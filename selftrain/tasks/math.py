@@ -27,7 +27,8 @@ import re
 import threading
 import warnings
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
@@ -35,8 +36,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from selftrain.tasks.base import Demonstration
+from selftrain.tasks.data import check_splits, load_rows, parse_level, subset_indices
 from selftrain.tasks.registry import register_task
-from selftrain.tasks.searchqa import load_rows, subset_indices
 from selftrain.types import Query
 
 PROMPT_TEMPLATE = "Question: {question}\nSolution:\n"
@@ -54,7 +56,6 @@ MAX_ANSWER_CHARS = 200
 """Longer extracted answers are compared as strings only: parsing them with sympy is slow and
 they are almost never a real final answer (a runaway line after "The answer is")."""
 
-_FORMATS = {".json", ".jsonl", ".parquet"}
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
 _HASHES = re.compile(r"####[ \t]*([^\n]*)")
 _ANSWER_IS = re.compile(r"\b(?:final\s+)?answer\s*(?:is|:)\s*:?[ \t]*([^\n]*)", re.IGNORECASE)
@@ -65,7 +66,6 @@ _DECIMAL = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)")
 _RATIO = re.compile(r"[-+]?\d+/\d+")
 _NUMBER_WITH_UNIT = re.compile(r"([-+]?[\d,]*\.?\d+)\s*([A-Za-z][A-Za-z .]*)")
 _NOT_UNITS = {"pi", "i", "e", "sqrt"}
-_LEVEL_WORDS = {"easy": 1, "medium": 2, "hard": 3}
 
 
 # ---------------------------------------------------------------- answers
@@ -110,22 +110,22 @@ _EXTRACTORS = {"gsm8k": _hashes, "boxed": _boxed, "answer_is": _answer_is}
 
 
 def extract_final_answer(text: str, answer_format: str = "auto") -> str | None:
-    """The final answer written in `text`, normalized (`normalize_answer`), or None.
+    """The final answer written in `text`, normalized (`normalize_math_answer`), or None.
 
     "auto" takes whichever of "#### x", "\\boxed{x}", "The answer is x" comes last in the text
     (the model's final statement wins); a named format looks only for its own marker; "plain"
     means the text is the answer itself.
     """
     if answer_format == "plain":
-        return normalize_answer(text) or None
+        return normalize_math_answer(text) or None
     extractors = _EXTRACTORS.values() if answer_format == "auto" else [_EXTRACTORS[answer_format]]
     found = [hit for hit in (f(text) for f in extractors) if hit is not None]
     if not found:
         return None
-    return normalize_answer(max(found, key=lambda hit: hit[0])[1]) or None
+    return normalize_math_answer(max(found, key=lambda hit: hit[0])[1]) or None
 
 
-def normalize_answer(answer: str) -> str:
+def normalize_math_answer(answer: str) -> str:
     """Canonical text of a final answer, so equal answers are equal strings (for `maj@n`).
 
     Drops surrounding `$` / `\\( \\)`, escaped dollars, LaTeX thin spaces and a final period;
@@ -190,7 +190,7 @@ def answers_match(gold: str | None, pred: str | None, timeout_s: int = 3) -> boo
 
     if gold is None or pred is None:
         return False
-    g, p = normalize_answer(gold), normalize_answer(pred)
+    g, p = normalize_math_answer(gold), normalize_math_answer(pred)
     if not g or not p:
         return False
     if g == p:
@@ -220,24 +220,6 @@ def split_steps(text: str, mode: str = "lines") -> list[str]:
     if mode == "lines":
         return lines
     return [s.strip() for line in lines for s in _SENTENCE_END.split(line) if s.strip()]
-
-
-def parse_level(value: Any) -> int | None:
-    """A difficulty level from a dataset cell: 3, "3", "Level 3", "easy"/"medium"/"hard".
-
-    None when the cell names no level (MATH has a few "Level ?" rows).
-    """
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return int(value) if value.is_integer() else None
-    text = str(value).strip().lower()
-    if text in _LEVEL_WORDS:
-        return _LEVEL_WORDS[text]
-    m = re.search(r"-?\d+", text)
-    return int(m.group(0)) if m else None
 
 
 def quantile_levels(solve_rates: dict[str, float], buckets: int) -> dict[str, int]:
@@ -368,26 +350,8 @@ class MathTask:
         label = source if isinstance(source, str) else f"{source.get('path')}[{source.get('split')}]"
         return f"math {split} data {label}"
 
-    def _check_source(self, split: str) -> None:
-        """Path problems named as a math task's (the shared loader's messages say searchqa)."""
-        source = self.sources[split]
-        if not isinstance(source, str):
-            if not isinstance(source, dict) or "path" not in source or "split" not in source:
-                raise ValueError(f"math task.args.{split}: a data source is a .json/.jsonl/"
-                                 f".parquet path or load_dataset arguments with 'path' and "
-                                 f"'split', got {source!r}")
-            return
-        path = Path(source).expanduser()
-        if path.suffix.lower() not in _FORMATS:
-            raise ValueError(f"math task.args.{split}: {path} is not a .json, .jsonl or .parquet "
-                             f"file; for a hub dataset pass {{path: <hub id>, split: {split}, "
-                             f"...}}")
-        if not path.is_file():
-            raise FileNotFoundError(f"math task.args.{split}: data file {path} does not exist")
-
     def _load(self, split: str) -> list[Query]:
-        self._check_source(split)
-        rows, _ = load_rows(self.sources[split], self.cache_dir)
+        rows, _ = load_rows(self.sources[split], self.cache_dir, f"math task.args.{split}")
         where, cols = self._where(split), self.columns
         for arg, column in cols.items():
             if column is not None and column not in rows.column_names:
@@ -451,13 +415,7 @@ class MathTask:
     def check(self) -> None:
         """Load both splits now (before Ray starts): missing files, wrong columns, unreadable
         reference answers and a missing chat tokenizer fail here, naming file, column and row."""
-        from selftrain.config import ConfigError
-
-        try:
-            self.queries("train")
-            self.queries("test")
-        except ValueError as err:  # ConfigError: the CLI exits 2 (bad input), not 1
-            raise ConfigError(str(err)) from err
+        check_splits(self)
 
     # -- queries and difficulty
 
@@ -521,26 +479,33 @@ class MathTask:
         solution = query.data.get("solution")
         return [solution] if solution else []
 
-    def demonstrations(self, levels: Iterable[int], per_query: int = 1,
-                       seed: int = 0) -> list[tuple[str, str]]:
-        """(prompt, reference solution) pairs of the training pool, for the embedded tiny model.
+    def demonstrations(self, levels: Sequence[int], per_query: int = 1, seed: int = 0,
+                       extra_per_level: int | None = None) -> list[Demonstration]:
+        """(prompt, reference solution) of training-pool queries, for the embedded tiny model
+        (a dataset has no spare rows beyond its splits).
 
-        With a level column, only queries of `levels`. Without one, levels are unknown until
-        the base policy exists (and this builds the base policy), so `levels` is ignored and
-        every training query is used. Each query has one reference solution: `per_query` and
-        `seed` change nothing; they are accepted for the common signature.
+        With a level column, queries of `levels`, at most `extra_per_level` per level in file
+        order (None: all). Without one, levels are unknown until the base policy exists (and
+        this builds the base policy), so every query counts as one level: `levels` is ignored
+        and `extra_per_level` caps the total. Each query has one reference solution, so
+        `per_query` and `seed` change nothing.
         """
         del per_query, seed
-        wanted = set(levels)
-        pairs = [(q.prompt, q.data["solution"]) for q in self.queries("train")
-                 if q.data["solution"] and (self.needs_policy_difficulty
-                                            or q.difficulty in wanted)]
-        if not pairs:
+        wanted, taken = set(levels), Counter[int]()
+        demos = []
+        for q in self.queries("train"):
+            level = 0 if self.needs_policy_difficulty else q.difficulty
+            if not q.data["solution"] or (level not in wanted and not self.needs_policy_difficulty):
+                continue
+            if extra_per_level is None or taken[level] < extra_per_level:
+                taken[level] += 1
+                demos.append(Demonstration(q.prompt, q.data["solution"]))
+        if not demos:
             raise ValueError(f"math: no training query with a worked solution"
                              f"{'' if self.needs_policy_difficulty else f' at levels {sorted(wanted)}'}"
                              f" to build the embedded base model from; set model.path to a "
                              f"HF model, or task.args.solution_column")
-        return pairs
+        return demos
 
     def describe(self) -> dict[str, Any]:
         """Everything that fixes the queries and prompts; local files by content hash too, so a

@@ -9,14 +9,13 @@ JSONL corpus or a running retrieval server. There is no embedded base model: set
 
 from __future__ import annotations
 
-import random
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from selftrain import agent
 from selftrain.agent import AgentEnv
+from selftrain.metrics.search import search_figures
 from selftrain.retrieval import make_retriever
+from selftrain.tasks.data import check_splits, load_rows, parse_level, subset_indices
 from selftrain.tasks.registry import register_task
 from selftrain.types import Query
 
@@ -30,37 +29,6 @@ SEARCH_R1_TEMPLATE = (
     "<answer> Beijing </answer>. Question: {question}\n"
 )
 """Search-R1's `make_prefix` (template "base"), verbatim."""
-
-_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
-_LEVEL_WORDS = {"easy": 1, "medium": 2, "hard": 3}
-"""HotpotQA's `level` column, as difficulty."""
-
-
-def load_rows(source: str | dict[str, Any], cache_dir: str | None = None) -> tuple[Any, str]:
-    """A `datasets.Dataset` and a label for messages, from a file path or load_dataset kwargs."""
-    from datasets import load_dataset
-
-    if isinstance(source, str):
-        path = Path(source).expanduser()
-        fmt = _FORMATS.get(path.suffix.lower())
-        if fmt is None:
-            raise ValueError(f"searchqa: {path} is not a .json, .jsonl or .parquet file; for a "
-                             f"hub dataset pass {{'path': <hub id>, 'split': 'train', ...}}")
-        if not path.is_file():
-            raise FileNotFoundError(f"searchqa: data file {path} does not exist")
-        return load_dataset(fmt, data_files=str(path), split="train", cache_dir=cache_dir), str(path)
-    if not isinstance(source, dict) or "path" not in source or "split" not in source:
-        raise ValueError(f"searchqa: a data source is a file path or load_dataset arguments with "
-                         f"'path' and 'split', got {source!r}")
-    label = f"{source['path']}[{source['split']}]"
-    return load_dataset(**{"cache_dir": cache_dir, **source}), label
-
-
-def subset_indices(num_rows: int, limit: int | None, salt: str) -> Sequence[int]:
-    """Row indices to keep: all, or `limit` of them chosen with a seed, in file order."""
-    if limit is None or limit >= num_rows:
-        return range(num_rows)
-    return sorted(random.Random(salt).sample(range(num_rows), limit))
 
 
 def _answers(value: Any, where: str) -> list[str]:
@@ -77,13 +45,11 @@ def _answers(value: Any, where: str) -> list[str]:
 
 
 def _difficulty(value: Any, where: str) -> int:
-    if isinstance(value, str) and value.strip().lower() in _LEVEL_WORDS:
-        return _LEVEL_WORDS[value.strip().lower()]
-    try:
-        return int(value)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{where}: difficulty {value!r} is not an integer (or easy/medium/hard)"
-                         ) from err
+    level = parse_level(value)
+    if level is None:
+        raise ValueError(f"{where}: difficulty {value!r} is not a level (an integer, \"Level 3\" "
+                         f"or easy/medium/hard)")
+    return level
 
 
 @register_task("searchqa")
@@ -144,7 +110,7 @@ class SearchQATask:
     # -- queries
 
     def _load(self, split: str) -> list[Query]:
-        rows, label = load_rows(self.sources[split], self.cache_dir)
+        rows, label = load_rows(self.sources[split], self.cache_dir, f"searchqa task.args.{split}")
         cols = self.columns
         for arg in ("question_column", "answers_column"):
             if cols[arg] not in rows.column_names:
@@ -172,6 +138,10 @@ class SearchQATask:
             ))
         return out
 
+    def check(self) -> None:
+        """Load both splits now (before Ray starts): a missing file or column fails here."""
+        check_splits(self)
+
     def queries(self, split: str) -> list[Query]:
         if split not in self.sources:
             raise ValueError(f"searchqa has splits 'train' and 'test', not {split!r}")
@@ -179,29 +149,17 @@ class SearchQATask:
             self._splits[split] = self._load(split)
         return list(self._splits[split])
 
-    # -- reading completions
-
-    def split_steps(self, completion: str) -> list[str]:
-        return agent.split_steps(completion)
-
-    def extract_answer(self, completion: str) -> str | None:
-        return agent.extract_answer(completion)
+    # -- reading completions: as every search-agent task does (agent.py, metrics/search.py)
 
     def is_correct(self, query: Query, completion: str) -> bool:
         """SQuAD exact match against any gold answer (Search-R1's `em_check`)."""
         return agent.exact_match(self.extract_answer(completion), query.data["golden_answers"])
 
-    def solution_key(self, steps: list[str]) -> str:
-        return agent.solution_key(steps)
-
-    def extra_metrics(self, samples: Any, train: Any) -> dict[str, float | None]:
-        return agent.search_metrics(samples, train)
+    split_steps = staticmethod(agent.split_steps)
+    extract_answer = staticmethod(agent.extract_answer)
+    solution_key = staticmethod(agent.solution_key)
+    extra_metrics = staticmethod(search_figures)
 
     def reference_solutions(self, query: Query) -> list[str]:
         """None: real QA data has answers but no gold search trajectories."""
         return []
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "sources": self.sources, "limits": self.limits,
-                **self.columns, "seed": self.seed, "topk": self.topk,
-                "max_turns": self.max_turns, "prompt_template": self.prompt_template}

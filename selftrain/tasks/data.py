@@ -1,0 +1,76 @@
+"""Reading a user's dataset for a task (searchqa, math): files or `datasets.load_dataset`
+sources, seeded subsets, and level cells."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+"""File suffix -> the `datasets` builder that reads it."""
+LEVEL_WORDS = {"easy": 1, "medium": 2, "hard": 3}
+"""Level names as difficulty (HotpotQA's `level` column)."""
+
+
+def load_rows(source: str | dict[str, Any], cache_dir: str | None = None,
+              where: str = "data") -> tuple[Any, str]:
+    """A `datasets.Dataset` and a label for messages, from a file path or load_dataset kwargs.
+
+    `where` names the setting in error messages (e.g. "math task.args.train").
+    """
+    from datasets import load_dataset
+
+    if isinstance(source, str):
+        path = Path(source).expanduser()
+        fmt = FORMATS.get(path.suffix.lower())
+        if fmt is None:
+            raise ValueError(f"{where}: {path} is not a .json, .jsonl or .parquet file; for a "
+                             f"hub dataset pass {{'path': <hub id>, 'split': 'train', ...}}")
+        if not path.is_file():
+            raise FileNotFoundError(f"{where}: data file {path} does not exist")
+        return load_dataset(fmt, data_files=str(path), split="train", cache_dir=cache_dir), str(path)
+    if not isinstance(source, dict) or "path" not in source or "split" not in source:
+        raise ValueError(f"{where}: a data source is a .json/.jsonl/.parquet path or "
+                         f"load_dataset arguments with 'path' and 'split', got {source!r}")
+    label = f"{source['path']}[{source['split']}]"
+    return load_dataset(**{"cache_dir": cache_dir, **source}), label
+
+
+def check_splits(task: Any) -> None:
+    """Load a dataset task's "train" and "test" splits now, before Ray starts: a missing file or
+    column, or an unreadable row, is a `ConfigError` (the CLI exits 2) naming file and row."""
+    from selftrain.config import ConfigError
+
+    try:
+        task.queries("train")
+        task.queries("test")
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+
+
+def subset_indices(num_rows: int, limit: int | None, salt: str) -> Sequence[int]:
+    """Row indices to keep: all, or `limit` of them chosen with a seed, in file order."""
+    if limit is None or limit >= num_rows:
+        return range(num_rows)
+    return sorted(random.Random(salt).sample(range(num_rows), limit))
+
+
+def parse_level(value: Any) -> int | None:
+    """A difficulty level from a dataset cell: 3, "3", "Level 3", "easy"/"medium"/"hard".
+
+    None when the cell names no level (MATH has a few "Level ?" rows).
+    """
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    text = str(value).strip().lower()
+    if text in LEVEL_WORDS:
+        return LEVEL_WORDS[text]
+    m = re.search(r"-?\d+", text)
+    return int(m.group(0)) if m else None
