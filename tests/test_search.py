@@ -162,7 +162,7 @@ def test_episodes_advance_together_and_observations_are_appended_and_masked(bm25
     assert t1.answer == "Dava" and t1.stop_reason == "answer" and t1.num_invalid == 0
     assert t1.turns[0].doc_ids[0] == "d1" and t1.turns[1].doc_ids[0] == "d2"
     assert t1.num_tokens == sum(len(s) for s in script["Q1\n"])
-    assert t1.turns[0].observation.startswith(OBS_OPEN + "Doc 1(Title: Zorvan Keld) Zorvan Keld")
+    assert t1.turns[0].observation.startswith(OBS_OPEN + 'Doc 1(Title: "Zorvan Keld") Zorvan Keld')
     assert t3.turns[0].text == "<search>Mira Tov</search>"  # cut at the stop string
     assert t2.completion == "<answer>Lumo</answer>" and t2.masked_spans == []
 

@@ -40,7 +40,8 @@ def test_abilities_of_the_built_in_tasks(tmp_path):
     assert have == {
         "countdown": ["embedded_model"],
         "multihop": ["agent", "embedded_model", "figures"],
-        "searchqa": ["agent", "figures", "input_check"],
+        # its embedded model is base_model_task's; without one, describe() says what to set
+        "searchqa": ["agent", "embedded_model", "figures", "input_check"],
         "math": ["embedded_model", "input_check", "policy_levels"],
         # the hooks are there, but levels come from the data: the driver must not ask
         "math with levels": ["embedded_model", "input_check"],

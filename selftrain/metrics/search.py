@@ -1,6 +1,7 @@
 """Search-agent figures (docs/metrics.md, "Search agents"), re-derived from completion text.
 
-The search tasks (multihop, searchqa) report these through their `extra_metrics` ability.
+The search tasks (multihop, searchqa) report these through their `extra_metrics` ability:
+how the agent searches (from samples and train) and Search-R1's answer scores (from eval).
 """
 
 from __future__ import annotations
@@ -9,7 +10,13 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from selftrain.agent import completion_actions, normalize_squad
+from selftrain.agent import (
+    MATCHES,
+    answer_matches,
+    completion_actions,
+    extract_answer,
+    normalize_squad,
+)
 from selftrain.types import Query
 
 
@@ -41,8 +48,31 @@ def search_metrics(samples: pd.DataFrame, train: pd.DataFrame) -> dict[str, floa
     }
 
 
+def answer_metrics(evals: pd.DataFrame, test: Sequence[Query]) -> dict[str, float | None]:
+    """em and subem of the test split: Search-R1's two scores of each eval completion's last
+    <answer> against its query's `golden_answers`, re-read from the completion text.
+
+    Averaged as pass@1 is: per query the share of its samples that match, then the mean over
+    queries. A sample without an answer matches nothing. None when there are no eval rows.
+    """
+    if evals.empty:
+        return {match: None for match in MATCHES}
+    golds = {q.query_id: q.data["golden_answers"] for q in test}
+    unknown = sorted(set(evals["query_id"]) - set(golds))
+    if unknown:
+        raise ValueError(f"eval.parquet has rows of {len(unknown)} queries that are not in the "
+                         f"test split, e.g. {unknown[:3]}")
+    answers = [extract_answer(c) for c in evals["completion"]]
+    out: dict[str, float | None] = {}
+    for match in MATCHES:
+        hits = pd.Series([answer_matches(a, golds[q], match)
+                          for a, q in zip(answers, evals["query_id"])], index=evals.index)
+        out[match] = float(hits.groupby(evals["query_id"]).mean().mean())
+    return out
+
+
 def search_figures(*, samples: pd.DataFrame, train: pd.DataFrame, evals: pd.DataFrame,
                    test: Sequence[Query]) -> dict[str, float | None]:
-    """The search tasks' `extra_metrics`: `search_metrics` of the round."""
-    del evals, test
-    return search_metrics(samples, train)
+    """The search tasks' `extra_metrics`: `search_metrics` of the round and `answer_metrics`
+    of its test split."""
+    return search_metrics(samples, train) | answer_metrics(evals, test)

@@ -133,7 +133,9 @@ class EmbeddedModel(Protocol):
     name: str
 
     def describe(self) -> dict[str, Any]:
-        """Everything that fixes the queries and demonstrations: the model cache key."""
+        """Everything that fixes the demonstrations: the model's cache key. Raises ConfigError
+        when this configuration of the task has no base model (searchqa without
+        `base_model_task`), with what to set instead."""
         ...
 
     def demonstrations(self, levels: Sequence[int], per_query: int, seed: int,

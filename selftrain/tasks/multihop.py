@@ -9,7 +9,7 @@ world, so searching an entity's name retrieves its document first (the tests che
 every entity).
 
 Prompt:      "Q: birthplace of founder of employer of Zorvan Keld?\\n"
-Completion:  "<search> Zorvan Keld </search>\\n<information>Doc 1(Title: Zorvan Keld) Zorvan Keld
+Completion:  "<search> Zorvan Keld </search>\\n<information>Doc 1(Title: "Zorvan Keld") Zorvan Keld
               was born in Lumo and works for Kelvar.\\nDoc 2(...) ...</information>\\n
               <search> Kelvar </search>\\n<information>...</information>\\n
               <search> Mira Tov </search>\\n<information>...</information>\\n<answer> Dava </answer>"
@@ -35,8 +35,9 @@ from selftrain.tasks.levels import LevelStreams
 from selftrain.tasks.registry import register_task
 from selftrain.types import Query
 
-WORLD_VERSION = 1
-"""Bump when the world or document rendering changes: it keys the corpus file."""
+WORLD_VERSION = 2
+"""Bump when the world or document rendering changes: it keys the corpus file and the embedded
+base model. 2: titles in observations are quoted, as Search-R1 writes them."""
 
 RELATIONS: dict[str, tuple[str, str, str]] = {
     # relation: (subject kind, object kind, noun used in questions)
@@ -140,7 +141,8 @@ class MultihopTask:
     `cache_dir` (default ~/.cache/selftrain/multihop, node-local: any worker can rebuild it bit
     for bit) under a name keyed by the world's parameters; its BM25 index is cached beside it. `retriever` (a
     `make_retriever` spec, e.g. {"kind": "http", "url": ...}) replaces the local BM25, for a
-    shared `selftrain serve-retriever` over this task's corpus.
+    shared `selftrain serve-retriever` over this task's corpus. `match` is how an answer is
+    checked: "em" (Search-R1's exact match) or "subem" (a gold answer inside the answer).
     """
 
     name = "multihop"
@@ -159,9 +161,13 @@ class MultihopTask:
         num_cities: int = 50,
         cache_dir: str | None = None,
         retriever: dict[str, Any] | None = None,
+        match: agent.Match = "em",
     ) -> None:
         if not levels or min(levels) < 1:
             raise ValueError(f"multihop levels are hop counts >= 1, got {levels!r}")
+        if match not in agent.MATCHES:
+            raise ValueError(f"multihop match must be one of {', '.join(agent.MATCHES)}, got "
+                             f"{match!r}")
         if min(num_people, num_companies, num_cities) < 2:
             raise ValueError("multihop needs at least 2 people, companies and cities")
         if max_turns < max(levels) + 1:
@@ -177,6 +183,7 @@ class MultihopTask:
         root = cache_dir or os.path.join("~", ".cache", "selftrain", "multihop")
         self.cache_dir = Path(root).expanduser().resolve()
         self.retriever_spec = retriever
+        self.match = match
         self.world = build_world(seed, num_people, num_companies, num_cities)
         self._ids = sorted(self.world)
         self.streams = LevelStreams(
@@ -253,8 +260,9 @@ class MultihopTask:
     extra_metrics = staticmethod(search_figures)
 
     def is_correct(self, query: Query, completion: str) -> bool:
-        """SQuAD exact match of the <answer> against the gold entity name."""
-        return agent.exact_match(self.extract_answer(completion), query.data["golden_answers"])
+        """The last <answer> against the gold entity name, by `match` (Search-R1's scoring)."""
+        return agent.answer_matches(self.extract_answer(completion), query.data["golden_answers"],
+                                    self.match)
 
     # -- demonstrations
 

@@ -2,19 +2,26 @@
 
 Questions come from local json / jsonl / parquet files or any `datasets.load_dataset` source
 (a hub id with a split), with configurable column names; the FlashRAG / Search-R1 layout
-(`question`, `golden_answers`) is the default. Answers are scored by SQuAD exact match against
-any gold answer, as in Search-R1. The environment is the user's retriever: a BM25 index over a
-JSONL corpus or a running retrieval server. There is no embedded base model: set model.path.
+(`question`, `golden_answers`, `id`) is the default. What matches Search-R1 by default: its
+prompt (`SEARCH_R1_TEMPLATE`), its question preprocessing (a "?" appended), its observation
+format and corrective message (agent.py), and its scoring (the last <answer>, SQuAD-normalised,
+exact match or, with `match: subem`, substring match against any gold answer). The environment
+is the user's retriever: a Search-R1 retrieval server (or `selftrain serve-retriever`) over
+HTTP, or BM25 over a JSONL corpus. The policy is model.path (an instruct model with
+model.chat_template, as Search-R1 trains them), or, for CPU smoke runs, the embedded base model
+of `base_model_task`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from selftrain import agent
 from selftrain.agent import AgentEnv
 from selftrain.metrics.search import search_figures
 from selftrain.retrieval import make_retriever
+from selftrain.tasks.base import Demonstration, EmbeddedModel
 from selftrain.tasks.data import check_splits, load_rows, parse_level, subset_indices
 from selftrain.tasks.registry import register_task
 from selftrain.types import Query
@@ -44,6 +51,15 @@ def _answers(value: Any, where: str) -> list[str]:
     return golds
 
 
+def prepare_question(text: str, question_mark: bool = True) -> str:
+    """Search-R1's question preprocessing (`scripts/data_process/nq_search.py`): strip the
+    question and, with `question_mark`, append "?" when it does not end with one."""
+    question = text.strip()
+    if question_mark and question and not question.endswith("?"):
+        question += "?"
+    return question
+
+
 def _difficulty(value: Any, where: str) -> int:
     level = parse_level(value)
     if level is None:
@@ -62,6 +78,12 @@ class SearchQATask:
     "corpus": ...}); `corpus` alone is shorthand for BM25 over that JSONL file.
     Difficulty is `difficulty_column` when the data has it, else 1. `max_train` / `max_test`
     keep a seeded random subset (in file order).
+    question_mark: append "?" to a question without one, as Search-R1's data preparation does
+    (false keeps questions as written). match: "em" (Search-R1's `em_check`) or "subem"
+    (`subem_check`: a gold answer inside the answer) decides `correct`; test figures report both.
+    base_model_task: {name, args} of a task with an embedded base model (multihop) whose model
+    is the policy when model.path is unset: only for CPU runs on data over that task's world
+    (configs/nq_search_cpu.yaml).
     """
 
     name = "searchqa"
@@ -83,10 +105,19 @@ class SearchQATask:
         topk: int = 3,
         max_turns: int = 4,
         prompt_template: str = SEARCH_R1_TEMPLATE,
+        question_mark: bool = True,
+        match: agent.Match = "em",
+        base_model_task: dict[str, Any] | None = None,
         cache_dir: str | None = None,
     ) -> None:
         if "{question}" not in prompt_template:
             raise ValueError("searchqa prompt_template must contain {question}")
+        if match not in agent.MATCHES:
+            raise ValueError(f"searchqa match must be one of {', '.join(agent.MATCHES)}, got "
+                             f"{match!r}")
+        if base_model_task is not None and set(base_model_task) - {"name", "args"}:
+            raise ValueError(f"searchqa base_model_task is {{name: <task>, args: {{...}}}}, got "
+                             f"{base_model_task!r}")
         self.sources = {"train": train, "test": test}
         self.limits = {"train": max_train, "test": max_test}
         self.retriever_spec = retriever or ({"kind": "bm25", "corpus": corpus} if corpus else None)
@@ -96,6 +127,9 @@ class SearchQATask:
         self.topk = topk
         self.max_turns = max_turns
         self.prompt_template = prompt_template
+        self.question_mark = question_mark
+        self.match = match
+        self.base_model_task = base_model_task
         self.cache_dir = cache_dir
         self._splits: dict[str, list[Query]] = {}
 
@@ -124,7 +158,9 @@ class SearchQATask:
         for i in indices:
             row = rows[int(i)]
             where = f"searchqa {split} data {label}, row {i}"
-            question = str(row[cols["question_column"]]).strip()
+            question = prepare_question(str(row[cols["question_column"]]), self.question_mark)
+            if not question:
+                raise ValueError(f"{where}: the question is empty")
             qid = f"{split}-{row[cols['id_column']] if has_id else f'{i:06d}'}"
             if qid in seen:
                 raise ValueError(f"{where}: id {qid!r} repeats row {seen[qid]}; ids must be unique")
@@ -152,8 +188,9 @@ class SearchQATask:
     # -- reading completions: as every search-agent task does (agent.py, metrics/search.py)
 
     def is_correct(self, query: Query, completion: str) -> bool:
-        """SQuAD exact match against any gold answer (Search-R1's `em_check`)."""
-        return agent.exact_match(self.extract_answer(completion), query.data["golden_answers"])
+        """The last <answer> against any gold answer, by `match` (Search-R1's scoring)."""
+        return agent.answer_matches(self.extract_answer(completion), query.data["golden_answers"],
+                                    self.match)
 
     split_steps = staticmethod(agent.split_steps)
     extract_answer = staticmethod(agent.extract_answer)
@@ -163,3 +200,29 @@ class SearchQATask:
     def reference_solutions(self, query: Query) -> list[str]:
         """None: real QA data has answers but no gold search trajectories."""
         return []
+
+    # -- the embedded base model of `base_model_task` (CPU runs only)
+
+    def _base_task(self) -> EmbeddedModel:
+        from selftrain.config import ConfigError
+        from selftrain.tasks import abilities, make_task
+
+        spec = self.base_model_task
+        if spec is None:
+            raise ConfigError("searchqa has no embedded base model: set model.path to a HF "
+                              "model (configs/nq_search_compare.yaml), or task.args."
+                              "base_model_task for a CPU run (configs/nq_search_cpu.yaml)")
+        embedded = abilities(make_task(spec["name"], **spec.get("args", {}))).embedded_model
+        if embedded is None:
+            raise ConfigError(f"searchqa task.args.base_model_task: task {spec['name']!r} has "
+                              f"no embedded base model")
+        return embedded
+
+    def describe(self) -> dict[str, Any]:
+        """The base model's cache key: `base_model_task`'s own description."""
+        return self._base_task().describe()
+
+    def demonstrations(self, levels: Sequence[int], per_query: int, seed: int,
+                       extra_per_level: int | None = None) -> list[Demonstration]:
+        """`base_model_task`'s demonstrations: the embedded policy is that task's."""
+        return self._base_task().demonstrations(levels, per_query, seed, extra_per_level)
