@@ -14,13 +14,8 @@ import pytest
 from selftrain.config import ConfigError
 from selftrain.tasks import make_task
 from selftrain.tasks.data import parse_level
-from selftrain.tasks.math import (
-    MathTask,
-    answers_match,
-    extract_final_answer,
-    quantile_levels,
-    split_steps,
-)
+from selftrain.tasks.math import MathTask, quantile_levels, split_steps
+from selftrain.tasks.math_answers import answers_match, extract_final_answer
 
 # ---------------------------------------------------------------- answers
 

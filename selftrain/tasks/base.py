@@ -174,24 +174,23 @@ def _members(protocol: type) -> list[str]:
             and (callable(protocol.__dict__[m]) or isinstance(protocol.__dict__[m], property))]
 
 
-def _missing_parameters(method: Any, spec: Any) -> list[str]:
-    """Parameters of the protocol's `spec` that the task's bound `method` does not accept."""
+def _missing_parameters(method: Any, wanted: list[str]) -> list[str]:
+    """The parameters in `wanted` that the task's bound `method` does not accept."""
     try:
         params = inspect.signature(method).parameters
     except (TypeError, ValueError):  # a builtin or C callable: nothing to read
         return []
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return []
-    wanted = [n for n in inspect.signature(spec).parameters if n != "self"]
     return [n for n in wanted if n not in params]
 
 
-def _check(task: Any, protocol: type) -> bool:
-    """Whether `task` has the ability; TypeError when it implements only part of it."""
+def _check_ability(task: Any, protocol: type) -> None:
+    """TypeError when `task` implements `protocol` only in part, or with other parameters."""
     members = _members(protocol)
     present = [m for m in members if hasattr(task, m)]
     if not present:
-        return False
+        return
     name = getattr(task, "name", type(task).__name__)
     where = f"task {name!r} ({type(task).__module__}.{type(task).__qualname__})"
     if len(present) < len(members):
@@ -201,13 +200,14 @@ def _check(task: Any, protocol: type) -> bool:
                         f"(see selftrain/tasks/base.py)")
     for m in members:
         spec = protocol.__dict__[m]
-        if callable(spec):
-            missing = _missing_parameters(getattr(task, m), spec)
-            if missing:
-                raise TypeError(f"{where}: {m}() does not take {', '.join(missing)}; the "
-                                f"{protocol.__name__} ability calls it as {m}"
-                                f"{inspect.signature(spec)} (see selftrain/tasks/base.py)")
-    return True
+        if not callable(spec):
+            continue
+        wanted = [n for n in inspect.signature(spec).parameters if n != "self"]
+        missing = _missing_parameters(getattr(task, m), wanted)
+        if missing:
+            raise TypeError(f"{where}: {m}() does not take {', '.join(missing)}; the "
+                            f"{protocol.__name__} ability calls it with {', '.join(wanted)} "
+                            f"(see selftrain/tasks/base.py)")
 
 
 def check_task(task: Any) -> None:
@@ -217,7 +217,7 @@ def check_task(task: Any) -> None:
         raise TypeError(f"{type(task).__qualname__} is not a task: it lacks {', '.join(missing)} "
                         f"(see the Task protocol in selftrain/tasks/base.py)")
     for protocol in ABILITIES.values():
-        _check(task, protocol)
+        _check_ability(task, protocol)
 
 
 def abilities(task: Task) -> Abilities:

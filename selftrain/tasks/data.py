@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,55 @@ def check_splits(task: Any) -> None:
         task.queries("test")
     except ValueError as err:
         raise ConfigError(str(err)) from err
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    """A dataset task's "train" and "test" data: where each comes from (a file path or
+    load_dataset arguments) and how many rows to keep (None: all)."""
+
+    task: str
+    sources: dict[str, str | dict[str, Any]]
+    limits: dict[str, int | None]
+    seed: int = 0
+    cache_dir: str | None = None
+
+    def rows(self, split: str) -> tuple[Any, str, Sequence[int]]:
+        """The split's dataset, where it is for messages ("math test data <file>") and the
+        indices of the rows to keep: a subset seeded by task, seed and split, in file order."""
+        if split not in self.sources:
+            raise ValueError(f"{self.task} has splits 'train' and 'test', not {split!r}")
+        rows, label = load_rows(self.sources[split], self.cache_dir,
+                                f"{self.task} task.args.{split}")
+        keep = subset_indices(len(rows), self.limits[split], f"{self.task}:{self.seed}:{split}")
+        return rows, f"{self.task} {split} data {label}", keep
+
+
+def require_columns(rows: Any, columns: dict[str, str | None], where: str) -> None:
+    """ValueError unless every configured column (task.args key -> column name; None: not
+    used) is in `rows`, naming the key to set."""
+    for arg, column in columns.items():
+        if column is not None and column not in rows.column_names:
+            raise ValueError(f"{where}: no column {column!r} (task.args.{arg}); its columns are "
+                             f"{rows.column_names}. Set task.args.{arg} to the right one.")
+
+
+class QueryIds:
+    """Query ids "<split>-<id>" of one split, from an id column or the row number, so train
+    and test ids never clash; a repeated id is an error naming both rows."""
+
+    def __init__(self, split: str, column: str | None) -> None:
+        self.split = split
+        self.column = column
+        self.seen: dict[str, int] = {}
+
+    def __call__(self, row: dict[str, Any], index: int, where: str) -> str:
+        qid = f"{self.split}-{row[self.column] if self.column else f'{index:06d}'}"
+        if qid in self.seen:
+            raise ValueError(f"{where}: id {qid!r} repeats row {self.seen[qid]} (column "
+                             f"{self.column!r}); ids must be unique")
+        self.seen[qid] = index
+        return qid
 
 
 def subset_indices(num_rows: int, limit: int | None, salt: str) -> Sequence[int]:

@@ -22,7 +22,7 @@ from selftrain.agent import AgentEnv
 from selftrain.metrics.search import search_figures
 from selftrain.retrieval import make_retriever
 from selftrain.tasks.base import Demonstration, EmbeddedModel
-from selftrain.tasks.data import check_splits, load_rows, parse_level, subset_indices
+from selftrain.tasks.data import DataSplits, QueryIds, check_splits, parse_level, require_columns
 from selftrain.tasks.registry import register_task
 from selftrain.types import Query
 
@@ -118,19 +118,17 @@ class SearchQATask:
         if base_model_task is not None and set(base_model_task) - {"name", "args"}:
             raise ValueError(f"searchqa base_model_task is {{name: <task>, args: {{...}}}}, got "
                              f"{base_model_task!r}")
-        self.sources = {"train": train, "test": test}
-        self.limits = {"train": max_train, "test": max_test}
+        self.data = DataSplits("searchqa", {"train": train, "test": test},
+                               {"train": max_train, "test": max_test}, seed, cache_dir)
         self.retriever_spec = retriever or ({"kind": "bm25", "corpus": corpus} if corpus else None)
         self.columns = {"question_column": question_column, "answers_column": answers_column,
                         "difficulty_column": difficulty_column, "id_column": id_column}
-        self.seed = seed
         self.topk = topk
         self.max_turns = max_turns
         self.prompt_template = prompt_template
         self.question_mark = question_mark
         self.match = match
         self.base_model_task = base_model_task
-        self.cache_dir = cache_dir
         self._splits: dict[str, list[Query]] = {}
 
     def env(self) -> AgentEnv:
@@ -144,46 +142,39 @@ class SearchQATask:
     # -- queries
 
     def _load(self, split: str) -> list[Query]:
-        rows, label = load_rows(self.sources[split], self.cache_dir, f"searchqa task.args.{split}")
+        rows, where, indices = self.data.rows(split)
         cols = self.columns
-        for arg in ("question_column", "answers_column"):
-            if cols[arg] not in rows.column_names:
-                raise ValueError(
-                    f"searchqa {split} data {label}: no column {cols[arg]!r}; its columns are "
-                    f"{rows.column_names}. Set task.args.{arg} to the right one.")
-        indices = subset_indices(len(rows), self.limits[split], f"searchqa:{self.seed}:{split}")
+        require_columns(rows, {arg: cols[arg] for arg in ("question_column", "answers_column")},
+                        where)
         has_level = cols["difficulty_column"] in rows.column_names
-        has_id = cols["id_column"] in rows.column_names
-        out, seen = [], {}
+        query_id = QueryIds(split, cols["id_column"] if cols["id_column"] in rows.column_names
+                            else None)
+        out = []
         for i in indices:
             row = rows[int(i)]
-            where = f"searchqa {split} data {label}, row {i}"
+            at = f"{where}, row {i}"
             question = prepare_question(str(row[cols["question_column"]]), self.question_mark)
             if not question:
-                raise ValueError(f"{where}: the question is empty")
-            qid = f"{split}-{row[cols['id_column']] if has_id else f'{i:06d}'}"
-            if qid in seen:
-                raise ValueError(f"{where}: id {qid!r} repeats row {seen[qid]}; ids must be unique")
-            seen[qid] = i
-            golds = _answers(row[cols["answers_column"]], where)
+                raise ValueError(f"{at}: the question is empty")
+            qid = query_id(row, i, at)
+            golds = _answers(row[cols["answers_column"]], at)
             out.append(Query(
                 query_id=qid,
-                difficulty=_difficulty(row[cols["difficulty_column"]], where) if has_level else 1,
+                difficulty=_difficulty(row[cols["difficulty_column"]], at) if has_level else 1,
                 prompt=self.prompt_template.format(question=question),
                 data={"question": question, "golden_answers": golds},
             ))
         return out
 
-    def check(self) -> None:
-        """Load both splits now (before Ray starts): a missing file or column fails here."""
-        check_splits(self)
-
     def queries(self, split: str) -> list[Query]:
-        if split not in self.sources:
-            raise ValueError(f"searchqa has splits 'train' and 'test', not {split!r}")
+        """The rows of the `split` data, read once."""
         if split not in self._splits:
             self._splits[split] = self._load(split)
         return list(self._splits[split])
+
+    def check(self) -> None:
+        """Load both splits now (before Ray starts): a missing file or column fails here."""
+        check_splits(self)
 
     # -- reading completions: as every search-agent task does (agent.py, metrics/search.py)
 
