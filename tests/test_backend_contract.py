@@ -242,7 +242,9 @@ def test_vllm_reads_a_bpe_model_as_transformers_does(tmp_path):
     outs = {}
     for name in ("hf", "vllm"):
         b = make_backend(name, str(model))
-        outs[name] = [[(g.text, g.num_tokens) for g in gens]
+        # An untrained byte-level model can stop inside a multi-byte character: vLLM holds the
+        # unfinished bytes back, transformers writes them as U+FFFD. Compare without them.
+        outs[name] = [[(g.text.rstrip("\ufffd"), g.num_tokens) for g in gens]
                       for gens in b.generate(prompts, params, seed=0)]
         assert b.count_tokens(prompts) == [len(tokenizer(p)["input_ids"]) for p in prompts]
         if hasattr(b, "shutdown"):
