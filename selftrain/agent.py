@@ -3,7 +3,7 @@
 A trajectory alternates policy turns and environment observations:
 
     <search>Zorvan Keld</search>                          policy (stops at </search>)
-    \\n<information>Doc 1(Title: Zorvan Keld) ...</information>\\n       environment
+    \\n<information>Doc 1(Title: "Zorvan Keld") ...</information>\\n     environment
     <answer>Lumo</answer>                                 policy (stops at </answer>): done
 
 A turn whose action does not parse gets Search-R1's corrective observation instead, and still
@@ -11,8 +11,9 @@ counts against the turn limit. Observations are context, not policy output: `Tra
 records their character spans so SFT masks them from the loss.
 
 The same module reads completions back (`split_turns`, `extract_answer`, ...), so everything
-in samples.parquet can be re-derived from the completion text alone, and holds the SQuAD
-answer normalisation Search-R1 scores with.
+in samples.parquet can be re-derived from the completion text alone, and scores answers as
+Search-R1's reward does (`verl/utils/reward_score/qa_em.py`): the last <answer> of a response,
+SQuAD-normalised, exact match (`em`) or substring match (`subem`) against any gold answer.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import re
 import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from selftrain.retrieval import Doc, Retriever
 
@@ -38,6 +39,9 @@ INVALID_OBSERVATION = (
 """Search-R1's corrective message (`execute_predictions`), verbatim."""
 
 ActionKind = Literal["search", "answer", "invalid"]
+Match = Literal["em", "subem"]
+"""How an answer is compared with the gold answers: Search-R1's `em_check` or `subem_check`."""
+MATCHES: tuple[Match, ...] = ("em", "subem")
 
 
 # ---------------------------------------------------------------- actions
@@ -84,8 +88,14 @@ def parse_action(text: str) -> Action:
 
 
 def format_docs(docs: Sequence[Doc]) -> str:
-    """Search-R1's `_passages2string`: "Doc 1(Title: T) text" lines."""
-    return "\n".join(f"Doc {i}(Title: {d.title}) {d.text}" for i, d in enumerate(docs, 1)).strip()
+    """Search-R1's `_passages2string`: one 'Doc 1(Title: "T") text' line per document.
+
+    Search-R1 prints the first line of a document's `contents` as the title, verbatim; in its
+    wiki-18 corpus (and in what `serve-retriever` sends) that line is the title in double
+    quotes, so the title is written in quotes here, whatever retriever the document came from.
+    """
+    return "\n".join(f'Doc {i}(Title: "{d.title}") {d.text}'
+                     for i, d in enumerate(docs, 1)).strip()
 
 
 def search_observation(docs: Sequence[Doc]) -> str:
@@ -94,7 +104,7 @@ def search_observation(docs: Sequence[Doc]) -> str:
     return f"{OBS_OPEN}{format_docs(docs)}{OBS_CLOSE}"
 
 
-_TITLE = re.compile(r"(?:^|<information>)Doc \d+\(Title: (.*?)\) ", re.M)
+_TITLE = re.compile(r'(?:^|<information>)Doc \d+\(Title: "(.*?)"\) ', re.M)
 
 
 def observation_titles(observation: str) -> list[str]:
@@ -342,9 +352,21 @@ def completion_actions(completion: str) -> list[Action]:
     return [parse_action(text) for text, _ in split_turns(completion)]
 
 
+_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+
 def extract_answer(completion: str) -> str | None:
-    """The content of the first valid <answer> action (the episode ends there), else None."""
-    return next((a.content for a in completion_actions(completion) if a.kind == "answer"), None)
+    """The stripped content of the last <answer>...</answer> of a completion, else None.
+
+    Search-R1's `extract_solution` (the last match of this pattern), on the completion alone.
+    Search-R1 runs it on prompt + response, and its prompt holds two matches ("inside <answer>
+    and </answer>", "<answer> Beijing </answer>"), so a response without an answer is scored
+    as answering "Beijing" there; here it has no answer and is never correct. Rollouts still
+    end at the first </answer>, so a selftrain episode has one answer; the rule decides for
+    completions scored from elsewhere.
+    """
+    found = _ANSWER.findall(completion)
+    return found[-1].strip() if found else None
 
 
 def solution_key(steps: Sequence[str]) -> str:
@@ -355,15 +377,15 @@ def solution_key(steps: Sequence[str]) -> str:
         text = _policy_text(step)
         action = parse_action(text)
         if action.kind != "invalid":
-            parts.append(f"{action.kind}:{normalize_answer(action.content)}")
+            parts.append(f"{action.kind}:{normalize_squad(action.content)}")
     return " | ".join(parts)
 
 
 # ---------------------------------------------------------------- answers (SQuAD v1.1)
 
 
-def normalize_answer(s: str) -> str:
-    """SQuAD v1.1's normalisation, verbatim (Search-R1's `qa_em` uses it): lower-case, drop
+def normalize_squad(s: str) -> str:
+    """SQuAD v1.1's answer normalisation, verbatim (Search-R1's `qa_em` uses it): lower-case, drop
     ASCII punctuation, drop the words a/an/the, collapse whitespace. Non-ASCII punctuation
     (unicode dashes, curly quotes) is kept, as in the original script."""
 
@@ -381,41 +403,21 @@ def normalize_answer(s: str) -> str:
 
 
 def exact_match(prediction: str | None, golds: str | Sequence[str]) -> bool:
-    """Whether the normalised prediction equals any normalised gold answer."""
+    """Whether the normalised prediction equals any normalised gold answer (`em_check`)."""
+    return answer_matches(prediction, golds, "em")
+
+
+def answer_matches(prediction: str | None, golds: str | Sequence[str], match: Match) -> bool:
+    """Search-R1's `em_check` ("em": the normalised prediction equals a normalised gold answer)
+    or `subem_check` ("subem": a normalised gold answer is a substring of it). No answer never
+    matches."""
     if prediction is None:
         return False
     if isinstance(golds, str):
         golds = [golds]
-    pred = normalize_answer(prediction)
-    return any(pred == normalize_answer(g) for g in golds)
-
-
-# ---------------------------------------------------------------- metrics
-
-
-def search_metrics(samples: Any, train: Any) -> dict[str, float | None]:
-    """The search-agent figures of docs/metrics.md, re-derived from the completion text of the rows.
-
-    searches_per_traj: mean search actions per accepted trajectory (rows of train).
-    distinct_query_sets: mean, over queries with at least 2 accepted trajectories (as the
-    other diversity figures), of the number of distinct sets of normalised search queries.
-    invalid_action_rate: share of the turns of first-pass samples whose action did not parse.
-    Undefined figures are None, as everywhere in the metrics.
-    """
-    accepted = [completion_actions(c) for c in train["completion"]]
-    searches = [sum(a.kind == "search" for a in acts) for acts in accepted]
-    sets_per_query: dict[str, set[frozenset[str]]] = {}
-    counts: dict[str, int] = {}
-    for qid, acts in zip(train["query_id"], accepted):
-        queries = frozenset(normalize_answer(a.content) for a in acts if a.kind == "search")
-        sets_per_query.setdefault(qid, set()).add(queries)
-        counts[qid] = counts.get(qid, 0) + 1
-    distinct = [len(sets_per_query[q]) for q, c in counts.items() if c >= 2]
-    first_pass = samples[samples["origin"] == "sample"]
-    turns = [a for c in first_pass["completion"] for a in completion_actions(c)]
-    return {
-        "searches_per_traj": sum(searches) / len(searches) if searches else None,
-        "distinct_query_sets": sum(distinct) / len(distinct) if distinct else None,
-        "invalid_action_rate": (sum(a.kind == "invalid" for a in turns) / len(turns)
-                                if turns else None),
-    }
+    pred = normalize_squad(prediction)
+    if match == "em":
+        return any(pred == normalize_squad(g) for g in golds)
+    if match == "subem":
+        return any(normalize_squad(g) in pred for g in golds)
+    raise ValueError(f"answer match must be one of {', '.join(MATCHES)}, got {match!r}")

@@ -10,14 +10,12 @@ def preflight(cfg: Config, source: str) -> None:
     ConfigError/CriticLoadError."""
     from critics import PreflightCheck, build_critic
     from selftrain.storage import storage_for
-    from selftrain.tasks import make_task
+    from selftrain.tasks import abilities, make_task
 
-    storage = storage_for(cfg.run_root, cfg.staging_dir)
-    if storage is not None:
-        try:
-            storage.check()
-        except ValueError as err:
-            raise ConfigError(f"{source}: {err}") from err
+    try:
+        storage_for(cfg.run_root, cfg.staging_dir).check()
+    except ValueError as err:
+        raise ConfigError(f"{source}: {err}") from err
 
     try:
         task = make_task(cfg.task.name, **cfg.task.args)
@@ -35,6 +33,6 @@ def preflight(cfg: Config, source: str) -> None:
         critic = build_critic(cfg.critic.name, cfg.critic.path, cfg.critic.args, task)
         if isinstance(critic, PreflightCheck):  # e.g. a served critic's endpoint is reachable
             critic.check()
-    check = getattr(task, "check", None)
-    if check is not None:  # tasks that read files check their columns here
-        check()
+    checker = abilities(task).input_check
+    if checker is not None:  # tasks that read files check their columns here
+        checker.check()

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from selftrain.checks import preflight
 from selftrain.config import Config, ConfigError, apply_overrides, dump_yaml
-from selftrain.metrics.keys import ARM_TABLE_KEYS, resolve_key
+from selftrain.metrics.keys import ARM_TABLE_KEYS, COUNT_KEYS, resolve_key
 from selftrain.run import BudgetTarget, arm_dir
 from selftrain.runfolder import atomic_write_bytes, atomic_write_json
 from selftrain.storage import storage_for
@@ -171,8 +171,13 @@ def arms_round_table(experiment: str, k: int, results: Results) -> Table:
     for arm, by_seed in results.items():
         rows = [h[k] for h in by_seed.values() if k in h]
         if rows:
-            table.add_row(arm, str(len(rows)), *[fmt(_mean(rows, key)) for key in ARM_TABLE_KEYS])
+            table.add_row(arm, str(len(rows)), *[_shown(key, _mean(rows, key))
+                                                 for key in ARM_TABLE_KEYS])
     return table
+
+
+def _shown(key: str, value: float | None) -> str:
+    return fmt(round(value) if key in COUNT_KEYS and value is not None else value)
 
 
 def _mean(rows: list[dict[str, Any]], key: str) -> float | None:

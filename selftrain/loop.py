@@ -23,6 +23,7 @@ import ray
 from selftrain.config import Config
 from selftrain.rounds import Round
 from selftrain.run import BudgetTarget, RunContext, open_run
+from selftrain.tasks import abilities
 from selftrain.tracking import console, run_progress_table
 
 
@@ -36,7 +37,7 @@ def run_arm(cfg: Config, label: str, *, resume: bool = False, overwrite: bool = 
 def run_rounds(run: RunContext) -> dict[int, dict[str, Any]]:
     """Round 0 (the base policy), then `rounds` rounds of finetune and sampling."""
     cfg, history, policy = run.cfg, {}, run.base
-    if getattr(run.task, "needs_policy_difficulty", False):
+    if abilities(run.task).policy_levels is not None:
         run.apply_levels(Round(run, 0).difficulty(policy))
     for k in range(cfg.rounds + 1):
         rnd = Round(run, k)

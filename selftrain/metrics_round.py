@@ -46,10 +46,11 @@ class RoundFrames:
 
 
 def round_metrics(cfg: Config, task: Task, frames: RoundFrames, pool: list[Query],
-                  samples_per_query: int, times: dict[str, float],
+                  test: list[Query], samples_per_query: int, times: dict[str, float],
                   tokenizer: Any) -> dict[str, Any]:
     """Every figure of one round. tokenizer: the policy's (a Hugging Face tokenizer), whose
-    token ids and vocabulary the n-gram diversity figures count in."""
+    token ids and vocabulary the n-gram diversity figures count in; test: the test queries
+    (task figures such as a search task's em/subem read their gold answers)."""
     samples, train, evals, critiques = frames.samples, frames.train, frames.evals, frames.critiques
     pool_df = pd.DataFrame({"query_id": [q.query_id for q in pool],
                             "difficulty": [q.difficulty for q in pool]})
@@ -62,9 +63,11 @@ def round_metrics(cfg: Config, task: Task, frames: RoundFrames, pool: list[Query
         train, samples, solution_key=task.solution_key, split_steps=task.split_steps,
         token_ids=lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"],
         vocab_size=len(tokenizer), enabled=DIVERSITY_METRICS - disabled))
-    extra = getattr(task, "extra_metrics", None)
-    if extra is not None:  # task-specific figures (search agents: searches_per_traj, ...)
-        out.update(extra(samples, train))
+    from selftrain.tasks import abilities
+
+    figures = abilities(task).figures
+    if figures is not None:  # task-specific figures (search agents: searches_per_traj, em, ...)
+        out.update(figures.extra_metrics(samples=samples, train=train, evals=evals, test=test))
     out["gen_tokens"] = int(samples["num_tokens"].sum())
     out["critic_calls"] = 0 if critiques is None else len(critiques)
     out["critic_tokens"] = 0 if critiques is None else int(critiques["critic_tokens"].sum())

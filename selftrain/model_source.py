@@ -5,18 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from selftrain.config import Config, ConfigError
-from selftrain.tasks import Task
+from selftrain.tasks import Task, abilities
 from selftrain.tiny_model import ensure_tiny_model
 
 
 def resolve_model(cfg: Config, task: Task) -> str:
     """A path or hub id `from_pretrained` can load; builds the tiny model when none is named."""
     if cfg.model.path is None:
-        describe = getattr(task, "describe", None)
-        if describe is None or not hasattr(task, "demonstrations"):
+        embedded = abilities(task).embedded_model
+        if embedded is None:
             raise ConfigError(
                 f"task {task.name!r} has no embedded base model: set model.path to a HF model")
-        return str(ensure_tiny_model(task, cfg.model.tiny, Path(cfg.model.cache_dir).resolve()))
+        return str(ensure_tiny_model(embedded, cfg.model.tiny, Path(cfg.model.cache_dir).resolve()))
     return check_named_model(cfg.model.path)
 
 

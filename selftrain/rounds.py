@@ -211,8 +211,8 @@ class Round:
         with self.stage("metrics") as st:
             per_query = run.folder.stage_info(k, "generate")["samples_per_query"]
             frames = RoundFrames.read(self.dir)
-            metrics = round_metrics(self.cfg, run.task, frames, run.pool, per_query, self.times,
-                                    run.tokenizer)
+            metrics = round_metrics(self.cfg, run.task, frames, run.pool, run.test, per_query,
+                                    self.times, run.tokenizer)
             metrics["skipped_prompts"] = sum(run.skipped.values())
             atomic_write_json(self.dir / "histograms.json",
                               round_histograms(run.task, frames, run.pool, per_query))

@@ -14,7 +14,7 @@ from critics import Critique, CritiqueRequest
 from selftrain.backends import Generation, SamplingConfig
 from selftrain.config import Config
 from selftrain.groups import ActorGroup
-from selftrain.tasks import Task
+from selftrain.tasks import Task, abilities
 from selftrain.types import Query, Sample
 from selftrain.workers import CritiqueChunk, GenerateChunk
 
@@ -37,7 +37,7 @@ class GenJob:
 
 def is_agent(task: Task) -> bool:
     """Tasks with an environment (`env()`) run multi-turn episodes instead of one generation."""
-    return callable(getattr(task, "env", None))
+    return abilities(task).agent is not None
 
 
 def run_generation(group: ActorGroup, job: GenJob, weights: str, batch_size: int,

@@ -26,6 +26,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from selftrain.config import TinyModelConfig
 from selftrain.device import single_cpu_thread
 from selftrain.sft import SFTExample, SFTSettings, train_sft
+from selftrain.tasks.base import EmbeddedModel
 
 SPECIAL = ["<pad>", "<s>", "</s>", "<unk>"]
 CHARS = list(string.printable[:95]) + ["\n", "—"]
@@ -89,7 +90,7 @@ def cache_key(cfg: TinyModelConfig, task_description: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def ensure_tiny_model(task, cfg: TinyModelConfig, cache_dir: str | Path) -> Path:
+def ensure_tiny_model(task: EmbeddedModel, cfg: TinyModelConfig, cache_dir: str | Path) -> Path:
     """Path of the cached base model for `task`, building it first when missing."""
     path = Path(cache_dir) / f"{task.name}-{cache_key(cfg, task.describe())}"
     if (path / "config.json").is_file() and (path / "selftrain_base.json").is_file():
@@ -102,20 +103,18 @@ def ensure_tiny_model(task, cfg: TinyModelConfig, cache_dir: str | Path) -> Path
     return path
 
 
-def build_base_model(task, cfg: TinyModelConfig, out: Path) -> dict:
+def build_base_model(task: EmbeddedModel, cfg: TinyModelConfig, out: Path) -> dict:
     from selftrain.progress import StepProgress
 
-    demos = list(task.demonstrations(levels=cfg.sft_levels, per_query=cfg.demos_per_query,
-                                     seed=cfg.seed))
+    demos = task.demonstrations(levels=cfg.sft_levels, per_query=cfg.demos_per_query,
+                                seed=cfg.seed, extra_per_level=None)
     for level, count in sorted(cfg.sft_queries_per_level.items()):
         demos += task.demonstrations(levels=[int(level)], per_query=cfg.demos_per_query,
                                      seed=cfg.seed, extra_per_level=count)
-    tokenizer = build_tokenizer(cfg, [d[0] + d[1] for d in demos])
+    tokenizer = build_tokenizer(cfg, [d.prompt + d.completion for d in demos])
     model = build_tiny_llama(cfg, len(tokenizer), tokenizer)
-    # (prompt, completion) or (prompt, completion, masked_spans) for agent tasks
-    examples = [SFTExample(prompt=d[0], completion=d[1],
-                           masked_spans=[tuple(s) for s in (d[2] if len(d) > 2 else [])])
-                for d in demos]
+    examples = [SFTExample(prompt=d.prompt, completion=d.completion,
+                           masked_spans=list(d.masked_spans)) for d in demos]
     settings = SFTSettings(
         epochs=10_000, lr=cfg.sft_lr, batch_size=cfg.sft_batch_size, max_steps=cfg.sft_steps,
         warmup_ratio=0.05, seed=cfg.seed, max_length=cfg.max_position_embeddings,

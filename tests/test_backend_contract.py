@@ -234,7 +234,7 @@ def test_vllm_reads_a_bpe_model_as_transformers_does(tmp_path):
 
     task = make_task("multihop", seed=0, levels=[1, 2], train_per_level=4, test_per_level=2,
                      topk=1, max_turns=3, cache_dir=str(tmp_path / "corpus"))
-    demos = [p + c for p, c, _ in task.demonstrations(levels=[1, 2], extra_per_level=100)]
+    demos = [d.prompt + d.completion for d in task.demonstrations([1, 2], 1, 0, 100)]
     tokenizer = build_tokenizer(TinyModelConfig(tokenizer="bpe", bpe_vocab_size=512), demos)
     model = save_model(tmp_path / "m", seed=0, tokenizer=tokenizer)
     prompts = [q.prompt for q in task.queries("test")]
@@ -242,7 +242,9 @@ def test_vllm_reads_a_bpe_model_as_transformers_does(tmp_path):
     outs = {}
     for name in ("hf", "vllm"):
         b = make_backend(name, str(model))
-        outs[name] = [[(g.text, g.num_tokens) for g in gens]
+        # An untrained byte-level model can stop inside a multi-byte character: vLLM holds the
+        # unfinished bytes back, transformers writes them as U+FFFD. Compare without them.
+        outs[name] = [[(g.text.rstrip("\ufffd"), g.num_tokens) for g in gens]
                       for gens in b.generate(prompts, params, seed=0)]
         assert b.count_tokens(prompts) == [len(tokenizer(p)["input_ids"]) for p in prompts]
         if hasattr(b, "shutdown"):

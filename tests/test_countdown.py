@@ -114,16 +114,16 @@ def test_demonstrations_come_from_fresh_queries_never_pool_or_test(task):
     demos = task.demonstrations(levels=[2, 3], per_query=2, seed=0, extra_per_level=10)
     test_prompts = {q.prompt for q in task.queries("test")}
     train_prompts = {q.prompt for q in task.queries("train") if q.difficulty in (2, 3)}
-    prompts = {p for p, _ in demos}
+    prompts = {d.prompt for d in demos}
     assert not prompts & test_prompts
     assert not prompts & train_prompts  # self-training starts on queries the model never saw
     assert len(prompts) == 20
-    for prompt, completion in demos:
-        numbers, target = prompt.split(" -> ")
+    for demo in demos:
+        numbers, target = demo.prompt.split(" -> ")
         q = Query(
-            "demo", 0, prompt, {"numbers": [int(x) for x in numbers.split()], "target": int(target)}
+            "demo", 0, demo.prompt, {"numbers": [int(x) for x in numbers.split()], "target": int(target)}
         )
-        assert task.is_correct(q, completion)
+        assert task.is_correct(q, demo.completion) and demo.masked_spans == ()
 
 
 # ---------------------------------------------------------------- step checker

@@ -13,14 +13,9 @@ import pytest
 
 from selftrain.config import ConfigError
 from selftrain.tasks import make_task
-from selftrain.tasks.math import (
-    MathTask,
-    answers_match,
-    extract_final_answer,
-    parse_level,
-    quantile_levels,
-    split_steps,
-)
+from selftrain.tasks.data import parse_level
+from selftrain.tasks.math import MathTask, quantile_levels, split_steps
+from selftrain.tasks.math_answers import answers_match, extract_final_answer
 
 # ---------------------------------------------------------------- answers
 
@@ -227,7 +222,7 @@ def test_math_parquet_loads_with_custom_columns_and_levels(tmp_path):
     # demonstrations follow the level column: only the levels asked for
     with pytest.warns(UserWarning):
         demos = task.demonstrations(levels=[1, 2], per_query=4, seed=0)
-    assert [d[0] for d in demos] == [q.prompt for q in queries[:2]]
+    assert [d.prompt for d in demos] == [q.prompt for q in queries[:2]]
 
 
 def test_max_rows_keep_a_seeded_subset_in_file_order(tmp_path):

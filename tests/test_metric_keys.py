@@ -36,12 +36,13 @@ def test_terminal_tables_show_the_hardest_level():
     from selftrain.compare import arms_round_table
     from selftrain.tracking import run_progress_table
 
-    header, rs, critique = _rows(
-        arms_round_table("exp", 1, {"rs": ROUND, "critique": {**ROUND, "acc@10": 0.3}}))
-    assert header[:4] == ["arm", "pass@1", "acc@H", "coverage@H"]
-    # acc@H and coverage@H hold level 10's values, gen_tokens is shown as the count it is.
-    assert rs[:4] == ["rs", "0.500", "0.100", "0.250"] and "1234" in rs
-    assert critique[:3] == ["critique", "0.500", "0.300"]
+    two_seeds = {0: {1: ROUND}, 1: {1: {**ROUND, "pass@1": 0.7}}}
+    header, rs, critique = _rows(arms_round_table(
+        "exp", 1, {"rs": two_seeds, "critique": {0: {1: {**ROUND, "acc@10": 0.3}}}}))
+    assert header[:5] == ["arm", "seeds", "pass@1", "acc@H", "coverage@H"]
+    # the mean over seeds; acc@H and coverage@H hold level 10's values, gen_tokens is a count
+    assert rs[:5] == ["rs", "2", "0.600", "0.100", "0.250"] and "1234" in rs
+    assert critique[:4] == ["critique", "1", "0.500", "0.300"]
 
     header, *rounds = _rows(run_progress_table("exp · rs · seed 0", {0: ROUND, 1: ROUND}))
     assert header[-4:] == ["acc@2", "acc@3", "acc@10", "coverage@10"]

@@ -54,7 +54,8 @@ def _frames(task, queries, tests, n: int) -> RoundFrames:
         train += [{"query_id": q.query_id, "origin": "sample", "completion": good,
                    "completion_tokens": len(good)}] * 2
     evals = [{"query_id": t.query_id, "difficulty": t.difficulty, "sample_idx": j,
-              "answer": str(j % 2), "correct": j % 2 == 0} for t in tests for j in range(n)]
+              "completion": f"<answer> {j % 2} </answer>", "answer": str(j % 2),
+              "correct": j % 2 == 0} for t in tests for j in range(n)]
     critiques = pd.DataFrame({"sample_id": [s["sample_id"] for s in samples],
                               "critic_tokens": 0})
     return RoundFrames(pd.DataFrame(samples), pd.DataFrame(train), pd.DataFrame(evals),
@@ -64,9 +65,9 @@ def _frames(task, queries, tests, n: int) -> RoundFrames:
 def _round_keys(config: str) -> set[str]:
     cfg = load_config(ROOT / "configs" / config)
     task = make_task(cfg.task.name, **cfg.task.args)
-    pool = task.queries("train")[::10]
-    frames = _frames(task, pool, task.queries("test")[::10], cfg.eval.num_samples)
-    metrics = round_metrics(cfg, task, frames, pool, 2, dict.fromkeys(STAGES, 1.0),
+    pool, test = task.queries("train")[::10], task.queries("test")[::10]
+    frames = _frames(task, pool, test, cfg.eval.num_samples)
+    metrics = round_metrics(cfg, task, frames, pool, test, 2, dict.fromkeys(STAGES, 1.0),
                             build_char_tokenizer())
     assert metrics["distinct_paths"] == 1.0 and metrics["coverage"] == 1.0  # real figures
     return set(metrics)

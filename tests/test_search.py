@@ -20,13 +20,14 @@ from selftrain.agent import (
     OBS_OPEN,
     Action,
     exact_match,
-    normalize_answer,
+    normalize_squad,
     parse_action,
     replay,
     run_episodes,
     split_steps,
     split_turns,
 )
+from selftrain.metrics.search import search_metrics
 from selftrain.retrieval import (
     BM25Retriever,
     CorpusError,
@@ -63,14 +64,14 @@ from selftrain.tasks.searchqa import SearchQATask
 ])
 def test_squad_exact_match(prediction, gold, same):
     assert exact_match(prediction, [gold]) is same
-    assert (normalize_answer(prediction) == normalize_answer(gold)) is same
+    assert (normalize_squad(prediction) == normalize_squad(gold)) is same
 
 
 def test_exact_match_takes_any_gold_and_no_answer_is_wrong():
     assert exact_match("Lumo", ["Kelvar", "lumo."])
     assert exact_match("lumo", "Lumo")
     assert not exact_match(None, ["Lumo"])
-    assert normalize_answer("  The  Cat, the HAT. ") == "cat hat"
+    assert normalize_squad("  The  Cat, the HAT. ") == "cat hat"
 
 
 # ---------------------------------------------------------------- actions
@@ -161,7 +162,7 @@ def test_episodes_advance_together_and_observations_are_appended_and_masked(bm25
     assert t1.answer == "Dava" and t1.stop_reason == "answer" and t1.num_invalid == 0
     assert t1.turns[0].doc_ids[0] == "d1" and t1.turns[1].doc_ids[0] == "d2"
     assert t1.num_tokens == sum(len(s) for s in script["Q1\n"])
-    assert t1.turns[0].observation.startswith(OBS_OPEN + "Doc 1(Title: Zorvan Keld) Zorvan Keld")
+    assert t1.turns[0].observation.startswith(OBS_OPEN + 'Doc 1(Title: "Zorvan Keld") Zorvan Keld')
     assert t3.turns[0].text == "<search>Mira Tov</search>"  # cut at the stop string
     assert t2.completion == "<answer>Lumo</answer>" and t2.masked_spans == []
 
@@ -373,7 +374,8 @@ def test_multihop_demonstrations_mask_observations_and_skip_test_and_pool(world)
     demos = world.demonstrations(levels=[1, 2], per_query=1, seed=0, extra_per_level=10)
     assert len(demos) == 2 * 10
     seen_prompts = {q.prompt for q in world.queries("test") + world.queries("train")}
-    for prompt, completion, spans in demos:
+    for demo in demos:
+        prompt, completion, spans = demo.prompt, demo.completion, demo.masked_spans
         assert prompt not in seen_prompts
         assert spans and all(completion[s:e].startswith("\n<information>") for s, e in spans)
         learned = completion
@@ -392,13 +394,13 @@ def test_multihop_extra_metrics_from_completions(world):
     samples = pd.DataFrame({"query_id": [q.query_id] * 3, "origin": ["sample"] * 3,
                             "completion": [gold, bad, detour]})
     train = pd.DataFrame({"query_id": [q.query_id] * 2, "completion": [gold, detour]})
-    m = world.extra_metrics(samples, train)
+    m = search_metrics(samples, train)
     assert m == {"searches_per_traj": 2.5, "distinct_query_sets": 2.0,
                  "invalid_action_rate": 1 / (3 + 2 + 4)}
     assert world.solution_key(world.split_steps(gold)) != world.solution_key(
         world.split_steps(detour))
     empty = pd.DataFrame({"query_id": [], "origin": [], "completion": []})
-    assert set(world.extra_metrics(empty, empty).values()) == {None}
+    assert set(search_metrics(empty, empty).values()) == {None}
 
 
 def test_multihop_oracle_on_hand_trajectories(world):

@@ -42,8 +42,11 @@ def test_trajectories_are_multi_turn_with_masked_observations(multihop_run):
 
 def test_search_metrics_and_critiques_are_recorded(multihop_run):
     history, rd = multihop_run
-    for key in ("searches_per_traj", "distinct_query_sets", "invalid_action_rate"):
+    for key in ("searches_per_traj", "distinct_query_sets", "invalid_action_rate", "em", "subem"):
         assert key in history[0]
+    # multihop checks answers by exact match, so em is pass@1 recomputed from eval.parquet
+    assert history[0]["em"] == pytest.approx(history[0]["pass@1"])
+    assert history[0]["em"] <= history[0]["subem"]
     critiques = pd.read_parquet(rd / "critiques.parquet")
     samples = pd.read_parquet(rd / "samples.parquet")
     assert set(critiques["sample_id"]) == set(samples["sample_id"])

@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from selftrain.tasks.base import Demonstration
+from selftrain.tasks.levels import LevelStreams
 from selftrain.tasks.registry import register_task
 from selftrain.types import Query
 
 _STEP = re.compile(r"(\d+)([-+*/])(\d+)=(-?\d+)")  # a negative claim parses, then fails
 _SOLVE_CAP = 20_000
 """Most solutions `reference_solutions` enumerates before sampling (level 5 stays below it)."""
-_GIVE_UP_AFTER = 20_000
-"""Draws in a row without a new query after which a level's query stream counts as exhausted."""
 
 
 # ---------------------------------------------------------------- arithmetic and solver
@@ -262,10 +262,9 @@ def solution_key(steps: Iterable[str]) -> str:
 class CountdownTask:
     """Countdown with difficulty = number of given numbers.
 
-    Each level has one deterministic stream of distinct queries; a query's id is its position
-    in that stream. The test split is the head of the stream, the training pool the next
-    `train_per_level` queries, and extra demonstration queries come after that, so the three
-    never overlap and changing one size never changes which query an id names.
+    Each level has one deterministic stream of distinct queries (`LevelStreams`); a query's id
+    is its position in that stream. The test split is the head of the stream, the training pool
+    the next `train_per_level` queries, and demonstrations come after that.
     """
 
     name = "countdown"
@@ -289,47 +288,28 @@ class CountdownTask:
                 f"max_number={max_number}, target_min={target_min}, target_max={target_max}"
             )
         self.seed = seed
-        self.levels = tuple(sorted(set(levels)))
-        self.train_per_level = train_per_level
-        self.test_per_level = test_per_level
         self.max_number = max_number
         self.target_min = target_min
         self.target_max = target_max
-        self._streams: dict[int, list[tuple[list[int], int]]] = {}
-        self._stream_state: dict[int, tuple[random.Random, set, bool]] = {}
-        self._splits: dict[str, list[Query]] = {}
+        self.streams = LevelStreams(
+            "countdown", seed, levels, test_per_level, train_per_level, self._candidate, self._query,
+            shortage=(f"with max_number={max_number} and targets {target_min}..{target_max}; "
+                      f"lower train_per_level/test_per_level or widen those ranges"))
+        self.levels = self.streams.levels
+        self.train_per_level = train_per_level
+        self.test_per_level = test_per_level
 
     # -- queries
 
-    def _stream(self, level: int, count: int) -> list[tuple[list[int], int]]:
-        """The first `count` distinct (numbers, target) of `level` (fewer if it runs out)."""
-        if level not in self._streams:
-            rng = random.Random(f"countdown:{self.seed}:{level}")
-            self._streams[level] = []
-            self._stream_state[level] = (rng, set(), False)
-        items = self._streams[level]
-        rng, seen, exhausted = self._stream_state[level]
-        misses = 0
-        while len(items) < count and not exhausted:
-            numbers, target = _draw(rng, level, self.max_number)
-            key = (tuple(sorted(numbers)), target)
-            ok = (
-                self.target_min <= target <= self.target_max
-                and key not in seen
-                and _needs_all(numbers, target)
-            )
-            if ok:
-                seen.add(key)
-                items.append((numbers, target))
-                misses = 0
-            else:
-                misses += 1
-                exhausted = misses >= _GIVE_UP_AFTER
-        self._stream_state[level] = (rng, seen, exhausted)
-        return items[:count]
+    def _candidate(self, rng: random.Random, level: int) -> tuple[Any, tuple[list[int], int]] | None:
+        """One candidate: kept when its target is in range and needs all `level` numbers."""
+        numbers, target = _draw(rng, level, self.max_number)
+        if not self.target_min <= target <= self.target_max or not _needs_all(numbers, target):
+            return None
+        return (tuple(sorted(numbers)), target), (numbers, target)
 
-    def _query(self, level: int, index: int) -> Query:
-        numbers, target = self._streams[level][index]
+    def _query(self, level: int, index: int, item: tuple[list[int], int]) -> Query:
+        numbers, target = item
         return Query(
             query_id=f"cd-L{level}-{index:04d}",
             difficulty=level,
@@ -339,27 +319,7 @@ class CountdownTask:
 
     def queries(self, split: str) -> list[Query]:
         """The "train" pool or the "test" split: per level, a fixed slice of its stream."""
-        if split not in ("train", "test"):
-            raise ValueError(f"countdown has splits 'train' and 'test', not {split!r}")
-        if split not in self._splits:
-            start, size = (
-                (0, self.test_per_level)
-                if split == "test"
-                else (self.test_per_level, self.train_per_level)
-            )
-            out = []
-            for level in self.levels:
-                got = len(self._stream(level, start + size))
-                if got < start + size:
-                    raise ValueError(
-                        f"countdown level {level} has only {got} distinct queries with "
-                        f"max_number={self.max_number} and targets {self.target_min}.."
-                        f"{self.target_max}; lower train_per_level/test_per_level or widen "
-                        f"those ranges"
-                    )
-                out += [self._query(level, i) for i in range(start, start + size)]
-            self._splits[split] = out
-        return list(self._splits[split])
+        return self.streams.queries(split)
 
     # -- reading completions
 
@@ -400,41 +360,16 @@ class CountdownTask:
         picked = rng.sample(solutions, min(k, len(solutions)))
         return ["".join(step + "\n" for step in steps) for steps in picked]
 
-    def demonstrations(
-        self,
-        levels: Iterable[int],
-        per_query: int = 2,
-        seed: int = 0,
-        extra_per_level: int = 200,
-    ) -> list[tuple[str, str]]:
-        """(prompt, completion) pairs for the seed SFT of the base model.
-
-        Uses `extra_per_level` fresh queries per level taken from the stream after the test
-        split and the training pool, so neither is seen before self-training starts (a base
-        model that memorised the pool would make rejection sampling look easy). Levels with
-        fewer distinct queries give what they have. `per_query` solutions per query, chosen at
-        random with `seed`.
-        """
-        pairs = []
-        for level in sorted(set(levels)):
-            start = self.test_per_level + self.train_per_level  # after the test split and pool
-            stop = start + extra_per_level
-            stop = min(stop, len(self._stream(level, stop)))
-            for i in range(start, stop):
-                query = self._query(level, i)
-                for completion in self.reference_solutions(query, k=per_query, seed=seed):
-                    pairs.append((query.prompt, completion))
-        return pairs
+    def demonstrations(self, levels: Sequence[int], per_query: int = 2, seed: int = 0,
+                       extra_per_level: int | None = None) -> list[Demonstration]:
+        """Seed-SFT examples: `per_query` solutions, chosen at random with `seed`, of each of
+        `extra_per_level` fresh queries per level (`LevelStreams.fresh`: a base model that
+        memorised the pool would make rejection sampling look easy)."""
+        return [Demonstration(q.prompt, completion)
+                for q in self.streams.fresh(levels, extra_per_level)
+                for completion in self.reference_solutions(q, k=per_query, seed=seed)]
 
     def describe(self) -> dict[str, Any]:
         """The parameters that fix this task's queries (for config echo and run metadata)."""
-        return {
-            "name": self.name,
-            "seed": self.seed,
-            "levels": list(self.levels),
-            "train_per_level": self.train_per_level,
-            "test_per_level": self.test_per_level,
-            "max_number": self.max_number,
-            "target_min": self.target_min,
-            "target_max": self.target_max,
-        }
+        return {"name": self.name, **self.streams.describe(), "max_number": self.max_number,
+                "target_min": self.target_min, "target_max": self.target_max}

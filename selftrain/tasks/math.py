@@ -7,11 +7,9 @@ is the last `\\boxed{...}`) and `level` ("Level 3"). Data comes from local json 
 parquet files or any `datasets.load_dataset` source, with configurable column names. There is
 no solver: a query's reference solution is the dataset's own worked solution.
 
-Checking: the final answer of a completion is the last of "#### x", "\\boxed{x}" or "The answer
-is x" in it. Plain numbers (thousands separators, "$", trailing units and zeros dropped) are
-compared exactly as fractions; anything else goes to math-verify (`parse` + `verify`) so
-"\\frac{1}{2}", "1/2" and "0.5" agree. A string math-verify cannot read, or one that times out,
-is simply not correct: checking never raises.
+Checking (`math_answers`): the final answer of a completion is the last of "#### x",
+"\\boxed{x}" or "The answer is x" in it, compared with the reference exactly as a number or by
+math-verify; checking never raises.
 
 Difficulty: the `level_column` when the data has one (MATH). Otherwise every query starts at
 level 1 and the task asks the loop for the base policy's solve rates (`needs_policy_difficulty`,
@@ -24,19 +22,18 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-import threading
 import warnings
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
-from decimal import Decimal, InvalidOperation
-from fractions import Fraction
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from selftrain.tasks.base import Demonstration
+from selftrain.tasks.data import DataSplits, QueryIds, check_splits, parse_level, require_columns
+from selftrain.tasks.math_answers import ANSWER_FORMATS, answers_match, extract_final_answer
 from selftrain.tasks.registry import register_task
-from selftrain.tasks.searchqa import load_rows, subset_indices
 from selftrain.types import Query
 
 PROMPT_TEMPLATE = "Question: {question}\nSolution:\n"
@@ -48,166 +45,9 @@ CHAT_PROMPT_TEMPLATE = (
 )
 """User message of an instruct model (`chat_template=True`): Qwen2.5-Math's instruction."""
 
-ANSWER_FORMATS = ("auto", "gsm8k", "boxed", "answer_is", "plain")
 STEP_SPLITS = ("lines", "sentences")
-MAX_ANSWER_CHARS = 200
-"""Longer extracted answers are compared as strings only: parsing them with sympy is slow and
-they are almost never a real final answer (a runaway line after "The answer is")."""
-
-_FORMATS = {".json", ".jsonl", ".parquet"}
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
-_HASHES = re.compile(r"####[ \t]*([^\n]*)")
-_ANSWER_IS = re.compile(r"\b(?:final\s+)?answer\s*(?:is|:)\s*:?[ \t]*([^\n]*)", re.IGNORECASE)
-_BOXED = re.compile(r"\\(?:boxed|fbox)\s*")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9$\\(\"'])")
-_THOUSANDS = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
-_DECIMAL = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)")
-_RATIO = re.compile(r"[-+]?\d+/\d+")
-_NUMBER_WITH_UNIT = re.compile(r"([-+]?[\d,]*\.?\d+)\s*([A-Za-z][A-Za-z .]*)")
-_NOT_UNITS = {"pi", "i", "e", "sqrt"}
-_LEVEL_WORDS = {"easy": 1, "medium": 2, "hard": 3}
-
-
-# ---------------------------------------------------------------- answers
-
-
-def _boxed(text: str) -> tuple[int, str] | None:
-    """(start, content) of the last complete `\\boxed{...}` / `\\fbox{...}` (nested braces ok).
-
-    A box cut off by max_new_tokens (no closing brace) does not count; an earlier complete one
-    then does. `\\boxed 5` (no braces) reads up to the next space or `$`.
-    """
-    for m in reversed(list(_BOXED.finditer(text))):
-        rest = text[m.end() :]
-        if not rest.startswith("{"):
-            token = re.match(r"[^\s$]+", rest)
-            if token:
-                return m.start(), token.group(0)
-            continue
-        depth = 0
-        for i, ch in enumerate(rest):
-            depth += {"{": 1, "}": -1}.get(ch, 0)
-            if depth == 0:
-                return m.start(), rest[1:i]
-    return None
-
-
-def _hashes(text: str) -> tuple[int, str] | None:
-    found = [m for m in _HASHES.finditer(text) if m.group(1).strip()]
-    return (found[-1].start(), found[-1].group(1)) if found else None
-
-
-def _answer_is(text: str) -> tuple[int, str] | None:
-    """(start, answer) of the last "The answer is x" / "Answer: x", x cut at its sentence end."""
-    for m in reversed(list(_ANSWER_IS.finditer(text))):
-        answer = re.split(r"\.\s", m.group(1), maxsplit=1)[0]
-        if answer.strip(" .$"):
-            return m.start(), answer
-    return None
-
-
-_EXTRACTORS = {"gsm8k": _hashes, "boxed": _boxed, "answer_is": _answer_is}
-
-
-def extract_final_answer(text: str, answer_format: str = "auto") -> str | None:
-    """The final answer written in `text`, normalized (`normalize_answer`), or None.
-
-    "auto" takes whichever of "#### x", "\\boxed{x}", "The answer is x" comes last in the text
-    (the model's final statement wins); a named format looks only for its own marker; "plain"
-    means the text is the answer itself.
-    """
-    if answer_format == "plain":
-        return normalize_answer(text) or None
-    extractors = _EXTRACTORS.values() if answer_format == "auto" else [_EXTRACTORS[answer_format]]
-    found = [hit for hit in (f(text) for f in extractors) if hit is not None]
-    if not found:
-        return None
-    return normalize_answer(max(found, key=lambda hit: hit[0])[1]) or None
-
-
-def normalize_answer(answer: str) -> str:
-    """Canonical text of a final answer, so equal answers are equal strings (for `maj@n`).
-
-    Drops surrounding `$` / `\\( \\)`, escaped dollars, LaTeX thin spaces and a final period;
-    a plain number loses thousands separators, trailing zeros and a trailing unit word
-    ("1,000.50 dollars" -> "1000.5"). Everything else is left for math-verify.
-    """
-    s = answer.strip()
-    s = s.replace("\\$", "").replace("\\!", "").replace("\\,", "").replace("\\%", "%")
-    for left, right in (("\\(", "\\)"), ("\\[", "\\]")):
-        if s.startswith(left) and s.endswith(right):
-            s = s[len(left) : -len(right)]
-    s = s.strip().strip("$").strip().rstrip(".").strip()
-    m = _NUMBER_WITH_UNIT.fullmatch(s)
-    if m and m.group(2).strip(" .").lower() not in _NOT_UNITS and len(m.group(2).strip()) > 1:
-        s = m.group(1)
-    number = as_number(s)
-    if number is not None and "/" not in s:
-        d = Decimal(number.numerator) / Decimal(number.denominator)
-        return "0" if d == 0 else format(d.normalize(), "f")
-    return s
-
-
-def as_number(s: str) -> Fraction | None:
-    """The exact value of a plain number ("1,000", "-3.50", "12.", "3/4"), else None."""
-    s = s.strip()
-    if _THOUSANDS.fullmatch(s):
-        s = s.replace(",", "")
-    try:
-        if _DECIMAL.fullmatch(s):
-            return Fraction(s)
-        if _RATIO.fullmatch(s) and int(s.rsplit("/", 1)[1]) != 0:
-            return Fraction(s)
-    except (ValueError, ZeroDivisionError, InvalidOperation):
-        return None
-    return None
-
-
-def _in_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
-@lru_cache(maxsize=1 << 14)
-def _parse(text: str, timeout_s: int | None) -> tuple[Any, ...]:
-    """math-verify's reading of an answer: as LaTeX first, then as a plain expression."""
-    from math_verify import parse
-
-    found = parse(f"${text}$", parsing_timeout=timeout_s)
-    return tuple(found or parse(text, parsing_timeout=timeout_s))
-
-
-def answers_match(gold: str | None, pred: str | None, timeout_s: int = 3) -> bool:
-    """Whether `pred` states the same answer as `gold`; never raises.
-
-    Plain numbers are compared exactly; anything else with math-verify (gold first: its
-    `verify` is not symmetric). math-verify bounds each parse and comparison with a SIGALRM
-    timer, which only works in the main thread; in any other thread (a threaded actor, a test
-    runner's worker thread) it runs without a timeout rather than failing, and
-    `MAX_ANSWER_CHARS` keeps pathological inputs out of sympy there.
-    """
-    from math_verify import verify
-    from math_verify.errors import TimeoutException
-
-    if gold is None or pred is None:
-        return False
-    g, p = normalize_answer(gold), normalize_answer(pred)
-    if not g or not p:
-        return False
-    if g == p:
-        return True
-    gn, pn = as_number(g), as_number(p)
-    if gn is not None and pn is not None:
-        return gn == pn
-    if max(len(g), len(p)) > MAX_ANSWER_CHARS:
-        return False
-    timeout = timeout_s if _in_main_thread() else None
-    try:
-        gold_parsed, pred_parsed = _parse(g, timeout), _parse(p, timeout)
-        if not gold_parsed or not pred_parsed:
-            return False
-        return bool(verify(list(gold_parsed), list(pred_parsed), timeout_seconds=timeout))
-    except (Exception, TimeoutException):  # a weird string is just wrong
-        return False
 
 
 # ---------------------------------------------------------------- steps and levels
@@ -220,24 +60,6 @@ def split_steps(text: str, mode: str = "lines") -> list[str]:
     if mode == "lines":
         return lines
     return [s.strip() for line in lines for s in _SENTENCE_END.split(line) if s.strip()]
-
-
-def parse_level(value: Any) -> int | None:
-    """A difficulty level from a dataset cell: 3, "3", "Level 3", "easy"/"medium"/"hard".
-
-    None when the cell names no level (MATH has a few "Level ?" rows).
-    """
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return int(value) if value.is_integer() else None
-    text = str(value).strip().lower()
-    if text in _LEVEL_WORDS:
-        return _LEVEL_WORDS[text]
-    m = re.search(r"-?\d+", text)
-    return int(m.group(0)) if m else None
 
 
 def quantile_levels(solve_rates: dict[str, float], buckets: int) -> dict[str, int]:
@@ -333,14 +155,13 @@ class MathTask:
         if verify_timeout_s < 1:
             raise ValueError(f"math verify_timeout_s must be a whole number of seconds >= 1 "
                              f"(math-verify uses signal.alarm), got {verify_timeout_s}")
-        self.sources = {"train": train, "test": test}
-        self.limits = {"train": max_train, "test": max_test}
+        self.data = DataSplits("math", {"train": train, "test": test},
+                               {"train": max_train, "test": max_test}, seed, cache_dir)
         self.columns = {"question_column": question_column, "answer_column": answer_column,
                         "solution_column": solution_column, "level_column": level_column,
                         "id_column": id_column}
         self.answer_format = answer_format
         self.step_split = step_split
-        self.seed = seed
         self.prompt_template = template
         self.chat_template = chat_template
         self.tokenizer_path = tokenizer_path
@@ -348,7 +169,6 @@ class MathTask:
         self.difficulty_buckets = difficulty_buckets
         self.stop: tuple[str, ...] = tuple(stop)
         self.verify_timeout_s = int(verify_timeout_s)
-        self.cache_dir = cache_dir
         self._splits: dict[str, list[Query]] = {}
         self._assigned: dict[str, int] = {}
         self._tokenizer: Any = None
@@ -363,41 +183,14 @@ class MathTask:
 
     # -- loading
 
-    def _where(self, split: str) -> str:
-        source = self.sources[split]
-        label = source if isinstance(source, str) else f"{source.get('path')}[{source.get('split')}]"
-        return f"math {split} data {label}"
-
-    def _check_source(self, split: str) -> None:
-        """Path problems named as a math task's (the shared loader's messages say searchqa)."""
-        source = self.sources[split]
-        if not isinstance(source, str):
-            if not isinstance(source, dict) or "path" not in source or "split" not in source:
-                raise ValueError(f"math task.args.{split}: a data source is a .json/.jsonl/"
-                                 f".parquet path or load_dataset arguments with 'path' and "
-                                 f"'split', got {source!r}")
-            return
-        path = Path(source).expanduser()
-        if path.suffix.lower() not in _FORMATS:
-            raise ValueError(f"math task.args.{split}: {path} is not a .json, .jsonl or .parquet "
-                             f"file; for a hub dataset pass {{path: <hub id>, split: {split}, "
-                             f"...}}")
-        if not path.is_file():
-            raise FileNotFoundError(f"math task.args.{split}: data file {path} does not exist")
-
     def _load(self, split: str) -> list[Query]:
-        self._check_source(split)
-        rows, _ = load_rows(self.sources[split], self.cache_dir)
-        where, cols = self._where(split), self.columns
-        for arg, column in cols.items():
-            if column is not None and column not in rows.column_names:
-                raise ValueError(
-                    f"{where}: no column {column!r} (task.args.{arg}); its columns are "
-                    f"{rows.column_names}. Set task.args.{arg} to the right one.")
-        indices = subset_indices(len(rows), self.limits[split], f"math:{self.seed}:{split}")
+        rows, where, indices = self.data.rows(split)
+        cols = self.columns
+        require_columns(rows, cols, where)
+        query_id = QueryIds(split, cols["id_column"])
         solution_column = cols["solution_column"] or (
             None if self.answer_format == "plain" else cols["answer_column"])
-        out, seen, unlevelled = [], {}, []
+        out, unlevelled = [], []
         for i in indices:
             row = rows[int(i)]
             at = f"{where}, row {i}"
@@ -414,11 +207,7 @@ class MathTask:
                     f"{at}: column {cols['answer_column']!r} has no final answer in format "
                     f"{self.answer_format!r} ({reference[-80:]!r}); set task.args.answer_format "
                     f"(one of {', '.join(ANSWER_FORMATS)}) or task.args.answer_column")
-            qid = f"{split}-{row[cols['id_column']] if cols['id_column'] else f'{i:06d}'}"
-            if qid in seen:
-                raise ValueError(f"{at}: id {qid!r} repeats row {seen[qid]} (column "
-                                 f"{cols['id_column']!r}); ids must be unique")
-            seen[qid] = i
+            qid = query_id(row, i, at)
             question = str(row[cols["question_column"]]).strip()
             solution = None
             if solution_column is not None and row[solution_column] is not None:
@@ -451,20 +240,12 @@ class MathTask:
     def check(self) -> None:
         """Load both splits now (before Ray starts): missing files, wrong columns, unreadable
         reference answers and a missing chat tokenizer fail here, naming file, column and row."""
-        from selftrain.config import ConfigError
-
-        try:
-            self.queries("train")
-            self.queries("test")
-        except ValueError as err:  # ConfigError: the CLI exits 2 (bad input), not 1
-            raise ConfigError(str(err)) from err
+        check_splits(self)
 
     # -- queries and difficulty
 
     def queries(self, split: str) -> list[Query]:
         """The split's queries, with levels from `assign_difficulty` once it has run."""
-        if split not in self.sources:
-            raise ValueError(f"math has splits 'train' and 'test', not {split!r}")
         if split not in self._splits:
             self._splits[split] = self._load(split)
         return [replace(q, difficulty=self._assigned.get(q.query_id, q.difficulty))
@@ -479,7 +260,7 @@ class MathTask:
         `queries()` returns the new levels from now on; queries not given keep theirs.
         Returns {query_id: level} (save it to restore with `set_difficulty` on resume).
         """
-        known = {q.query_id for split in self.sources for q in self.queries(split)}
+        known = {q.query_id for split in self.data.sources for q in self.queries(split)}
         unknown = sorted(set(solve_rates) - known)
         if unknown:
             raise ValueError(f"math assign_difficulty: {len(unknown)} unknown query id(s), e.g. "
@@ -521,37 +302,45 @@ class MathTask:
         solution = query.data.get("solution")
         return [solution] if solution else []
 
-    def demonstrations(self, levels: Iterable[int], per_query: int = 1,
-                       seed: int = 0) -> list[tuple[str, str]]:
-        """(prompt, reference solution) pairs of the training pool, for the embedded tiny model.
+    def demonstrations(self, levels: Sequence[int], per_query: int = 1, seed: int = 0,
+                       extra_per_level: int | None = None) -> list[Demonstration]:
+        """(prompt, reference solution) of training-pool queries, for the embedded tiny model
+        (a dataset has no spare rows beyond its splits).
 
-        With a level column, only queries of `levels`. Without one, levels are unknown until
-        the base policy exists (and this builds the base policy), so `levels` is ignored and
-        every training query is used. Each query has one reference solution: `per_query` and
-        `seed` change nothing; they are accepted for the common signature.
+        With a level column, queries of `levels`, at most `extra_per_level` per level in file
+        order (None: all). Without one, levels are unknown until the base policy exists (and
+        this builds the base policy), so every query counts as one level: `levels` is ignored
+        and `extra_per_level` caps the total. Each query has one reference solution, so
+        `per_query` and `seed` change nothing.
         """
         del per_query, seed
-        wanted = set(levels)
-        pairs = [(q.prompt, q.data["solution"]) for q in self.queries("train")
-                 if q.data["solution"] and (self.needs_policy_difficulty
-                                            or q.difficulty in wanted)]
-        if not pairs:
+        wanted, taken = set(levels), Counter[int]()
+        demos = []
+        for q in self.queries("train"):
+            level = 0 if self.needs_policy_difficulty else q.difficulty
+            if not q.data["solution"] or (level not in wanted and not self.needs_policy_difficulty):
+                continue
+            if extra_per_level is None or taken[level] < extra_per_level:
+                taken[level] += 1
+                demos.append(Demonstration(q.prompt, q.data["solution"]))
+        if not demos:
             raise ValueError(f"math: no training query with a worked solution"
                              f"{'' if self.needs_policy_difficulty else f' at levels {sorted(wanted)}'}"
                              f" to build the embedded base model from; set model.path to a "
                              f"HF model, or task.args.solution_column")
-        return pairs
+        return demos
 
     def describe(self) -> dict[str, Any]:
         """Everything that fixes the queries and prompts; local files by content hash too, so a
         cached tiny model is rebuilt when a data file changes under the same name."""
-        for split, source in self.sources.items():
+        for split, source in self.data.sources.items():
             if isinstance(source, str) and split not in self._fingerprints:
                 path = Path(source).expanduser()
                 self._fingerprints[split] = _sha256(path) if path.is_file() else "missing"
-        return {"name": self.name, "sources": self.sources, "sha256": dict(self._fingerprints),
-                "limits": self.limits, **self.columns, "answer_format": self.answer_format,
-                "step_split": self.step_split, "seed": self.seed,
+        return {"name": self.name, "sources": self.data.sources,
+                "sha256": dict(self._fingerprints), "limits": self.data.limits, **self.columns,
+                "answer_format": self.answer_format, "step_split": self.step_split,
+                "seed": self.data.seed,
                 "prompt_template": self.prompt_template, "chat_template": self.chat_template,
                 "tokenizer_path": self.tokenizer_path, "system_prompt": self.system_prompt,
                 "difficulty_buckets": self.difficulty_buckets}

@@ -9,7 +9,7 @@ world, so searching an entity's name retrieves its document first (the tests che
 every entity).
 
 Prompt:      "Q: birthplace of founder of employer of Zorvan Keld?\\n"
-Completion:  "<search> Zorvan Keld </search>\\n<information>Doc 1(Title: Zorvan Keld) Zorvan Keld
+Completion:  "<search> Zorvan Keld </search>\\n<information>Doc 1(Title: "Zorvan Keld") Zorvan Keld
               was born in Lumo and works for Kelvar.\\nDoc 2(...) ...</information>\\n
               <search> Kelvar </search>\\n<information>...</information>\\n
               <search> Mira Tov </search>\\n<information>...</information>\\n<answer> Dava </answer>"
@@ -21,21 +21,23 @@ import hashlib
 import json
 import os
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from selftrain import agent
 from selftrain.agent import AgentEnv
+from selftrain.metrics.search import search_figures
 from selftrain.retrieval import BM25Retriever, Retriever, make_retriever
+from selftrain.tasks.base import Demonstration
+from selftrain.tasks.levels import LevelStreams
 from selftrain.tasks.registry import register_task
 from selftrain.types import Query
 
-WORLD_VERSION = 1
-"""Bump when the world or document rendering changes: it keys the corpus file."""
-_GIVE_UP_AFTER = 20_000
-"""Draws in a row without a new question after which a level's stream counts as exhausted."""
+WORLD_VERSION = 2
+"""Bump when the world or document rendering changes: it keys the corpus file and the embedded
+base model. 2: titles in observations are quoted, as Search-R1 writes them."""
 
 RELATIONS: dict[str, tuple[str, str, str]] = {
     # relation: (subject kind, object kind, noun used in questions)
@@ -133,13 +135,14 @@ def render_doc(entity: Entity, world: dict[str, Entity]) -> str:
 class MultihopTask:
     """Multi-hop questions over the synthetic world; difficulty = hops (searches needed).
 
-    Like countdown, each level has one deterministic stream of distinct questions: the test
-    split is its head, the training pool the next `train_per_level`, demonstrations come after,
-    so the three never overlap. The corpus is written once to `cache_dir` (default
-    ~/.cache/selftrain/multihop, node-local: any worker can rebuild it bit for bit) under a name
-    keyed by the world's parameters; its BM25 index is cached beside it. `retriever` (a
+    Like countdown, each level has one deterministic stream of distinct questions
+    (`LevelStreams`): the test split is its head, the training pool the next `train_per_level`,
+    demonstrations come after, so the three never overlap. The corpus is written once to
+    `cache_dir` (default ~/.cache/selftrain/multihop, node-local: any worker can rebuild it bit
+    for bit) under a name keyed by the world's parameters; its BM25 index is cached beside it. `retriever` (a
     `make_retriever` spec, e.g. {"kind": "http", "url": ...}) replaces the local BM25, for a
-    shared `selftrain serve-retriever` over this task's corpus.
+    shared `selftrain serve-retriever` over this task's corpus. `match` is how an answer is
+    checked: "em" (Search-R1's exact match) or "subem" (a gold answer inside the answer).
     """
 
     name = "multihop"
@@ -158,16 +161,19 @@ class MultihopTask:
         num_cities: int = 50,
         cache_dir: str | None = None,
         retriever: dict[str, Any] | None = None,
+        match: agent.Match = "em",
     ) -> None:
         if not levels or min(levels) < 1:
             raise ValueError(f"multihop levels are hop counts >= 1, got {levels!r}")
+        if match not in agent.MATCHES:
+            raise ValueError(f"multihop match must be one of {', '.join(agent.MATCHES)}, got "
+                             f"{match!r}")
         if min(num_people, num_companies, num_cities) < 2:
             raise ValueError("multihop needs at least 2 people, companies and cities")
         if max_turns < max(levels) + 1:
             raise ValueError(f"max_turns={max_turns} leaves no room to answer a "
                              f"{max(levels)}-hop question (needs {max(levels)} searches + 1)")
         self.seed = seed
-        self.levels = tuple(sorted(set(levels)))
         self.train_per_level = train_per_level
         self.test_per_level = test_per_level
         self.topk = topk
@@ -177,11 +183,14 @@ class MultihopTask:
         root = cache_dir or os.path.join("~", ".cache", "selftrain", "multihop")
         self.cache_dir = Path(root).expanduser().resolve()
         self.retriever_spec = retriever
+        self.match = match
         self.world = build_world(seed, num_people, num_companies, num_cities)
         self._ids = sorted(self.world)
-        self._streams: dict[int, list[tuple[str, tuple[str, ...]]]] = {}
-        self._stream_state: dict[int, tuple[random.Random, set, bool]] = {}
-        self._splits: dict[str, list[Query]] = {}
+        self.streams = LevelStreams(
+            "multihop", seed, levels, test_per_level, train_per_level, self._candidate,
+            self._query, shortage=(f"in a world of {self.sizes}; lower train_per_level/"
+                                   f"test_per_level or enlarge the world"))
+        self.levels = self.streams.levels
         self._retriever: Retriever | None = None
 
     # -- corpus and environment
@@ -211,37 +220,20 @@ class MultihopTask:
 
     # -- queries
 
-    def _stream(self, level: int, count: int) -> list[tuple[str, tuple[str, ...]]]:
-        """The first `count` distinct (start entity, relation path) questions of `level`.
+    def _candidate(self, rng: random.Random, level: int) -> tuple[Any, Any] | None:
+        """A start entity and a `level`-step relation path from it; kept when the path never
+        revisits an entity, so every hop needs a document not seen before."""
+        start = rng.choice(self._ids)
+        path, chain = [], [start]
+        for _ in range(level):
+            rel = rng.choice(_FROM[self.world[chain[-1]].kind])
+            path.append(rel)
+            chain.append(self.world[chain[-1]].relations[rel])
+        key = (start, tuple(path))
+        return (key, key) if len(set(chain)) == len(chain) else None
 
-        A path never revisits an entity, so every hop needs a document not seen before.
-        """
-        if level not in self._streams:
-            self._streams[level] = []
-            self._stream_state[level] = (random.Random(f"multihop:{self.seed}:{level}"), set(), False)
-        items = self._streams[level]
-        rng, seen, exhausted = self._stream_state[level]
-        misses = 0
-        while len(items) < count and not exhausted:
-            start = rng.choice(self._ids)
-            path, chain = [], [start]
-            for _ in range(level):
-                rel = rng.choice(_FROM[self.world[chain[-1]].kind])
-                path.append(rel)
-                chain.append(self.world[chain[-1]].relations[rel])
-            key = (start, tuple(path))
-            if len(set(chain)) == len(chain) and key not in seen:
-                seen.add(key)
-                items.append(key)
-                misses = 0
-            else:
-                misses += 1
-                exhausted = misses >= _GIVE_UP_AFTER
-        self._stream_state[level] = (rng, seen, exhausted)
-        return items[:count]
-
-    def _query(self, level: int, index: int) -> Query:
-        start, path = self._streams[level][index]
+    def _query(self, level: int, index: int, item: tuple[str, tuple[str, ...]]) -> Query:
+        start, path = item
         chain = [start]
         for rel in path:
             chain.append(self.world[chain[-1]].relations[rel])
@@ -256,44 +248,21 @@ class MultihopTask:
                   "chain_names": names[:-1], "answer": names[-1], "golden_answers": [names[-1]]},
         )
 
-    def _slice(self, level: int, start: int, size: int) -> list[Query]:
-        got = len(self._stream(level, start + size))
-        if got < start + size:
-            raise ValueError(
-                f"multihop level {level} has only {got} distinct questions in a world of "
-                f"{self.sizes}; lower train_per_level/test_per_level or enlarge the world")
-        return [self._query(level, i) for i in range(start, start + size)]
-
     def queries(self, split: str) -> list[Query]:
         """The "train" pool or the "test" split: per level, a fixed slice of its stream."""
-        if split not in ("train", "test"):
-            raise ValueError(f"multihop has splits 'train' and 'test', not {split!r}")
-        if split not in self._splits:
-            start, size = ((0, self.test_per_level) if split == "test"
-                           else (self.test_per_level, self.train_per_level))
-            self._splits[split] = [q for level in self.levels
-                                   for q in self._slice(level, start, size)]
-        return list(self._splits[split])
+        return self.streams.queries(split)
 
-    # -- reading completions
+    # -- reading completions: as every search-agent task does (agent.py, metrics/search.py)
 
-    def split_steps(self, completion: str) -> list[str]:
-        """One step per turn: the policy's text with the observation that followed it."""
-        return agent.split_steps(completion)
-
-    def extract_answer(self, completion: str) -> str | None:
-        return agent.extract_answer(completion)
+    split_steps = staticmethod(agent.split_steps)
+    extract_answer = staticmethod(agent.extract_answer)
+    solution_key = staticmethod(agent.solution_key)
+    extra_metrics = staticmethod(search_figures)
 
     def is_correct(self, query: Query, completion: str) -> bool:
-        """SQuAD exact match of the <answer> against the gold entity name."""
-        return agent.exact_match(self.extract_answer(completion), query.data["golden_answers"])
-
-    def solution_key(self, steps: list[str]) -> str:
-        return agent.solution_key(steps)
-
-    def extra_metrics(self, samples: Any, train: Any) -> dict[str, float | None]:
-        """searches_per_traj, distinct_query_sets, invalid_action_rate (docs/metrics.md)."""
-        return agent.search_metrics(samples, train)
+        """The last <answer> against the gold entity name, by `match` (Search-R1's scoring)."""
+        return agent.answer_matches(self.extract_answer(completion), query.data["golden_answers"],
+                                    self.match)
 
     # -- demonstrations
 
@@ -311,41 +280,17 @@ class MultihopTask:
         """The gold trajectory's completion (the path is unique: one search per hop)."""
         return [self.gold_trajectories([query])[0].completion]
 
-    def demonstrations(
-        self,
-        levels: Iterable[int],
-        per_query: int = 1,
-        seed: int = 0,
-        extra_per_level: int = 200,
-    ) -> list[tuple[str, str, list[tuple[int, int]]]]:
-        """(prompt, completion, masked observation spans) for the seed SFT of the base model.
-
-        `extra_per_level` fresh questions per level from the stream after the test split and
-        the training pool (levels with fewer give what they have), so neither is seen before
-        self-training starts, as in countdown: a base model that memorised the pool's gold
-        trajectories would make rejection sampling look easy. Each question has one gold
-        trajectory, so `per_query` and `seed` change nothing; they are accepted for the common
-        `demonstrations` signature.
-        """
+    def demonstrations(self, levels: Sequence[int], per_query: int = 1, seed: int = 0,
+                       extra_per_level: int | None = None) -> list[Demonstration]:
+        """Gold trajectories of `extra_per_level` fresh questions per level
+        (`LevelStreams.fresh`), observations masked: a base model that memorised the pool's
+        gold trajectories would make rejection sampling look easy. Each question has one gold
+        trajectory, so `per_query` and `seed` change nothing."""
         del per_query, seed
-        queries = []
-        for level in sorted(set(levels)):
-            start = self.test_per_level + self.train_per_level  # after the test split and pool
-            stop = min(start + extra_per_level, len(self._stream(level, start + extra_per_level)))
-            queries += [self._query(level, i) for i in range(start, stop)]
-        return [(t.prompt, t.completion, t.masked_spans)
-                for t in self.gold_trajectories(queries)]
+        return [Demonstration(t.prompt, t.completion, tuple(t.masked_spans))
+                for t in self.gold_trajectories(self.streams.fresh(levels, extra_per_level))]
 
     def describe(self) -> dict[str, Any]:
         """The parameters that fix this task's queries and observations."""
-        return {
-            "name": self.name,
-            "seed": self.seed,
-            "levels": list(self.levels),
-            "train_per_level": self.train_per_level,
-            "test_per_level": self.test_per_level,
-            "topk": self.topk,
-            "max_turns": self.max_turns,
-            "world_version": WORLD_VERSION,
-            **self.sizes,
-        }
+        return {"name": self.name, **self.streams.describe(), "topk": self.topk,
+                "max_turns": self.max_turns, "world_version": WORLD_VERSION, **self.sizes}

@@ -2,21 +2,27 @@
 
 Questions come from local json / jsonl / parquet files or any `datasets.load_dataset` source
 (a hub id with a split), with configurable column names; the FlashRAG / Search-R1 layout
-(`question`, `golden_answers`) is the default. Answers are scored by SQuAD exact match against
-any gold answer, as in Search-R1. The environment is the user's retriever: a BM25 index over a
-JSONL corpus or a running retrieval server. There is no embedded base model: set model.path.
+(`question`, `golden_answers`, `id`) is the default. What matches Search-R1 by default: its
+prompt (`SEARCH_R1_TEMPLATE`), its question preprocessing (a "?" appended), its observation
+format and corrective message (agent.py), and its scoring (the last <answer>, SQuAD-normalised,
+exact match or, with `match: subem`, substring match against any gold answer). The environment
+is the user's retriever: a Search-R1 retrieval server (or `selftrain serve-retriever`) over
+HTTP, or BM25 over a JSONL corpus. The policy is model.path (an instruct model with
+model.chat_template, as Search-R1 trains them), or, for CPU smoke runs, the embedded base model
+of `base_model_task`.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from selftrain import agent
 from selftrain.agent import AgentEnv
+from selftrain.metrics.search import search_figures
 from selftrain.retrieval import make_retriever
+from selftrain.tasks.base import Demonstration, EmbeddedModel
+from selftrain.tasks.data import DataSplits, QueryIds, check_splits, parse_level, require_columns
 from selftrain.tasks.registry import register_task
 from selftrain.types import Query
 
@@ -30,37 +36,6 @@ SEARCH_R1_TEMPLATE = (
     "<answer> Beijing </answer>. Question: {question}\n"
 )
 """Search-R1's `make_prefix` (template "base"), verbatim."""
-
-_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
-_LEVEL_WORDS = {"easy": 1, "medium": 2, "hard": 3}
-"""HotpotQA's `level` column, as difficulty."""
-
-
-def load_rows(source: str | dict[str, Any], cache_dir: str | None = None) -> tuple[Any, str]:
-    """A `datasets.Dataset` and a label for messages, from a file path or load_dataset kwargs."""
-    from datasets import load_dataset
-
-    if isinstance(source, str):
-        path = Path(source).expanduser()
-        fmt = _FORMATS.get(path.suffix.lower())
-        if fmt is None:
-            raise ValueError(f"searchqa: {path} is not a .json, .jsonl or .parquet file; for a "
-                             f"hub dataset pass {{'path': <hub id>, 'split': 'train', ...}}")
-        if not path.is_file():
-            raise FileNotFoundError(f"searchqa: data file {path} does not exist")
-        return load_dataset(fmt, data_files=str(path), split="train", cache_dir=cache_dir), str(path)
-    if not isinstance(source, dict) or "path" not in source or "split" not in source:
-        raise ValueError(f"searchqa: a data source is a file path or load_dataset arguments with "
-                         f"'path' and 'split', got {source!r}")
-    label = f"{source['path']}[{source['split']}]"
-    return load_dataset(**{"cache_dir": cache_dir, **source}), label
-
-
-def subset_indices(num_rows: int, limit: int | None, salt: str) -> Sequence[int]:
-    """Row indices to keep: all, or `limit` of them chosen with a seed, in file order."""
-    if limit is None or limit >= num_rows:
-        return range(num_rows)
-    return sorted(random.Random(salt).sample(range(num_rows), limit))
 
 
 def _answers(value: Any, where: str) -> list[str]:
@@ -76,14 +51,21 @@ def _answers(value: Any, where: str) -> list[str]:
     return golds
 
 
+def prepare_question(text: str, question_mark: bool = True) -> str:
+    """Search-R1's question preprocessing (`scripts/data_process/nq_search.py`): strip the
+    question and, with `question_mark`, append "?" when it does not end with one."""
+    question = text.strip()
+    if question_mark and question and not question.endswith("?"):
+        question += "?"
+    return question
+
+
 def _difficulty(value: Any, where: str) -> int:
-    if isinstance(value, str) and value.strip().lower() in _LEVEL_WORDS:
-        return _LEVEL_WORDS[value.strip().lower()]
-    try:
-        return int(value)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{where}: difficulty {value!r} is not an integer (or easy/medium/hard)"
-                         ) from err
+    level = parse_level(value)
+    if level is None:
+        raise ValueError(f"{where}: difficulty {value!r} is not a level (an integer, \"Level 3\" "
+                         f"or easy/medium/hard)")
+    return level
 
 
 @register_task("searchqa")
@@ -96,6 +78,12 @@ class SearchQATask:
     "corpus": ...}); `corpus` alone is shorthand for BM25 over that JSONL file.
     Difficulty is `difficulty_column` when the data has it, else 1. `max_train` / `max_test`
     keep a seeded random subset (in file order).
+    question_mark: append "?" to a question without one, as Search-R1's data preparation does
+    (false keeps questions as written). match: "em" (Search-R1's `em_check`) or "subem"
+    (`subem_check`: a gold answer inside the answer) decides `correct`; test figures report both.
+    base_model_task: {name, args} of a task with an embedded base model (multihop) whose model
+    is the policy when model.path is unset: only for CPU runs on data over that task's world
+    (configs/nq_search_cpu.yaml).
     """
 
     name = "searchqa"
@@ -117,20 +105,30 @@ class SearchQATask:
         topk: int = 3,
         max_turns: int = 4,
         prompt_template: str = SEARCH_R1_TEMPLATE,
+        question_mark: bool = True,
+        match: agent.Match = "em",
+        base_model_task: dict[str, Any] | None = None,
         cache_dir: str | None = None,
     ) -> None:
         if "{question}" not in prompt_template:
             raise ValueError("searchqa prompt_template must contain {question}")
-        self.sources = {"train": train, "test": test}
-        self.limits = {"train": max_train, "test": max_test}
+        if match not in agent.MATCHES:
+            raise ValueError(f"searchqa match must be one of {', '.join(agent.MATCHES)}, got "
+                             f"{match!r}")
+        if base_model_task is not None and set(base_model_task) - {"name", "args"}:
+            raise ValueError(f"searchqa base_model_task is {{name: <task>, args: {{...}}}}, got "
+                             f"{base_model_task!r}")
+        self.data = DataSplits("searchqa", {"train": train, "test": test},
+                               {"train": max_train, "test": max_test}, seed, cache_dir)
         self.retriever_spec = retriever or ({"kind": "bm25", "corpus": corpus} if corpus else None)
         self.columns = {"question_column": question_column, "answers_column": answers_column,
                         "difficulty_column": difficulty_column, "id_column": id_column}
-        self.seed = seed
         self.topk = topk
         self.max_turns = max_turns
         self.prompt_template = prompt_template
-        self.cache_dir = cache_dir
+        self.question_mark = question_mark
+        self.match = match
+        self.base_model_task = base_model_task
         self._splits: dict[str, list[Query]] = {}
 
     def env(self) -> AgentEnv:
@@ -144,64 +142,78 @@ class SearchQATask:
     # -- queries
 
     def _load(self, split: str) -> list[Query]:
-        rows, label = load_rows(self.sources[split], self.cache_dir)
+        rows, where, indices = self.data.rows(split)
         cols = self.columns
-        for arg in ("question_column", "answers_column"):
-            if cols[arg] not in rows.column_names:
-                raise ValueError(
-                    f"searchqa {split} data {label}: no column {cols[arg]!r}; its columns are "
-                    f"{rows.column_names}. Set task.args.{arg} to the right one.")
-        indices = subset_indices(len(rows), self.limits[split], f"searchqa:{self.seed}:{split}")
+        require_columns(rows, {arg: cols[arg] for arg in ("question_column", "answers_column")},
+                        where)
         has_level = cols["difficulty_column"] in rows.column_names
-        has_id = cols["id_column"] in rows.column_names
-        out, seen = [], {}
+        query_id = QueryIds(split, cols["id_column"] if cols["id_column"] in rows.column_names
+                            else None)
+        out = []
         for i in indices:
             row = rows[int(i)]
-            where = f"searchqa {split} data {label}, row {i}"
-            question = str(row[cols["question_column"]]).strip()
-            qid = f"{split}-{row[cols['id_column']] if has_id else f'{i:06d}'}"
-            if qid in seen:
-                raise ValueError(f"{where}: id {qid!r} repeats row {seen[qid]}; ids must be unique")
-            seen[qid] = i
-            golds = _answers(row[cols["answers_column"]], where)
+            at = f"{where}, row {i}"
+            question = prepare_question(str(row[cols["question_column"]]), self.question_mark)
+            if not question:
+                raise ValueError(f"{at}: the question is empty")
+            qid = query_id(row, i, at)
+            golds = _answers(row[cols["answers_column"]], at)
             out.append(Query(
                 query_id=qid,
-                difficulty=_difficulty(row[cols["difficulty_column"]], where) if has_level else 1,
+                difficulty=_difficulty(row[cols["difficulty_column"]], at) if has_level else 1,
                 prompt=self.prompt_template.format(question=question),
                 data={"question": question, "golden_answers": golds},
             ))
         return out
 
     def queries(self, split: str) -> list[Query]:
-        if split not in self.sources:
-            raise ValueError(f"searchqa has splits 'train' and 'test', not {split!r}")
+        """The rows of the `split` data, read once."""
         if split not in self._splits:
             self._splits[split] = self._load(split)
         return list(self._splits[split])
 
-    # -- reading completions
+    def check(self) -> None:
+        """Load both splits now (before Ray starts): a missing file or column fails here."""
+        check_splits(self)
 
-    def split_steps(self, completion: str) -> list[str]:
-        return agent.split_steps(completion)
-
-    def extract_answer(self, completion: str) -> str | None:
-        return agent.extract_answer(completion)
+    # -- reading completions: as every search-agent task does (agent.py, metrics/search.py)
 
     def is_correct(self, query: Query, completion: str) -> bool:
-        """SQuAD exact match against any gold answer (Search-R1's `em_check`)."""
-        return agent.exact_match(self.extract_answer(completion), query.data["golden_answers"])
+        """The last <answer> against any gold answer, by `match` (Search-R1's scoring)."""
+        return agent.answer_matches(self.extract_answer(completion), query.data["golden_answers"],
+                                    self.match)
 
-    def solution_key(self, steps: list[str]) -> str:
-        return agent.solution_key(steps)
-
-    def extra_metrics(self, samples: Any, train: Any) -> dict[str, float | None]:
-        return agent.search_metrics(samples, train)
+    split_steps = staticmethod(agent.split_steps)
+    extract_answer = staticmethod(agent.extract_answer)
+    solution_key = staticmethod(agent.solution_key)
+    extra_metrics = staticmethod(search_figures)
 
     def reference_solutions(self, query: Query) -> list[str]:
         """None: real QA data has answers but no gold search trajectories."""
         return []
 
+    # -- the embedded base model of `base_model_task` (CPU runs only)
+
+    def _base_task(self) -> EmbeddedModel:
+        from selftrain.config import ConfigError
+        from selftrain.tasks import abilities, make_task
+
+        spec = self.base_model_task
+        if spec is None:
+            raise ConfigError("searchqa has no embedded base model: set model.path to a HF "
+                              "model (configs/nq_search_compare.yaml), or task.args."
+                              "base_model_task for a CPU run (configs/nq_search_cpu.yaml)")
+        embedded = abilities(make_task(spec["name"], **spec.get("args", {}))).embedded_model
+        if embedded is None:
+            raise ConfigError(f"searchqa task.args.base_model_task: task {spec['name']!r} has "
+                              f"no embedded base model")
+        return embedded
+
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "sources": self.sources, "limits": self.limits,
-                **self.columns, "seed": self.seed, "topk": self.topk,
-                "max_turns": self.max_turns, "prompt_template": self.prompt_template}
+        """The base model's cache key: `base_model_task`'s own description."""
+        return self._base_task().describe()
+
+    def demonstrations(self, levels: Sequence[int], per_query: int, seed: int,
+                       extra_per_level: int | None = None) -> list[Demonstration]:
+        """`base_model_task`'s demonstrations: the embedded policy is that task's."""
+        return self._base_task().demonstrations(levels, per_query, seed, extra_per_level)

@@ -1,0 +1,126 @@
+"""Reading a user's dataset for a task (searchqa, math): files or `datasets.load_dataset`
+sources, seeded subsets, and level cells."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+"""File suffix -> the `datasets` builder that reads it."""
+LEVEL_WORDS = {"easy": 1, "medium": 2, "hard": 3}
+"""Level names as difficulty (HotpotQA's `level` column)."""
+
+
+def load_rows(source: str | dict[str, Any], cache_dir: str | None = None,
+              where: str = "data") -> tuple[Any, str]:
+    """A `datasets.Dataset` and a label for messages, from a file path or load_dataset kwargs.
+
+    `where` names the setting in error messages (e.g. "math task.args.train").
+    """
+    from datasets import load_dataset
+
+    if isinstance(source, str):
+        path = Path(source).expanduser()
+        fmt = FORMATS.get(path.suffix.lower())
+        if fmt is None:
+            raise ValueError(f"{where}: {path} is not a .json, .jsonl or .parquet file; for a "
+                             f"hub dataset pass {{'path': <hub id>, 'split': 'train', ...}}")
+        if not path.is_file():
+            raise FileNotFoundError(f"{where}: data file {path} does not exist")
+        return load_dataset(fmt, data_files=str(path), split="train", cache_dir=cache_dir), str(path)
+    if not isinstance(source, dict) or "path" not in source or "split" not in source:
+        raise ValueError(f"{where}: a data source is a .json/.jsonl/.parquet path or "
+                         f"load_dataset arguments with 'path' and 'split', got {source!r}")
+    label = f"{source['path']}[{source['split']}]"
+    return load_dataset(**{"cache_dir": cache_dir, **source}), label
+
+
+def check_splits(task: Any) -> None:
+    """Load a dataset task's "train" and "test" splits now, before Ray starts: a missing file or
+    column, or an unreadable row, is a `ConfigError` (the CLI exits 2) naming file and row."""
+    from selftrain.config import ConfigError
+
+    try:
+        task.queries("train")
+        task.queries("test")
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    """A dataset task's "train" and "test" data: where each comes from (a file path or
+    load_dataset arguments) and how many rows to keep (None: all)."""
+
+    task: str
+    sources: dict[str, str | dict[str, Any]]
+    limits: dict[str, int | None]
+    seed: int = 0
+    cache_dir: str | None = None
+
+    def rows(self, split: str) -> tuple[Any, str, Sequence[int]]:
+        """The split's dataset, where it is for messages ("math test data <file>") and the
+        indices of the rows to keep: a subset seeded by task, seed and split, in file order."""
+        if split not in self.sources:
+            raise ValueError(f"{self.task} has splits 'train' and 'test', not {split!r}")
+        rows, label = load_rows(self.sources[split], self.cache_dir,
+                                f"{self.task} task.args.{split}")
+        keep = subset_indices(len(rows), self.limits[split], f"{self.task}:{self.seed}:{split}")
+        return rows, f"{self.task} {split} data {label}", keep
+
+
+def require_columns(rows: Any, columns: dict[str, str | None], where: str) -> None:
+    """ValueError unless every configured column (task.args key -> column name; None: not
+    used) is in `rows`, naming the key to set."""
+    for arg, column in columns.items():
+        if column is not None and column not in rows.column_names:
+            raise ValueError(f"{where}: no column {column!r} (task.args.{arg}); its columns are "
+                             f"{rows.column_names}. Set task.args.{arg} to the right one.")
+
+
+class QueryIds:
+    """Query ids "<split>-<id>" of one split, from an id column or the row number, so train
+    and test ids never clash; a repeated id is an error naming both rows."""
+
+    def __init__(self, split: str, column: str | None) -> None:
+        self.split = split
+        self.column = column
+        self.seen: dict[str, int] = {}
+
+    def __call__(self, row: dict[str, Any], index: int, where: str) -> str:
+        qid = f"{self.split}-{row[self.column] if self.column else f'{index:06d}'}"
+        if qid in self.seen:
+            raise ValueError(f"{where}: id {qid!r} repeats row {self.seen[qid]} (column "
+                             f"{self.column!r}); ids must be unique")
+        self.seen[qid] = index
+        return qid
+
+
+def subset_indices(num_rows: int, limit: int | None, salt: str) -> Sequence[int]:
+    """Row indices to keep: all, or `limit` of them chosen with a seed, in file order."""
+    if limit is None or limit >= num_rows:
+        return range(num_rows)
+    return sorted(random.Random(salt).sample(range(num_rows), limit))
+
+
+def parse_level(value: Any) -> int | None:
+    """A difficulty level from a dataset cell: 3, "3", "Level 3", "easy"/"medium"/"hard".
+
+    None when the cell names no level (MATH has a few "Level ?" rows).
+    """
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    text = str(value).strip().lower()
+    if text in LEVEL_WORDS:
+        return LEVEL_WORDS[text]
+    m = re.search(r"-?\d+", text)
+    return int(m.group(0)) if m else None

@@ -1,0 +1,121 @@
+"""configs/nq_search_cpu.yaml end to end: the searchqa task on the committed NQ-format fixture,
+against a real `selftrain serve-retriever` on loopback and against local BM25, with the
+embedded multihop base model as the policy."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import REPO, assert_same_rounds
+
+from selftrain.config import ConfigError, load_config
+from selftrain.loop import run_arm
+from selftrain.tasks import make_task
+
+CONFIG = REPO / "configs" / "nq_search_cpu.yaml"
+DATA = REPO / "tests" / "data" / "nq_search"
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_the_fixture_asks_about_the_base_models_world(tmp_path):
+    """Rows are questions of the multihop task the base model comes from (pool rows in train,
+    test rows in test, so none is among its demonstrations), and the corpus is its world."""
+    spec = load_config(CONFIG).task.args["base_model_task"]
+    world = make_task(spec["name"], **spec["args"], cache_dir=str(tmp_path))
+    assert (DATA / "corpus.jsonl").read_bytes() == world.corpus_path().read_bytes()
+    for split in ("train", "test"):
+        by_id = {q.query_id: q for q in world.queries(split)}
+        for row in read_jsonl(DATA / f"{split}.jsonl"):
+            q = by_id[row["id"]]
+            assert row["question"] + "?" == q.data["question"] and not row["question"].endswith("?")
+            assert row["golden_answers"] == q.data["golden_answers"]
+
+
+def test_searchqa_takes_the_base_model_of_base_model_task(tmp_path):
+    args = load_config(CONFIG).task.args
+    qa = make_task("searchqa", **{**args, "train": str(DATA / "train.jsonl"),
+                                  "test": str(DATA / "test.jsonl")})
+    spec = args["base_model_task"]
+    world = make_task(spec["name"], **spec["args"])
+    assert qa.describe() == world.describe()
+    assert qa.demonstrations([1], 1, 0, 3) == world.demonstrations([1], 1, 0, 3)
+    bare = make_task("searchqa", train=str(DATA / "train.jsonl"), test=str(DATA / "test.jsonl"))
+    with pytest.raises(ConfigError, match="no embedded base model: set model.path"):
+        bare.describe()
+
+
+@pytest.fixture(scope="module")
+def retriever_url(tmp_path_factory):
+    """`selftrain serve-retriever` over the fixture corpus, in its own process, on a free port."""
+    cache = tmp_path_factory.mktemp("index")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "selftrain.cli", "serve-retriever", str(DATA / "corpus.jsonl"),
+         "--port", "0", "--cache-dir", str(cache)],
+        stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        for line in proc.stderr:  # the server prints where it listens once it does
+            if line.startswith("retriever serving on "):
+                yield line.split()[-1]
+                break
+        else:
+            pytest.fail(f"serve-retriever exited with {proc.wait()} before serving")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def run_cpu_config(root: Path, model_cache: Path, retriever: dict) -> tuple[dict, Path]:
+    cfg = load_config(CONFIG, [
+        f"run_root={root}", f"model.cache_dir={model_cache}",
+        f"task.args.train={DATA / 'train.jsonl'}", f"task.args.test={DATA / 'test.jsonl'}",
+        f"task.args.retriever={json.dumps(retriever)}", "task.args.max_train=6",
+        "task.args.max_test=4", "rounds=0", "arms={}", "arm.name=rs",
+        "model.tiny.sft_steps=120", "model.tiny.sft_queries_per_level={}",
+        "rollout.num_samples=2", "eval.num_samples=2", "eval.pass_k=[1,2]",
+        "metrics.disabled=[embed_div,self_bleu]",
+    ])
+    history = run_arm(cfg, "rs")
+    return history, root / cfg.experiment / "rs" / "seed0"
+
+
+@pytest.fixture(scope="module")
+def http_and_bm25_runs(tmp_path_factory, ray_cluster, model_cache, retriever_url):
+    tmp = tmp_path_factory.mktemp("nq_search")
+    http = run_cpu_config(tmp / "http", model_cache, {"kind": "http", "url": retriever_url})
+    bm25 = run_cpu_config(tmp / "bm25", model_cache, {
+        "kind": "bm25", "corpus": str(DATA / "corpus.jsonl"), "cache_dir": str(tmp / "index")})
+    return http, bm25
+
+
+def test_one_round_against_serve_retriever(http_and_bm25_runs):
+    (history, run), _ = http_and_bm25_runs
+    samples = pd.read_parquet(run / "round_0" / "samples.parquet")
+    questions = {f"train-{r['id']}": r["question"] for r in read_jsonl(DATA / "train.jsonl")}
+    for row in samples.itertuples():  # Search-R1's preprocessing: the "?" is appended
+        assert row.prompt == f"Q: {questions[row.query_id]}?\n"
+    observations = [c[s:e] for c, spans in zip(samples["completion"], samples["loss_mask"])
+                    if spans is not None for s, e in spans]
+    found = [o for o in observations if o.startswith("\n<information>Doc")]
+    assert found and all(o.startswith('\n<information>Doc 1(Title: "') for o in found)
+    assert all(o in found or o.startswith("\nMy previous action is invalid") or
+               o == "\n<information></information>\n" for o in observations)  # or no hits
+    metrics = history[0]
+    assert metrics["searches_per_traj"] is None or metrics["searches_per_traj"] > 0
+    # correct is subEM (match: subem), so pass@1 is subem; em can only be lower
+    assert metrics["pass@1"] == pytest.approx(metrics["subem"])
+    assert metrics["em"] <= metrics["subem"]
+
+
+def test_the_served_and_the_local_bm25_give_the_same_round(http_and_bm25_runs):
+    (_, http), (_, bm25) = http_and_bm25_runs
+    assert_same_rounds(http, bm25, [0], ["samples.parquet", "train.parquet", "eval.parquet"])
