@@ -71,7 +71,11 @@ class ModelConfig:
     cache_dir: str = ".cache/selftrain/models"
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     chat_template: bool = False
-    """Apply the tokenizer's chat template to prompts (instruct models)."""
+    """Instruct policies: every prompt the policy sees (and every training row) is the task's
+    user message rendered with the policy tokenizer's chat template; generation continues
+    inside the assistant turn (selftrain/prompts.py). For every task."""
+    system_prompt: str | None = None
+    """With chat_template: a system turn before the user's."""
 
 
 @dataclass

@@ -168,7 +168,7 @@ class Round:
         with self.stage("refine") as st:
             failed = [(s, critiques[s.sample_id]) for s in samples if not s.correct]
             refinements, found = stages.refine(self.cfg, run.task, run.rollout, run.critic,
-                                               run.queries, failed, policy, self.k)
+                                               run.queries, failed, policy, self.k, run.prompts)
             samples = samples + refinements
             critiques = critiques | {c.sample_id: c for c in found}
             write_parquet(samples_path, [s.row() for s in samples])

@@ -22,6 +22,7 @@ from typing import Any
 from selftrain.config import Config, dump_yaml
 from selftrain.errors import RunFailed, describe, full_report
 from selftrain.groups import ActorGroup
+from selftrain.prompts import PromptFormat
 from selftrain.runfolder import RunFolder, atomic_write_bytes, open_folder
 from selftrain.storage import storage_for
 from selftrain.tasks import Task
@@ -50,6 +51,8 @@ class RunContext:
     tracker: Tracker
     tokenizer: Any
     """The policy's tokenizer (shared by every round's checkpoint): prompt lengths, token counts."""
+    prompts: PromptFormat
+    """How the policy sees a user message (plain, or its chat template)."""
     pool: list[Query]
     test: list[Query]
     budget: BudgetTarget | None = None
@@ -105,7 +108,10 @@ def arm_dir(cfg: Config, label: str) -> Path:
 def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool = False,
              budget: BudgetTarget | None = None) -> Iterator[RunContext]:
     """Everything one arm's rounds share, opened in order and closed whatever happens."""
+    from transformers import AutoTokenizer
+
     from selftrain.loop import start_ray
+    from selftrain.model_source import resolve_model
     from selftrain.resume import check_recorded_files
     from selftrain.tasks import make_task
 
@@ -119,7 +125,9 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
             task = make_task(cfg.task.name, **cfg.task.args)
             if resume:
                 check_recorded_files(folder, cfg)  # before Ray starts
-            base = _prepare_folder(cfg, label, folder, task, budget)
+            base = str(resolve_model(cfg, task))
+            prompts = PromptFormat.of(cfg, AutoTokenizer.from_pretrained(base), base)
+            _prepare_folder(cfg, label, folder, base, budget)
             if budget is None and folder.manifest.get("budget_from"):
                 budget = BudgetTarget(folder.path / folder.manifest["budget_from"])
             start_ray(cfg, folder.path.parents[2] / ".ray")
@@ -127,7 +135,8 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
             trainer = TrainerGroup(cfg.train, storage, timeout_s=cfg.ray.schedule_timeout_s,
                                    warm_with=base)
             tracker = Tracker(cfg, folder, label)
-            run = _context(cfg, label, task, folder, base, groups, trainer, tracker, budget)
+            run = _context(cfg, label, task, folder, base, prompts, groups, trainer, tracker,
+                           budget)
             tracker.replay(folder, base)
             yield run
             tracker.finish(exit_code=0)
@@ -157,12 +166,9 @@ def _bad_input() -> tuple[type[BaseException], ...]:
     return ConfigError, CriticLoadError, ResumeError, SchedulingError
 
 
-def _prepare_folder(cfg: Config, label: str, folder: RunFolder, task: Task,
-                    budget: BudgetTarget | None) -> str:
-    """The base model (built once when it is the embedded one), config.yaml, run metadata."""
-    from selftrain.model_source import resolve_model
-
-    base = str(resolve_model(cfg, task))
+def _prepare_folder(cfg: Config, label: str, folder: RunFolder, base: str,
+                    budget: BudgetTarget | None) -> None:
+    """config.yaml and the run's identity in the manifest."""
     atomic_write_bytes(folder.path / "config.yaml", dump_yaml(cfg).encode())
     folder.publish([folder.path / "config.yaml"])
     meta: dict[str, Any] = dict(experiment=cfg.experiment, arm=label, seed=cfg.seed,
@@ -170,7 +176,6 @@ def _prepare_folder(cfg: Config, label: str, folder: RunFolder, task: Task,
     if budget is not None:  # relative: the two folders move together
         meta["budget_from"] = os.path.relpath(budget.folder, folder.path)
     folder.set_meta(**meta)
-    return base
 
 
 def _start_groups(cfg: Config, base: str, storage) -> list[ActorGroup]:
@@ -193,16 +198,18 @@ def _start_groups(cfg: Config, base: str, storage) -> list[ActorGroup]:
 
 
 def _context(cfg: Config, label: str, task: Task, folder: RunFolder, base: str,
-             groups: list[ActorGroup], trainer: TrainerGroup, tracker: Tracker,
-             budget: BudgetTarget | None) -> RunContext:
-    """The run's queries: those whose prompt leaves room for `max_new_tokens` in the model's
-    context (the others are skipped, counted, and said once)."""
-    from transformers import AutoConfig, AutoTokenizer
+             prompts: PromptFormat, groups: list[ActorGroup], trainer: TrainerGroup,
+             tracker: Tracker, budget: BudgetTarget | None) -> RunContext:
+    """The run's queries as the policy sees them: those whose prompt leaves room for
+    `max_new_tokens` in the model's context (the others are skipped, counted, said once)."""
+    from transformers import AutoConfig
 
-    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenizer = prompts.tokenizer
     context = int(getattr(AutoConfig.from_pretrained(base), "max_position_embeddings", 1 << 30))
-    pool, skipped_pool = _fitting(task.queries("train"), tokenizer, context, cfg)
-    test, skipped_test = _fitting(task.queries("test"), tokenizer, context, cfg)
+    pool, skipped_pool = _fitting(prompts.queries(task, task.queries("train")), tokenizer,
+                                  context, cfg)
+    test, skipped_test = _fitting(prompts.queries(task, task.queries("test")), tokenizer,
+                                  context, cfg)
     skipped = {"pool": skipped_pool, "test": skipped_test}
     if skipped_pool or skipped_test:
         console.print(f"[yellow]skipped {skipped_pool} pool and {skipped_test} test queries "
@@ -210,8 +217,8 @@ def _context(cfg: Config, label: str, task: Task, folder: RunFolder, base: str,
                       f"model's context of {context} tokens[/]")
         folder.set_meta(skipped_prompts=skipped)
     return RunContext(cfg, label, task, folder, base, groups[0],
-                      groups[1] if len(groups) > 1 else None, trainer, tracker, tokenizer, pool,
-                      test, budget, skipped)
+                      groups[1] if len(groups) > 1 else None, trainer, tracker, tokenizer,
+                      prompts, pool, test, budget, skipped)
 
 
 def _fitting(queries: list[Query], tokenizer, context: int,

@@ -14,6 +14,7 @@ from critics import Critique, CritiqueRequest
 from selftrain.backends import Generation, SamplingConfig
 from selftrain.config import Config
 from selftrain.groups import ActorGroup
+from selftrain.prompts import PromptFormat
 from selftrain.tasks import Task, abilities
 from selftrain.types import Query, Sample
 from selftrain.workers import CritiqueChunk, GenerateChunk
@@ -118,7 +119,7 @@ def good_steps(sample: Sample, crit: Critique) -> list[str]:
 
 def refine(cfg: Config, task: Task, rollout: ActorGroup, critic: ActorGroup,
            queries: dict[str, Query], failed: list[tuple[Sample, Critique]], weights: str,
-           k: int) -> tuple[list[Sample], list[Critique]]:
+           k: int, prompts: PromptFormat) -> tuple[list[Sample], list[Critique]]:
     """Up to R attempts per failed sample, each guided by the latest critique.
 
     `resume` keeps the steps before `first_error` and lets the policy continue; `rewrite`
@@ -136,22 +137,9 @@ def refine(cfg: Config, task: Task, rollout: ActorGroup, critic: ActorGroup,
     for attempt in range(rc.attempts):
         if not frontier:
             break
-        prefixes, prompts, turns = [], [], []
-        for sample, crit in frontier:
-            query = queries[sample.query_id]
-            if rc.mode == "resume" and agent:  # replay the good turns, observations included
-                prefix = ""
-                prompts.append(query.prompt)
-                turns.append(good_steps(sample, crit))
-            elif rc.mode == "resume":
-                prefix = "".join(step + "\n" for step in good_steps(sample, crit))
-                prompts.append(query.prompt + prefix)
-            else:
-                prefix = ""
-                prompts.append(rc.template.format(prompt=query.prompt, attempt=sample.completion,
-                                                  feedback=crit.feedback))
-            prefixes.append(prefix)
-        job = GenJob(prompts, params, prefixes=turns if turns else None)
+        asks = [_ask_again(cfg, agent, queries[s.query_id], s, c, prompts) for s, c in frontier]
+        texts, prefixes, turns = (list(x) for x in zip(*asks))
+        job = GenJob(texts, params, prefixes=turns if agent and rc.mode == "resume" else None)
         gens = run_generation(rollout, job, weights, cfg.rollout.batch_size,
                               (cfg.seed, k, "refine", attempt), f"round {k} refine {attempt + 1}",
                               agent=agent)
@@ -166,6 +154,24 @@ def refine(cfg: Config, task: Task, rollout: ActorGroup, critic: ActorGroup,
         all_refinements.extend(new)
         frontier = [(s, c) for s, c in zip(new, crits) if not (s.correct and c.passed)]
     return all_refinements, all_critiques
+
+
+def _ask_again(cfg: Config, agent: bool, query: Query, sample: Sample, crit: Critique,
+               prompts: PromptFormat) -> tuple[str, str, list[str]]:
+    """(prompt, completion prefix, agent turns to replay) of one refinement attempt.
+
+    `resume` continues after the good steps (an agent replays its good turns, observations
+    recomputed); `rewrite` asks again with the attempt and the feedback; with a chat template
+    that is a new user turn holding the question, so the old prompt is not nested in it.
+    """
+    if cfg.refine.mode == "resume" and agent:
+        return query.prompt, "", good_steps(sample, crit)
+    if cfg.refine.mode == "resume":
+        prefix = "".join(step + "\n" for step in good_steps(sample, crit))
+        return query.prompt + prefix, prefix, []
+    text = cfg.refine.template.format(prompt=query.user_message or query.prompt,
+                                      attempt=sample.completion, feedback=crit.feedback)
+    return prompts.render(text), "", []
 
 
 # -- filter ---------------------------------------------------------------------------------

@@ -13,7 +13,12 @@ class Query:
     query_id: str
     difficulty: int
     prompt: str
+    """What the policy sees: the task's prompt, or with `model.chat_template` its user message
+    rendered in the policy's chat template (generation continues inside the assistant turn)."""
     data: dict[str, Any] = field(default_factory=dict)
+    user_message: str | None = None
+    """With a chat template: the user turn that `prompt` renders (a rewrite refinement asks
+    again in a new user turn built from it); None when `prompt` is the task's own text."""
 
 
 @dataclass

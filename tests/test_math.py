@@ -252,8 +252,8 @@ def test_bad_files_and_answers_fail_clearly(tmp_path):
     data = write_jsonl(tmp_path / "bare.jsonl", [{"question": "1+1?", "answer": "two"}])
     with pytest.raises(ConfigError, match="row 0: column 'answer' has no final answer"):
         MathTask(str(data), str(data)).check()
-    with pytest.raises(ValueError, match="tokenizer_path"):
-        MathTask(str(data), str(data), chat_template=True)
+    with pytest.raises(ValueError, match="must contain {question}"):
+        MathTask(str(data), str(data), prompt_template="Q: ")
 
 
 def test_difficulty_from_the_base_policy(tmp_path):
@@ -278,17 +278,27 @@ def test_difficulty_from_the_base_policy(tmp_path):
 
 
 def test_chat_template_wraps_the_instruction(tmp_path):
+    """With model.chat_template, math's user turn is the instruct instruction, rendered with
+    the policy tokenizer's template (and a system turn when model.system_prompt is set)."""
+    from selftrain.config import Config
+    from selftrain.prompts import PromptFormat
     from selftrain.tiny_model import build_char_tokenizer
 
     tok = build_char_tokenizer()
     tok.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
                          "{% if add_generation_prompt %}<assistant>{% endif %}")
-    tok.save_pretrained(tmp_path / "tok")
     data = write_jsonl(tmp_path / "gsm8k.jsonl", GSM8K_ROWS)
-    task = MathTask(str(data), str(data), chat_template=True, tokenizer_path=str(tmp_path / "tok"))
-    prompt = task.queries("train")[0].prompt
-    assert prompt == (f"<user>{GSM8K_ROWS[0]['question']}\nPlease reason step by step, and put "
-                      f"your final answer within \\boxed{{}}.\n<assistant>")
+    task = MathTask(str(data), str(data))
+    cfg = Config()
+    cfg.model.chat_template, cfg.model.system_prompt = True, "Be brief."
+    (query,) = PromptFormat.of(cfg, tok, "tok").queries(task, task.queries("train")[:1])
+    instruction = (f"{GSM8K_ROWS[0]['question']}\nPlease reason step by step, and put your "
+                   f"final answer within \\boxed{{}}.")
+    assert query.prompt == f"<system>Be brief.\n<user>{instruction}\n<assistant>"
+    assert query.user_message == instruction
+    assert task.queries("train")[0].prompt.startswith("Question: ")  # the base-model prompt
+    with pytest.raises(ConfigError, match="has no chat template"):
+        PromptFormat.of(cfg, build_char_tokenizer(), "the tiny model")
 
 
 # ---------------------------------------------------------------- one round of the loop

@@ -42,9 +42,9 @@ def test_abilities_of_the_built_in_tasks(tmp_path):
         "multihop": ["agent", "embedded_model", "figures"],
         # its embedded model is base_model_task's; without one, describe() says what to set
         "searchqa": ["agent", "embedded_model", "figures", "input_check"],
-        "math": ["embedded_model", "input_check", "policy_levels"],
+        "math": ["chat_message", "embedded_model", "input_check", "policy_levels"],
         # the hooks are there, but levels come from the data: the driver must not ask
-        "math with levels": ["embedded_model", "input_check"],
+        "math with levels": ["chat_message", "embedded_model", "input_check"],
     }
 
 

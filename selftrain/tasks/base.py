@@ -13,6 +13,9 @@ started to implement is complete and has the documented parameters. The driver t
 - `InputCheck` (`check`): read the task's inputs before Ray starts, so bad data fails in seconds.
 - `EmbeddedModel` (`describe`, `demonstrations`): the task can seed-train the embedded tiny
   base model, so it runs without `model.path`.
+- `ChatMessage` (`user_message`): with `model.chat_template` on, the user turn to render is
+  another text than the base-model prompt (math asks an instruct model to reason step by step
+  and box its answer).
 """
 
 from __future__ import annotations
@@ -147,12 +150,22 @@ class EmbeddedModel(Protocol):
         ...
 
 
+@runtime_checkable
+class ChatMessage(Protocol):
+    """A task whose prompt for an instruct policy differs from its base-model prompt. With
+    `model.chat_template` on, the policy sees `user_message(query)` as the user turn of its
+    chat template; without this ability, the query's prompt is the user turn."""
+
+    def user_message(self, query: Query) -> str: ...
+
+
 ABILITIES: dict[str, type] = {
     "agent": AgentTask,
     "figures": TaskFigures,
     "policy_levels": PolicyLevels,
     "input_check": InputCheck,
     "embedded_model": EmbeddedModel,
+    "chat_message": ChatMessage,
 }
 """Field of `Abilities` -> the protocol a task implements to have it."""
 
@@ -167,6 +180,7 @@ class Abilities:
     """Set only when the task has the hooks and this configuration needs them."""
     input_check: InputCheck | None
     embedded_model: EmbeddedModel | None
+    chat_message: ChatMessage | None
 
 
 def _members(protocol: type) -> list[str]:

@@ -43,7 +43,8 @@ refinement (prompt + the good steps, one per line) reads the same as a first att
 CHAT_PROMPT_TEMPLATE = (
     "{question}\nPlease reason step by step, and put your final answer within \\boxed{}."
 )
-"""User message of an instruct model (`chat_template=True`): Qwen2.5-Math's instruction."""
+"""User message of an instruct model (`model.chat_template: true`): Qwen2.5-Math's
+instruction."""
 
 STEP_SPLITS = ("lines", "sentences")
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
@@ -106,10 +107,8 @@ class MathTask:
     "<split>-<id>", so train and test ids never clash.
     max_train / max_test keep a seeded random subset (in file order).
     prompt_template: "{question}" is replaced by the question (no other braces are special, so
-    "\\boxed{}" is fine); default `PROMPT_TEMPLATE`, or `CHAT_PROMPT_TEMPLATE` as the user
-    message when `chat_template` is true. Chat prompts need `tokenizer_path` (the policy's model
-    path or hub id): the task is rebuilt from `task.args` in every process, so it carries its
-    tokenizer by name rather than being handed one object.
+    "\\boxed{}" is fine); default `PROMPT_TEMPLATE` for a base model and, with
+    `model.chat_template: true`, `CHAT_PROMPT_TEMPLATE` as the user message (`user_message`).
     verify_timeout_s: math-verify's time limit per parse / comparison (main thread only).
     """
 
@@ -130,9 +129,6 @@ class MathTask:
         max_test: int | None = None,
         seed: int = 0,
         prompt_template: str | None = None,
-        chat_template: bool = False,
-        tokenizer_path: str | None = None,
-        system_prompt: str | None = None,
         difficulty_buckets: int = 3,
         stop: Sequence[str] = (),
         verify_timeout_s: int = 3,
@@ -144,12 +140,9 @@ class MathTask:
         if step_split not in STEP_SPLITS:
             raise ValueError(f"math step_split must be one of {', '.join(STEP_SPLITS)}, got "
                              f"{step_split!r}")
-        template = prompt_template or (CHAT_PROMPT_TEMPLATE if chat_template else PROMPT_TEMPLATE)
-        if "{question}" not in template:
-            raise ValueError(f"math prompt_template must contain {{question}}, got {template!r}")
-        if chat_template and not tokenizer_path:
-            raise ValueError("math chat_template: true needs task.args.tokenizer_path (the "
-                             "policy's model folder or hub id, usually the same as model.path)")
+        if prompt_template is not None and "{question}" not in prompt_template:
+            raise ValueError(f"math prompt_template must contain {{question}}, got "
+                             f"{prompt_template!r}")
         if difficulty_buckets < 1:
             raise ValueError(f"math difficulty_buckets must be >= 1, got {difficulty_buckets}")
         if verify_timeout_s < 1:
@@ -162,16 +155,13 @@ class MathTask:
                         "id_column": id_column}
         self.answer_format = answer_format
         self.step_split = step_split
-        self.prompt_template = template
-        self.chat_template = chat_template
-        self.tokenizer_path = tokenizer_path
-        self.system_prompt = system_prompt
+        self.prompt_template = prompt_template or PROMPT_TEMPLATE
+        self.chat_prompt_template = prompt_template or CHAT_PROMPT_TEMPLATE
         self.difficulty_buckets = difficulty_buckets
         self.stop: tuple[str, ...] = tuple(stop)
         self.verify_timeout_s = int(verify_timeout_s)
         self._splits: dict[str, list[Query]] = {}
         self._assigned: dict[str, int] = {}
-        self._tokenizer: Any = None
         self._fingerprints: dict[str, str] = {}
 
     @property
@@ -224,22 +214,15 @@ class MathTask:
         return out
 
     def _prompt(self, question: str) -> str:
-        text = self.prompt_template.replace("{question}", question)
-        if not self.chat_template:
-            return text
-        if self._tokenizer is None:
-            from transformers import AutoTokenizer
+        return self.prompt_template.replace("{question}", question)
 
-            self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_path)
-        messages = [{"role": "user", "content": text}]
-        if self.system_prompt is not None:
-            messages.insert(0, {"role": "system", "content": self.system_prompt})
-        return self._tokenizer.apply_chat_template(messages, tokenize=False,
-                                                   add_generation_prompt=True)
+    def user_message(self, query: Query) -> str:
+        """The instruct policy's user turn (`model.chat_template: true`)."""
+        return self.chat_prompt_template.replace("{question}", query.data["question"])
 
     def check(self) -> None:
-        """Load both splits now (before Ray starts): missing files, wrong columns, unreadable
-        reference answers and a missing chat tokenizer fail here, naming file, column and row."""
+        """Load both splits now (before Ray starts): missing files, wrong columns and
+        unreadable reference answers fail here, naming file, column and row."""
         check_splits(self)
 
     # -- queries and difficulty
@@ -340,7 +323,5 @@ class MathTask:
         return {"name": self.name, "sources": self.data.sources,
                 "sha256": dict(self._fingerprints), "limits": self.data.limits, **self.columns,
                 "answer_format": self.answer_format, "step_split": self.step_split,
-                "seed": self.data.seed,
-                "prompt_template": self.prompt_template, "chat_template": self.chat_template,
-                "tokenizer_path": self.tokenizer_path, "system_prompt": self.system_prompt,
+                "seed": self.data.seed, "prompt_template": self.prompt_template,
                 "difficulty_buckets": self.difficulty_buckets}
