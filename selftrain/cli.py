@@ -24,36 +24,46 @@ def build_parser() -> argparse.ArgumentParser:
         description="Multi-round self-training loops (rejection sampling, critique-in-loop) on Ray.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    run = sub.add_parser(
-        "run", help="run one arm (the config's arm.name) for `rounds` rounds after round 0",
-        description="Run one arm of a self-training experiment; writes "
-                    "<run_root>/<experiment>/<arm>/seed<seed>/.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("config", nargs="?", help="YAML experiment config (configs/*.yaml)")
-    run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. rounds=2")
-    run.add_argument("--resume", metavar="RUN_DIR",
-                     help="continue the run in RUN_DIR (a folder or an s3://… URI) from its "
-                          "last finished stage")
-    run.add_argument("--overwrite", action="store_true",
-                     help="delete an existing run folder of the same experiment/arm/seed first")
+    _experiment_command(
+        sub, "run", "run one arm (the config's arm.name) for `rounds` rounds after round 0",
+        "Run one arm of a self-training experiment; writes "
+        "<run_root>/<experiment>/<arm>/seed<seed>/.",
+        config="YAML experiment config (configs/*.yaml)", overrides="e.g. rounds=2",
+        resume=("RUN_DIR", "continue the run in RUN_DIR (a folder or an s3://… URI) from its "
+                           "last finished stage"),
+        overwrite="delete an existing run folder of the same experiment/arm/seed first")
+    run = sub.choices["run"]
     run.add_argument("--label", help="the arm's folder name (default: arm.name), e.g. rs_budget")
     run.add_argument("--budget-from", metavar="RUN_DIR",
                      help="budget matching: draw samples until each round's generated tokens "
                           "reach those of the run in RUN_DIR (waits for its rounds)")
+    _experiment_command(
+        sub, "compare", "run several arms (x seeds) on the same base model and pools; compare them",
+        "Run every arm of the config's `arms:` section (overrides on top of the shared config) "
+        "for every seed of `seeds`, then state the arms' differences with bootstrap intervals "
+        "and write report.md.",
+        config="YAML comparison config with an `arms:` section",
+        overrides="applied to every arm", overwrite="start every arm over",
+        resume=("EXPERIMENT_DIR", "continue every run under <run_root>/<experiment>"))
+    sub.choices["compare"].add_argument("--no-report", action="store_true",
+                                        help="skip report.md at the end")
+    _other_commands(sub)
+    return parser
 
-    cmp = sub.add_parser(
-        "compare", help="run several arms on the same base model, pools and seeds; side-by-side table",
-        description="Run every arm of the config's `arms:` section (overrides on top of the "
-                    "shared config), then print one comparison table per round.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cmp.add_argument("config", nargs="?", help="YAML comparison config with an `arms:` section")
-    cmp.add_argument("overrides", nargs="*", help="key=value overrides applied to every arm")
-    cmp.add_argument("--resume", metavar="EXPERIMENT_DIR",
-                     help="continue every arm under <run_root>/<experiment>")
-    cmp.add_argument("--overwrite", action="store_true", help="start every arm over")
-    cmp.add_argument("--no-report", action="store_true", help="skip report.md at the end")
 
+def _experiment_command(sub, name: str, help: str, description: str, *, config: str,
+                        overrides: str, resume: tuple[str, str], overwrite: str) -> None:
+    """`run` and `compare`: a config, key=value overrides, --resume and --overwrite."""
+    cmd = sub.add_parser(name, help=help, description=description, epilog=EPILOG,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    cmd.add_argument("config", nargs="?", help=config)
+    cmd.add_argument("overrides", nargs="*", help=f"key=value overrides, {overrides}")
+    cmd.add_argument("--resume", metavar=resume[0], help=resume[1])
+    cmd.add_argument("--overwrite", action="store_true", help=overwrite)
+
+
+def _other_commands(sub) -> None:
+    """verify, report, serve-retriever, train-critic."""
     ver = sub.add_parser("verify", help="check a run folder against its manifest",
                          description="Re-hash every file recorded in manifest.json; name any "
                                      "missing, truncated or altered file. Exit 1 when any.")
@@ -82,7 +92,6 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("config", help="YAML config (its task, model and critic_train sections)")
     tc.add_argument("overrides", nargs="*", help="key=value overrides")
     tc.add_argument("--out", help="output folder (default: <run_root>/<experiment>/critics)")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

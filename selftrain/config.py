@@ -152,13 +152,14 @@ class TrainConfig:
     resources: ResourceConfig = field(default_factory=ResourceConfig)
     init: Literal["base", "previous"] = "base"
     """Where each round's finetune starts: "base" (ReST-EM) or "previous" (STaR-continued)."""
+    max_length: int = 256
+    """Tokens of prompt + completion a training row keeps."""
+    bf16: bool = False
     epochs: int = 3
     lr: float = 1e-3
     batch_size: int = 32
     warmup_ratio: float = 0.1
     weight_decay: float = 0.0
-    max_length: int = 256
-    bf16: bool = False
     keep_checkpoints: bool = True
     """False keeps only the newest round's checkpoint: a round's checkpoint is deleted once the
     next round's finetune is recorded (the manifest marks it pruned; `verify` skips it)."""
@@ -265,20 +266,32 @@ class Config:
     staging_dir: str = "~/.cache/selftrain/staging"
     """Where a run_root URI's folders are staged locally (every node; see selftrain/storage.py)."""
     task: TaskConfig = field(default_factory=TaskConfig)
+    """Which task, built with `args`: its query splits, steps and answer checks."""
     model: ModelConfig = field(default_factory=ModelConfig)
+    """The base policy (a model folder, a hub id, or the embedded tiny model built for the
+    task) and whether it is prompted in its chat template."""
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    """Sampling K per pool query: backend, temperature, lengths, the rollout group."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     arm: ArmConfig = field(default_factory=ArmConfig)
+    """The rule that turns samples into the training set, and budget matching."""
     critic: CriticConfig = field(default_factory=CriticConfig)
+    """The step critic of the critique arm: a registry name or `module:Class`, its args, its
+    worker group."""
     refine: RefineConfig = field(default_factory=RefineConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    """Each round's finetune and the training ranks that run it."""
     ray: RayConfig = field(default_factory=RayConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    """Figures to skip (heavy ones, such as embed_div)."""
     critic_train: CriticTrainConfig = field(default_factory=CriticTrainConfig)
+    """For `train-critic` only: how the prm and lm critics are trained against the oracle, and
+    how they are scored."""
     arms: dict[str, dict[str, Any]] = field(default_factory=dict)
     """For `compare`: arm label -> overrides (dotted keys) applied on top of this config."""
     compare: CompareConfig = field(default_factory=CompareConfig)
+    """For `compare`: how runs go and how arms are compared."""
 
 
 # ---------------------------------------------------------------------------------------------

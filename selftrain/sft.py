@@ -30,14 +30,18 @@ class SFTExample:
 
 @dataclass
 class SFTSettings:
+    """One SFT job's settings (a round's finetune takes them from `train.*`)."""
+
+    seed: int = 0
+    """Shuffling: every rank draws the same permutation of the examples, then its shard."""
+    max_steps: int | None = None
+    """Stop after this many steps (None: `epochs` full passes)."""
     epochs: int = 1
     lr: float = 1e-3
     batch_size: int = 32
     warmup_ratio: float = 0.1
     weight_decay: float = 0.0
     max_length: int = 256
-    max_steps: int | None = None
-    seed: int = 0
 
 
 def tokenize_example(tokenizer, ex: SFTExample, max_length: int) -> tuple[list[int], list[int]]:

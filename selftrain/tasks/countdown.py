@@ -272,8 +272,8 @@ class CountdownTask:
 
     def __init__(
         self,
-        seed: int = 0,
         levels: Sequence[int] = (2, 3, 4, 5),
+        seed: int = 0,
         train_per_level: int = 60,
         test_per_level: int = 25,
         max_number: int = 12,

@@ -156,12 +156,12 @@ class MultihopTask:
         test_per_level: int = 25,
         topk: int = 2,
         max_turns: int = 6,
+        match: agent.Match = "em",
         num_people: int = 150,
         num_companies: int = 50,
         num_cities: int = 50,
         cache_dir: str | None = None,
         retriever: dict[str, Any] | None = None,
-        match: agent.Match = "em",
     ) -> None:
         if not levels or min(levels) < 1:
             raise ValueError(f"multihop levels are hop counts >= 1, got {levels!r}")

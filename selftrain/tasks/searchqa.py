@@ -123,8 +123,7 @@ class SearchQATask:
         self.retriever_spec = retriever or ({"kind": "bm25", "corpus": corpus} if corpus else None)
         self.columns = {"question_column": question_column, "answers_column": answers_column,
                         "difficulty_column": difficulty_column, "id_column": id_column}
-        self.topk = topk
-        self.max_turns = max_turns
+        self.topk, self.max_turns = topk, max_turns  # of an episode
         self.prompt_template = prompt_template
         self.question_mark = question_mark
         self.match = match
