@@ -25,6 +25,8 @@ BUILTIN_CRITICS: dict[str, str] = {
     "noisy": "critics.noisy:NoisyCritic",
     "openai": "critics.served:OpenAICritic",
     "prm": "critics.prm:PRMCritic",
+    "search-grounded": "critics.search_grounded:SearchGrounded",
+    "search-judge": "critics.search_judge:SearchJudge",
 }
 """Name -> import path of the critics shipped in this package."""
 
