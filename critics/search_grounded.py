@@ -64,7 +64,7 @@ class SearchGrounded:
     name = "search-grounded"
 
     def __init__(self, task: Any = None) -> None:
-        self.task = task
+        del task  # the verdicts come from the steps alone: no gold data is read
 
     def critique(self, requests: list[CritiqueRequest]) -> list[Critique]:
         return [Critique(sample_id=req.sample_id, critic=self.name,
