@@ -43,19 +43,23 @@ class ActorGroup:
                 remove_placement_group(self.pg)
                 raise SchedulingError(
                     f"{name} group: the cluster could not place {resources.num_workers} x {bundle} "
-                    f"(strategy {resources.placement_strategy}) within {timeout_s:.0f}s. Cluster "
-                    f"resources: {ray.cluster_resources()}. Lower {name}.resources.num_workers / "
+                    f"(strategy {resources.placement_strategy}) within {timeout_s:.0f}s; the "
+                    f"cluster has {_resources()}. Lower {name}.resources.num_workers / "
                     f"num_cpus / num_gpus, or add nodes."
                 )
         remote = ray.remote(cls)
         self.actors = []
-        for i in range(resources.num_workers):
-            opts = dict(options)
-            if self.pg is not None:
-                opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-                    placement_group=self.pg, placement_group_bundle_index=i)
-            self.actors.append(remote.options(**opts).remote(*args))
-        ray.get([a.info.remote() for a in self.actors], timeout=timeout_s + 600)
+        try:
+            for i in range(resources.num_workers):
+                opts = dict(options)
+                if self.pg is not None:
+                    opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                        placement_group=self.pg, placement_group_bundle_index=i)
+                self.actors.append(remote.options(**opts).remote(*args))
+            ray.get([a.info.remote() for a in self.actors], timeout=timeout_s + 600)
+        except BaseException:  # a worker that cannot start must not keep its resources
+            self.shutdown()
+            raise
 
     def map(self, chunks: Sequence[Any], desc: str | None = None) -> list[Any]:
         """Run every chunk (`worker.run(chunk)`) over the actors; results in chunk order."""
@@ -77,6 +81,7 @@ class ActorGroup:
         return results
 
     def call_all(self, method: str, *args: Any) -> list[Any]:
+        """`method(*args)` on every actor (not chunked work: info, set-up)."""
         return ray.get([getattr(a, method).remote(*args) for a in self.actors])
 
     def shutdown(self) -> None:
@@ -87,3 +92,9 @@ class ActorGroup:
             remove_placement_group(self.pg)
             self.pg = None
 
+
+def _resources() -> str:
+    """CPUs and GPUs of the cluster, in all and free (not Ray's internal bundle resources)."""
+    total, free = ray.cluster_resources(), ray.available_resources()
+    return ", ".join(f"{free.get(k, 0):g} of {total[k]:g} {k} free" for k in ("CPU", "GPU")
+                     if k in total) or "no CPUs or GPUs"

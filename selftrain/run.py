@@ -131,7 +131,7 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
             if budget is None and folder.manifest.get("budget_from"):
                 budget = BudgetTarget(folder.path / folder.manifest["budget_from"])
             start_ray(cfg, folder.path.parents[2] / ".ray")
-            groups = _start_groups(cfg, base, storage)
+            _start_groups(cfg, base, storage, groups)
             trainer = TrainerGroup(cfg.train, storage, timeout_s=cfg.ray.schedule_timeout_s,
                                    warm_with=base)
             tracker = Tracker(cfg, folder, label)
@@ -178,23 +178,24 @@ def _prepare_folder(cfg: Config, label: str, folder: RunFolder, base: str,
     folder.set_meta(**meta)
 
 
-def _start_groups(cfg: Config, base: str, storage) -> list[ActorGroup]:
-    """The rollout group, and the critic group in the critique arm; they live for the run."""
+def _start_groups(cfg: Config, base: str, storage, groups: list[ActorGroup]) -> None:
+    """The rollout group, and the critic group in the critique arm, into `groups` (so the
+    caller shuts down whatever started, also when a later one fails); they live for the run."""
     from selftrain.workers import CriticWorker, RolloutWorker
 
     r = cfg.rollout
     backend_args = {"dtype": r.dtype, "tensor_parallel_size": r.tensor_parallel_size,
                     "gpu_memory_utilization": r.gpu_memory_utilization}
-    groups = [ActorGroup("rollout", RolloutWorker,
-                         (base, r.backend, backend_args, r.resources.num_cpus, cfg.task.name,
-                          cfg.task.args, storage), r.resources, timeout_s=cfg.ray.schedule_timeout_s)]
+    groups.append(ActorGroup("rollout", RolloutWorker,
+                             (base, r.backend, backend_args, r.resources.num_cpus, cfg.task.name,
+                              cfg.task.args, storage), r.resources,
+                             timeout_s=cfg.ray.schedule_timeout_s))
     if cfg.arm.name == "critique":
         c = cfg.critic
         groups.append(ActorGroup("critic", CriticWorker,
                                  (c.name, c.path, c.args, cfg.task.name, cfg.task.args,
                                   c.resources.num_cpus), c.resources,
                                  timeout_s=cfg.ray.schedule_timeout_s))
-    return groups
 
 
 def _context(cfg: Config, label: str, task: Task, folder: RunFolder, base: str,

@@ -169,9 +169,13 @@ class TrainerGroup:
         res = self.cfg.resources
         group = ActorGroup("train", TrainerWorker, (res.num_workers, res.num_cpus, self.storage),
                            res, timeout_s=self.timeout_s, max_restarts=0)
-        init = ray.get(group.actors[0].address.remote())
-        backend = "nccl" if res.num_gpus else "gloo"
-        ray.get([a.join.remote(init, backend, rank) for rank, a in enumerate(group.actors)])
+        try:
+            init = ray.get(group.actors[0].address.remote())
+            backend = "nccl" if res.num_gpus else "gloo"
+            ray.get([a.join.remote(init, backend, rank) for rank, a in enumerate(group.actors)])
+        except BaseException:
+            group.shutdown()
+            raise
         return group
 
     def finetune(self, job: FinetuneJob) -> list[dict[str, Any]]:

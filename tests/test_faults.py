@@ -183,3 +183,28 @@ def test_verify_names_truncated_and_altered_files(tmp_path):
     out = subprocess.run([sys.executable, "-m", "selftrain.cli", "verify", str(folder.path)],
                          capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 1 and "a.txt was truncated" in out.stdout
+
+
+class CannotStart:
+    """A worker whose constructor fails (a model that is not there)."""
+
+    def __init__(self) -> None:
+        raise RuntimeError("no model at /nowhere")
+
+    def info(self) -> dict:
+        return {}
+
+
+def test_a_group_whose_workers_cannot_start_gives_its_resources_back(ray_cluster):
+    """A failed run must not keep cluster resources: the next run on the cluster (the next arm
+    of a compare) would wait for them and fail to schedule."""
+    import ray
+
+    before = ray.available_resources().get("CPU", 0)
+    with pytest.raises(Exception, match="no model at /nowhere"):
+        ActorGroup("broken", CannotStart, (), ResourceConfig(num_workers=2, num_cpus=1),
+                   timeout_s=60, max_restarts=0)
+    deadline = time.time() + 30
+    while ray.available_resources().get("CPU", 0) < before and time.time() < deadline:
+        time.sleep(0.2)
+    assert ray.available_resources().get("CPU", 0) == before
