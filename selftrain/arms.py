@@ -207,37 +207,41 @@ def sample_waves(pool: list[Query], first: list[Sample], sampling: Sampling, dra
                  num_samples: int, max_waves: int, budget: int | None) -> tuple[list[Sample], int]:
     """Waves 2..`max_waves` of adaptive sampling after the first pass `first`: every query
     that still needs something gets K (`num_samples`) more samples, all of them in one `draw`
-    per wave. A token budget is a ceiling: when the rest of it cannot pay for a whole wave at
-    the round's mean tokens per sample so far, a last wave goes to as many queries as it can
-    pay for, those that need most. Returns the extra samples and the number of waves drawn
-    (the first pass included)."""
+    per wave. A token budget is a ceiling: when what is left of it cannot pay for a whole
+    wave, a last wave goes to the queries that need most, as many as it pays for (a query's
+    K samples priced at its own mean tokens per sample so far). Returns the extra samples and
+    the number of waves drawn (the first pass included)."""
     drawn = by_query(first)
-    spent, count, extra, waves = sum(s.num_tokens for s in first), len(first), [], 1
+    spent, extra, waves = sum(s.num_tokens for s in first), [], 1
     for wave in range(1, max_waves):
         needs = sampling.needs(drawn)
         pending = [q for q in pool if needs.get(q.query_id, 0) > 0]
         todo = pending
         if budget is not None:
-            affordable = (budget - spent) // (num_samples * max(1.0, spent / max(1, count)))
-            todo = neediest(pending, needs, int(affordable))
+            price = {q.query_id: num_samples * max(1.0, sum(s.num_tokens for s in drawn[q.query_id])
+                                                   / len(drawn[q.query_id])) for q in pending}
+            todo = affordable(pending, needs, price, budget - spent)
         if not todo:
             break
         new = draw(todo, wave * num_samples)
         for s in new:
             drawn[s.query_id].append(s)
         extra += new
-        spent, count, waves = spent + sum(s.num_tokens for s in new), count + len(new), wave + 1
+        spent, waves = spent + sum(s.num_tokens for s in new), wave + 1
         if len(todo) < len(pending):  # the budget is spent
             break
     return extra, waves
 
 
-def neediest(pending: list[Query], needs: dict[str, int], n: int) -> list[Query]:
-    """The `n` queries of `pending` that need most (ties: the earlier), in `pending` order."""
-    if n >= len(pending):
-        return pending
-    ranked = sorted(range(len(pending)), key=lambda i: -needs[pending[i].query_id])
-    chosen = set(ranked[: max(0, n)])
+def affordable(pending: list[Query], needs: dict[str, int], price: dict[str, float],
+               left: float) -> list[Query]:
+    """The queries of `pending` that `left` tokens pay for, neediest first (ties: the earlier;
+    one that does not fit is passed over), in `pending` order."""
+    chosen = set()
+    for i in sorted(range(len(pending)), key=lambda i: -needs[pending[i].query_id]):
+        if price[pending[i].query_id] <= left:
+            chosen.add(i)
+            left -= price[pending[i].query_id]
     return [q for i, q in enumerate(pending) if i in chosen]
 
 

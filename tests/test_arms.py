@@ -86,10 +86,11 @@ def test_balanced_targets_per_level(mode, want):
 
 class Policy:
     """Hand-made waves: query `easy` is solved by every sample, `hard` by none, `rare` by one
-    sample in three; tokens per sample are fixed. Records what each wave asked for."""
+    sample in three; each query's samples have a fixed length in tokens (10 unless given).
+    Records what each wave asked for."""
 
-    def __init__(self, tokens: int = 10):
-        self.tokens, self.calls = tokens, []
+    def __init__(self, tokens: dict[str, int] | None = None):
+        self.tokens, self.calls = tokens or {}, []
 
     def __call__(self, queries: list[Query], first_index: int, k: int = 4) -> list:
         self.calls.append(([q.query_id for q in queries], first_index))
@@ -99,7 +100,7 @@ class Policy:
                 text = {"easy": PATH_A, "hard": WRONG,
                         "rare": PATH_B if j % 3 == 0 else WRONG}[q.query_id]
                 out.append(sample(q, j, text, "sample" if first_index == 0 else "extra",
-                                  self.tokens))
+                                  self.tokens.get(q.query_id, 10)))
         return out
 
 
@@ -107,7 +108,7 @@ POOL = [Query(name, level, Q.prompt, Q.data) for name, level in
         (("easy", 2), ("rare", 3), ("hard", 4))]
 
 
-def run_waves(sampling, budget=None, max_waves=5, tokens=10):
+def run_waves(sampling, budget=None, max_waves=5, tokens=None):
     policy = Policy(tokens)
     first = policy(POOL, 0)
     extra, waves = arms.sample_waves(POOL, first, sampling, policy, 4, max_waves, budget)
@@ -137,6 +138,11 @@ def test_a_budget_caps_the_waves_and_goes_to_the_queries_that_need_most():
     assert sum(s.num_tokens for s in first + extra) <= 180
     # a budget that pays for everything changes nothing
     assert run_waves(sampling, budget=10_000)[3] == run_waves(sampling)[3]
+    # a query is priced at its own tokens per sample: hard's long samples (4 x 30) do not fit
+    # in what is left (260 - 200), rare's (4 x 10) do
+    first, extra, waves, calls = run_waves(sampling, budget=260, tokens={"hard": 30})
+    assert calls[1:] == [(["rare"], 4)]
+    assert sum(s.num_tokens for s in first + extra) == 240
 
 
 def test_distinct_sampling_draws_again_only_for_queries_with_one_class():
