@@ -120,6 +120,9 @@ SAMPLING: dict[str, SamplingFactory] = {}
 
 
 def register_sampling(name: str) -> Callable[[SamplingFactory], SamplingFactory]:
+    """Decorator: a factory (arm config, pool, partition) -> Sampling, built for
+    `arm.sampling: name` (a new name also goes into `ArmConfig.sampling`'s choices)."""
+
     def decorate(factory: SamplingFactory) -> SamplingFactory:
         SAMPLING[name] = factory
         return factory
@@ -218,8 +221,8 @@ def sample_waves(pool: list[Query], first: list[Sample], sampling: Sampling, dra
         pending = [q for q in pool if needs.get(q.query_id, 0) > 0]
         todo = pending
         if budget is not None:
-            price = {q.query_id: num_samples * max(1.0, sum(s.num_tokens for s in drawn[q.query_id])
-                                                   / len(drawn[q.query_id])) for q in pending}
+            price = {q.query_id: num_samples * _tokens_per_sample(drawn[q.query_id])
+                     for q in pending}
             todo = affordable(pending, needs, price, budget - spent)
         if not todo:
             break
@@ -231,6 +234,10 @@ def sample_waves(pool: list[Query], first: list[Sample], sampling: Sampling, dra
         if len(todo) < len(pending):  # the budget is spent
             break
     return extra, waves
+
+
+def _tokens_per_sample(samples: list[Sample]) -> float:
+    return max(1.0, sum(s.num_tokens for s in samples) / len(samples))
 
 
 def affordable(pending: list[Query], needs: dict[str, int], price: dict[str, float],
