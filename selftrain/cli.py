@@ -221,10 +221,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     from selftrain.run import BudgetTarget
 
     preflight(cfg, "run")
-    label = _resume_label(args.resume) if args.resume else (args.label or cfg.arm.name)
+    label = _resume_label(args.resume) if args.resume else (args.label or default_label(cfg))
     budget = BudgetTarget(args.budget_from) if args.budget_from else None
     run_arm(cfg, label, resume=bool(args.resume), overwrite=args.overwrite, budget=budget)
     return 0
+
+
+def default_label(cfg) -> str:
+    """A run's folder name when none is given: the filter, then the sampling and selection
+    when they are not the plain ones (rs, rs_balanced, critique_distinct_diverse)."""
+    arm = cfg.arm
+    parts = [arm.name] + [v for v, plain in ((arm.sampling, "fixed"), (arm.selection, "all"))
+                          if v != plain]
+    return "_".join(parts)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -115,15 +115,48 @@ class EvalConfig:
 
 
 @dataclass
+class BalancedConfig:
+    """`arm.sampling: balanced`: difficulty-aware rejection sampling (DART-Math)."""
+
+    mode: Literal["uniform", "prop2diff"] = "uniform"
+    """uniform: every query wants `target` correct samples; prop2diff: a query of level L wants
+    ceil(target * L / H), H the pool's hardest level (so H wants `target`)."""
+    target: int = 4
+    """Correct samples a query is sampled for, and the training rows it keeps."""
+
+
+@dataclass
+class DiverseConfig:
+    """Solution classes, for `arm.selection: diverse` and `arm.sampling: distinct`."""
+
+    similarity: float | None = None
+    """Also merge classes whose first completions' MiniLM embeddings have at least this cosine
+    similarity (free-text tasks, whose solution keys rarely repeat); None: solution keys only."""
+
+
+@dataclass
 class ArmConfig:
     name: Literal["rs", "critique"] = "rs"
-    """Filter rule (see docs/design.md, "The round")."""
+    """Filter rule (see docs/design.md, "The round"): rs keeps outcome-correct samples,
+    critique those the critic passes, plus verified refinements."""
     per_query_cap: int | None = None
-    """Keep at most this many training rows per query (None: no cap)."""
+    """Keep at most this many training rows per query (None: no cap; diverse selection: K)."""
     dedup: bool = True
     """Drop exact duplicate completions of the same query."""
     budget_match: str | None = None
-    """In `compare`: raise num_samples until gen_tokens match this arm's (e.g. "critique")."""
+    """In `compare`: the arm whose gen_tokens this arm spends. Fixed sampling raises
+    num_samples until it reaches them; adaptive sampling stops its waves before it exceeds them."""
+    sampling: Literal["fixed", "balanced", "distinct"] = "fixed"
+    """fixed: K samples per query. balanced: waves of K until a query holds its target of
+    correct samples (`arm.balanced`). distinct: waves of K for the queries whose correct samples
+    are all one solution class. Adaptive waves stop at `max_waves`."""
+    selection: Literal["all", "diverse"] = "all"
+    """all: a query's eligible samples in sample order. diverse: its solution classes
+    round-robin, rarest first, so distinct solutions come before repeats."""
+    max_waves: int = 8
+    """Adaptive sampling: at most this many waves of K samples per query, the first included."""
+    balanced: BalancedConfig = field(default_factory=BalancedConfig)
+    diverse: DiverseConfig = field(default_factory=DiverseConfig)
 
 
 @dataclass
@@ -342,6 +375,7 @@ def validate(cfg: Config, source: str) -> None:
                 f"{source}: key eval.pass_k has {k}, which needs 1 <= k <= eval.num_samples "
                 f"({cfg.eval.num_samples})"
             )
+    validate_arm(cfg.arm, source)
     if cfg.arm.name == "critique" and not (cfg.critic.name or cfg.critic.path):
         raise ConfigError(f"{source}: arm.name critique needs critic.name or critic.path")
     if cfg.refine.attempts < 0:
@@ -358,3 +392,17 @@ def validate(cfg: Config, source: str) -> None:
     if not 0 < cfg.compare.confidence < 1:
         raise ConfigError(f"{source}: key compare.confidence must lie in (0, 1), got "
                           f"{cfg.compare.confidence}")
+
+
+def validate_arm(arm: ArmConfig, source: str) -> None:
+    """The arm's numbers: no negative cap, targets and waves of at least 1, a similarity in
+    (0, 1]."""
+    if arm.per_query_cap is not None and arm.per_query_cap < 0:
+        raise ConfigError(f"{source}: key arm.per_query_cap must be >= 0 or null, "
+                          f"got {arm.per_query_cap}")
+    for key, value in (("arm.max_waves", arm.max_waves), ("arm.balanced.target", arm.balanced.target)):
+        if value < 1:
+            raise ConfigError(f"{source}: key {key} must be at least 1, got {value}")
+    if arm.diverse.similarity is not None and not 0 < arm.diverse.similarity <= 1:
+        raise ConfigError(f"{source}: key arm.diverse.similarity must be in (0, 1] (a cosine "
+                          f"similarity), got {arm.diverse.similarity}")

@@ -98,22 +98,18 @@ class Round:
         return str(ckpt)
 
     def generate(self, policy: str) -> list[Sample]:
-        """K first-pass samples per pool query (topped up to the token budget when matched)."""
+        """K first-pass samples per pool query, then what the arm's sampling adds: a budget
+        top-up (fixed sampling, budget-matched) or waves of K (balanced, distinct)."""
         path = self.dir / "samples.parquet"
-        if self.done("generate"):
-            return read_samples(path, origin="sample")
-        run, K = self.run, self.cfg.rollout.num_samples
+        if self.done("generate"):  # the file may hold refinements by now: leave them out
+            return [s for s in read_samples(path) if s.origin != "refine"]
+        run, cfg = self.run, self.cfg
         with self.stage("generate") as st:
-            samples = stages.generate(self.cfg, run.task, run.rollout, run.pool, policy, self.k, K)
-            if run.budget is not None:
-                spent = sum(s.num_tokens for s in samples)
-                extra = stages.extra_samples_for_budget(run.budget.tokens(self.k), spent,
-                                                        samples, len(run.pool))
-                if extra:
-                    samples += stages.generate(self.cfg, run.task, run.rollout, run.pool, policy,
-                                               self.k, extra, first_index=K)
+            target = run.budget.tokens(self.k) if run.budget is not None else None
+            samples, info = stages.generate_pool(cfg, run.task, run.rollout, run.pool, policy,
+                                                 self.k, target)
             write_parquet(path, [s.row() for s in samples])
-            st.record([path], samples_per_query=len(samples) // len(run.pool))
+            st.record([path], **info)
         return samples
 
     def difficulty(self, policy: str) -> dict[str, int]:
@@ -177,12 +173,13 @@ class Round:
         return samples, critiques
 
     def filter(self, samples: list[Sample], critiques: dict[str, Critique]) -> None:
-        """The arm's rule turns samples and refinements into train.parquet."""
+        """The arm's filter and selection turn samples and refinements into train.parquet."""
         path = self.dir / "train.parquet"
         if self.done("filter"):
             return
         with self.stage("filter") as st:
-            kept = stages.select_training_set(self.cfg, samples, critiques)
+            kept = stages.select_training_set(self.cfg, self.run.task, self.run.pool, samples,
+                                              critiques)
             tokens = _completion_tokens(self.run.tokenizer, kept)
             rows = [{"sample_id": s.sample_id, "query_id": s.query_id, "difficulty": s.difficulty,
                      "prompt": s.prompt, "completion": s.completion, "origin": s.origin,

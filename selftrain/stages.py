@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 from critics import Critique, CritiqueRequest
+from selftrain import arms
 from selftrain.backends import Generation, SamplingConfig
 from selftrain.config import Config
 from selftrain.groups import ActorGroup
@@ -74,8 +75,10 @@ def make_sample(task: Task, query: Query, sample_id: str, gen: Generation, prefi
 
 
 def generate(cfg: Config, task: Task, group: ActorGroup, queries: list[Query], weights: str,
-             k: int, num_samples: int, first_index: int = 0) -> list[Sample]:
-    """K first-pass samples per query (`first_index` continues numbering for budget top-ups)."""
+             k: int, num_samples: int, first_index: int = 0, origin: str = "sample") -> list[Sample]:
+    """`num_samples` samples per query, in one batched call of seeded chunks. `first_index`
+    continues the numbering (sample ids `r<k>-<query>-s<j>`) and the chunk seeds of a later
+    call: a budget top-up or the next wave of adaptive sampling (origin "extra")."""
     params = SamplingConfig(n=num_samples, temperature=cfg.rollout.temperature,
                             top_p=cfg.rollout.top_p, max_new_tokens=cfg.rollout.max_new_tokens,
                             stop=task.stop)
@@ -86,8 +89,37 @@ def generate(cfg: Config, task: Task, group: ActorGroup, queries: list[Query], w
     samples = []
     for query, outs in zip(queries, gens):
         for j, g in enumerate(outs, start=first_index):
-            samples.append(make_sample(task, query, f"r{k}-{query.query_id}-s{j}", g))
+            samples.append(make_sample(task, query, f"r{k}-{query.query_id}-s{j}", g,
+                                       origin=origin))
     return samples
+
+
+def generate_pool(cfg: Config, task: Task, group: ActorGroup, pool: list[Query], weights: str,
+                  k: int, budget: int | None) -> tuple[list[Sample], dict[str, int]]:
+    """The round's samples of the pool, and the generate stage's record.
+
+    First pass: K samples per query. Fixed sampling with a token budget (a budget-matched arm)
+    then tops every query up evenly until gen_tokens reach it, and K becomes the samples drawn
+    per query. Adaptive sampling instead draws waves of K (`arms.sample_waves`); its extra
+    samples are not first-pass (origin "extra"), so K stays `rollout.num_samples` and solve
+    rates keep their meaning.
+    """
+    K = cfg.rollout.num_samples
+    samples = generate(cfg, task, group, pool, weights, k, K)
+    if cfg.arm.sampling == "fixed":
+        if budget is not None:
+            extra = extra_samples_for_budget(budget, sum(s.num_tokens for s in samples), samples,
+                                             len(pool))
+            if extra:
+                samples += generate(cfg, task, group, pool, weights, k, extra, first_index=K)
+        return samples, {"samples_per_query": len(samples) // len(pool)}
+
+    def draw(queries: list[Query], first_index: int) -> list[Sample]:
+        return generate(cfg, task, group, queries, weights, k, K, first_index, origin="extra")
+
+    sampling = arms.make_sampling(cfg.arm, pool, solution_partition(cfg, task))
+    extra, waves = arms.sample_waves(pool, samples, sampling, draw, K, cfg.arm.max_waves, budget)
+    return samples + extra, {"samples_per_query": K, "extra_samples": len(extra), "waves": waves}
 
 
 # -- critique and refine --------------------------------------------------------------------
@@ -177,31 +209,31 @@ def _ask_again(cfg: Config, agent: bool, query: Query, sample: Sample, crit: Cri
 # -- filter ---------------------------------------------------------------------------------
 
 
-def select_training_set(cfg: Config, samples: list[Sample],
+def select_training_set(cfg: Config, task: Task, pool: list[Query], samples: list[Sample],
                         critiques: dict[str, Critique]) -> list[Sample]:
     """The arm's rule: which samples and refinements become training rows.
 
-    rs keeps outcome-correct first-pass samples. critique keeps outcome-correct samples whose
-    steps the critic passes (the process filter) plus verified refinements. Then exact
-    duplicates of a query's completion are dropped and a per-query cap applies.
+    The filter (`arm.name`) says which samples are eligible: rs keeps outcome-correct samples,
+    critique those whose steps the critic passes plus verified refinements. Exact duplicates
+    of a query's completion are dropped (`arm.dedup`). Selection then ranks each query's
+    eligible samples (`all`: sample order; `diverse`: solution classes round-robin) and keeps
+    them up to the query's row cap (`arms.row_cap`). Rows come out in sample order.
     """
-    if cfg.arm.name == "rs":
-        kept = [s for s in samples if s.origin == "sample" and s.correct]
-    else:
-        kept = [s for s in samples if s.correct and s.sample_id in critiques
-                and critiques[s.sample_id].passed]
-    seen: set[tuple[str, str]] = set()
-    per_query: dict[str, int] = {}
-    out = []
-    for s in kept:
-        if cfg.arm.dedup and (s.query_id, s.completion) in seen:
-            continue
-        if cfg.arm.per_query_cap is not None and per_query.get(s.query_id, 0) >= cfg.arm.per_query_cap:
-            continue
-        seen.add((s.query_id, s.completion))
-        per_query[s.query_id] = per_query.get(s.query_id, 0) + 1
-        out.append(s)
-    return out
+    arm = cfg.arm
+    kept = arms.eligible(arm.name, samples, critiques)
+    if arm.dedup:
+        kept = arms.drop_duplicates(kept)
+    partition = solution_partition(cfg, task)
+    ranked = arms.by_query(kept)
+    if arm.selection == "diverse":
+        ranked = {q: arms.diverse_order(classes) for q, classes in partition(ranked).items()}
+    sampling = arms.make_sampling(arm, pool, partition)
+    return arms.take(kept, ranked, arms.row_cap(arm, sampling, cfg.rollout.num_samples))
+
+
+def solution_partition(cfg: Config, task: Task) -> arms.Partition:
+    """The task's solution classes, as the arm's `diverse` settings define them."""
+    return arms.Partition(task.solution_key, cfg.arm.diverse.similarity)
 
 
 # -- evaluate -------------------------------------------------------------------------------

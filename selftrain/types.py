@@ -33,7 +33,9 @@ class Sample:
     steps: list[str]
     answer: str | None
     correct: bool
-    origin: str = "sample"  # "sample" or "refine"
+    origin: str = "sample"
+    """"sample" (first pass), "extra" (a later wave of balanced or distinct sampling) or
+    "refine" (a critique-guided repair)."""
     parent_id: str | None = None
     num_tokens: int = 0
     loss_mask: list[list[int]] | None = None
