@@ -114,11 +114,12 @@ class RankTrainer:
         from selftrain.lora import merge
         from selftrain.sharding import full_state
 
-        state, adapter = full_state(self.model), None  # {} on ranks other than 0
-        if self.adapters is not None:
-            state, tensors = merge(state, self.adapters)
-            adapter = (self.adapters.peft_model, tensors)
+        state = full_state(self.model)  # {} on ranks other than 0
         if self.rank == 0:
+            adapter = None
+            if self.adapters is not None:
+                state, tensors = merge(state, self.adapters)
+                adapter = (self.adapters.peft_model, tensors)
             write_checkpoint(out, self.model, self.tokenizer, state, adapter)
         if self.adapters is not None:  # the merged weights become the model's: what was saved
             self._load_plain(state, from_rank0=True)
