@@ -131,15 +131,14 @@ class RankTrainer:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from selftrain.lora import add_adapters
-        from selftrain.sharding import shard
+        from selftrain.sharding import checkpoint_activations, shard
 
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
         if self.cfg.activation_checkpointing:
-            model.config.use_cache = False  # a KV cache is of no use in training, and HF warns
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            checkpoint_activations(model)
         if self.cfg.lora is not None:
             self.adapters = add_adapters(model, self.cfg.lora)
         if self.cfg.strategy == "fsdp":

@@ -36,6 +36,18 @@ def shard(model: torch.nn.Module, device: torch.device, bf16: bool) -> None:
     fully_shard(model, mesh=mesh, mp_policy=policy)
 
 
+def checkpoint_activations(model: torch.nn.Module) -> None:
+    """Recompute each decoder layer's activations in backward (`train.activation_checkpointing`),
+    with torch's non-reentrant checkpoint, which works with frozen weights (LoRA) and with FSDP's
+    hooks (a recomputed layer is gathered again). transformers >= 5.20 renamed the switch."""
+    kwargs = {"use_reentrant": False}
+    model.config.use_cache = False  # a KV cache is of no use in training, and HF warns
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The model's repeated blocks: the classes transformers models name in `_no_split_modules`
     (e.g. LlamaDecoderLayer), as accelerate's FSDP auto-wrapping finds them."""
