@@ -14,10 +14,15 @@ from selftrain.runfolder import write_parquet
 from selftrain.tiny_model import build_char_tokenizer, build_tiny_llama, portable_tokenizer_config
 
 
-def tiny_policy(out: Path, seed: int = 0) -> Path:
-    """An untrained tiny Llama (tied embeddings, char tokenizer) saved like a base model."""
+def tiny_policy(out: Path, seed: int = 0, noise: float = 0.0) -> Path:
+    """An untrained tiny Llama (tied embeddings, char tokenizer) saved like a base model.
+    `noise` enlarges its random weights: at the default init every seed mostly echoes the
+    prompt's last character, with noise 0.1 greedy texts vary (tests/test_backend_contract.py)."""
     tokenizer = build_char_tokenizer()
     model = build_tiny_llama(TinyModelConfig(seed=seed), len(tokenizer), tokenizer)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * noise)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     portable_tokenizer_config(out)
