@@ -46,6 +46,24 @@ def examples_from_rows(rows: list[dict[str, Any]]) -> list[SFTExample]:
     ]
 
 
+def check_setup(cfg: TrainConfig, model_path: str) -> None:
+    """What `cfg` asks of the model that only the model can answer (LoRA targets exist, are
+    linear and not tied; FSDP finds decoder layers), checked on a weightless copy (meta device,
+    built from its config.json) so that a mistake is a `ConfigError` before Ray starts, not a
+    failure of round 1's finetune after round 0's generation."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from selftrain.lora import add_adapters
+    from selftrain.sharding import decoder_layers
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_path))
+        if cfg.lora is not None:
+            add_adapters(model, cfg.lora)
+    if cfg.strategy == "fsdp":
+        decoder_layers(model)
+
+
 class RankTrainer:
     """The policy on one rank of the training process group, and each round's finetune of it."""
 

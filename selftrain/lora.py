@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from selftrain.config import LoraConfig
+from selftrain.config import ConfigError, LoraConfig
 
 ADAPTER = "default"  # peft's name for a model's only adapter
 
@@ -45,16 +45,16 @@ def add_adapters(model: torch.nn.Module, cfg: LoraConfig) -> Adapters:
     try:
         peft_model = get_peft_model(model, config)
     except ValueError as err:  # peft: "Target modules {...} not found in the base model"
-        raise ValueError(f"train.lora.target_modules {cfg.target_modules}: {err}") from None
+        raise ConfigError(f"train.lora.target_modules {cfg.target_modules}: {err}") from None
     layers = {name: m for name, m in model.named_modules() if isinstance(m, LoraLayer)}
     for name, layer in layers.items():
         if not isinstance(layer, LoraLinear) or layer.fan_in_fan_out:
-            raise ValueError(f"train.lora.target_modules: {name} is a "
+            raise ConfigError(f"train.lora.target_modules: {name} is a "
                              f"{type(layer.get_base_layer()).__name__}; only linear layers "
                              f"(nn.Linear) can take adapters here")
     shared = _tied_targets(model, layers)
     if shared:
-        raise ValueError(f"train.lora.target_modules: {shared[0]} shares its weight with another "
+        raise ConfigError(f"train.lora.target_modules: {shared[0]} shares its weight with another "
                          f"layer (tied embeddings); merging an adapter into it would change both. "
                          f"Leave it out of the targets")
     return Adapters(peft_model, {name: float(m.scaling[ADAPTER]) for name, m in layers.items()})

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from selftrain.config import ConfigError
 from selftrain.device import bf16_params_supported
 
 
@@ -54,7 +55,7 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     names = set(getattr(model, "_no_split_modules", None) or ())
     layers = [m for m in model.modules() if type(m).__name__ in names]
     if not layers:
-        raise ValueError(
+        raise ConfigError(
             f"train.strategy fsdp: found no decoder layers in {type(model).__name__} (it names "
             f"none in `_no_split_modules`), so there is nothing to shard layer by layer; use "
             f"train.strategy: ddp for this model")

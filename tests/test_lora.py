@@ -11,7 +11,7 @@ from finetune_helpers import logits, one_rank_group, sums_parquet, tiny_policy
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from selftrain.config import ConfigError, LoraConfig, TrainConfig, from_dict
-from selftrain.finetune import FinetuneJob, RankTrainer, examples_from_rows
+from selftrain.finetune import FinetuneJob, RankTrainer, check_setup, examples_from_rows
 from selftrain.lora import is_adapter
 from selftrain.sft import SFTSettings
 from selftrain.sharding import full_state
@@ -90,14 +90,18 @@ def test_lora_rounds_continue_from_the_merged_policy(files, strategy):
     assert any(not torch.equal(w1[k], w2[k]) for k in w1)
 
 
-def test_lora_targets_are_checked_when_the_model_is_built(files):
-    base, train, tmp = files
-    missing = RankTrainer(TrainConfig(lora=LoraConfig(target_modules=["qkv_proj"])), 0, 1, CPU)
-    with pytest.raises(ValueError, match=r"train\.lora\.target_modules \['qkv_proj'\]"):
-        missing.prepare(str(base), seed=0)
-    tied = RankTrainer(TrainConfig(lora=LoraConfig(target_modules=["lm_head"])), 0, 1, CPU)
-    with pytest.raises(ValueError, match=r"lm_head shares its weight"):
-        tied.prepare(str(base), seed=0)
+@pytest.mark.parametrize("targets, error", [
+    (["qkv_proj"], r"train\.lora\.target_modules \['qkv_proj'\]"),
+    (["lm_head"], r"train\.lora\.target_modules: lm_head shares its weight"),
+])
+def test_lora_targets_are_checked_before_any_weight_is_read(files, targets, error):
+    base, _, _ = files
+    cfg = TrainConfig(strategy="fsdp", lora=LoraConfig(target_modules=targets))
+    with pytest.raises(ConfigError, match=error):
+        check_setup(cfg, str(base))  # what a run checks before Ray starts
+    with pytest.raises(ConfigError, match=error):  # and a rank, building the model
+        RankTrainer(cfg, 0, 1, CPU).prepare(str(base), seed=0)
+    check_setup(TrainConfig(strategy="fsdp", lora=LORA), str(base))
 
 
 @pytest.mark.parametrize("train, key", [
