@@ -168,6 +168,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_length: int = 256
     bf16: bool = False
+    """bf16 compute: under fsdp on a GPU with bf16, the gathered weights are bf16 (the shards,
+    gradient reduction and AdamW stay fp32); otherwise (ddp, or fsdp on the CPU) bf16 autocast
+    over fp32 weights. Checkpoints are fp32 either way."""
     keep_checkpoints: bool = True
     """False keeps only the newest round's checkpoint: a round's checkpoint is deleted once the
     next round's finetune is recorded (the manifest marks it pruned; `verify` skips it)."""
@@ -182,8 +185,10 @@ class TrainConfig:
     """Recompute each decoder layer's activations in the backward pass instead of keeping them:
     less memory for about a third more compute."""
     lora: LoraConfig | None = None
-    """Train LoRA adapters only (None: all weights). Each round's checkpoint is the merged model,
-    with the adapter beside it in checkpoint/adapter/."""
+    """Train LoRA adapters only (None: all weights), with ddp or fsdp. Each round trains a fresh
+    adapter (drawn from the round's seed) on the weights it starts from (`init`: the base model,
+    or the previous round's merged policy); its checkpoint is the merged model, which every
+    backend loads as plain weights, with the adapter beside it in checkpoint/adapter/."""
 
 
 @dataclass
