@@ -107,6 +107,7 @@ class RankTrainer:
         if self.model is None:
             self._build(init_path)
         elif self.weights != init_path:
+            self.weights = None  # until the copy is complete
             names = self._plain_names()
             tied = {plain for plain, own in names.items() if own in tied_names(self.model)}
             self._load_plain(checkpoint_state(init_path, set(names), tied, torch.float32))

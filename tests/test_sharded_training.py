@@ -79,14 +79,18 @@ def test_fsdp_trains_as_ddp_does_on_less_memory(files, ray_cluster):
 
 
 def test_lora_under_fsdp_with_activation_checkpointing_trains_as_under_ddp(files, ray_cluster):
+    """Two rounds: the second continues from the merged policy, which rank 0 computed and
+    broadcast into every rank's shard (a stale shard on rank 1 would show under FSDP)."""
     _, _, tmp = files
     lora = replace(DDP, lora=LoraConfig(r=4, alpha=8.0))
-    ddp = run_rounds(lora, files, [("base", "lora-ddp", 1)])
+    rounds = [("base", "lora-{}-r1", 1), ("lora-{}-r1", "lora-{}-r2", 2)]
+    ddp = run_rounds(lora, files, [(i.format("ddp"), o.format("ddp"), s) for i, o, s in rounds])
     fsdp = run_rounds(replace(lora, strategy="fsdp", activation_checkpointing=True), files,
-                      [("base", "lora-fsdp", 1)])
-    assert_same_losses(fsdp[0], ddp[0])
-    assert_close_weights(tmp / "lora-fsdp", tmp / "lora-ddp", atol=1e-5)
-    assert (tmp / "lora-fsdp" / "adapter" / "adapter_model.safetensors").is_file()
+                      [(i.format("fsdp"), o.format("fsdp"), s) for i, o, s in rounds])
+    for k in (0, 1):
+        assert_same_losses(fsdp[k], ddp[k])
+        assert_close_weights(tmp / f"lora-fsdp-r{k + 1}", tmp / f"lora-ddp-r{k + 1}", atol=1e-5)
+        assert (tmp / f"lora-fsdp-r{k + 1}" / "adapter" / "adapter_model.safetensors").is_file()
     for d, f in zip(ddp[0], fsdp[0]):
         assert d["lora"] and f["lora"] and f["trainable_params"] == d["trainable_params"]
         assert f["state_mib"] < 0.6 * d["state_mib"], (f, d)
