@@ -5,11 +5,12 @@ runs it in-process on a one-rank process group. Either way the torch process gro
 
 What is in memory between rounds: after round k the model holds exactly the weights of round
 k's checkpoint, in the layout training needs: whole on each rank (ddp) or sharded over the ranks
-(fsdp: no rank ever holds the whole model, except rank 0's CPU copy while it writes the
-checkpoint), with LoRA layers around them under `train.lora` (rank 0 merges the adapter into the
+(fsdp), with LoRA layers around them under `train.lora` (rank 0 merges the adapter into the
 weights it saves and broadcasts the merged weights back into the model). `weights` names that
 checkpoint, so `train.init: previous` reads nothing, and `train.init: base` reads the base
-model's files into the live (sharded) model.
+model's files into the live (sharded) model. Under fsdp a rank holds whole weights only in CPU
+memory and only for a moment: when it reads a checkpoint (then keeps its shard) and, on rank 0,
+when it writes one; the device only ever holds shards and the layer being computed.
 """
 
 from __future__ import annotations
