@@ -133,9 +133,10 @@ print(json.dumps({{"tokens": sum(len(c.token_ids) for o in outs for c in o.outpu
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1")
     done = subprocess.run([str(python), "-c", script], input=json.dumps(prompts), env=env,
                           capture_output=True, text=True, timeout=1200)
-    if done.returncode != 0:
-        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr else "failed"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    found = [line for line in done.stdout.splitlines() if line.startswith('{"tokens"')]
+    if done.returncode != 0 or not found:
+        return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(found[-1])
 
 
 def measure(out: Path, per_level: int) -> dict[str, Any]:

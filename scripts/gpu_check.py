@@ -1,51 +1,97 @@
-"""CUDA smoke test: generation, a bf16 finetune step and a critic, on the tiny model.
+"""CUDA smoke test on the tiny model: generation, a bf16 finetune step, critics, then a round's
+finetune with FSDP (bf16 mixed precision, activation checkpointing) and with LoRA, each checked
+by loading its checkpoint into the generation backend.
 
-Runs the plain worker classes in-process, exactly as Ray would run them inside actors, so it
-needs nothing but torch, transformers and tokenizers. Exits non-zero (loudly) when CUDA is not
+Runs the plain worker classes in-process, exactly as Ray would run them inside actors (the FSDP
+and LoRA steps on a one-rank torch process group), so it needs no Ray, vLLM or wandb: torch,
+transformers, tokenizers, pandas/pyarrow and peft. Exits non-zero (loudly) when CUDA is not
 available or a piece did not run on the GPU.
+
+    python scripts/gpu_check.py          # on a GPU
+    python scripts/gpu_check.py --cpu    # the same steps on the CPU, small (what tests run)
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 
-def main() -> int:
-    from selftrain.device import require_cuda, synchronize
+@dataclass
+class Sizes:
+    prompts: int
+    new_tokens: int
+    train_steps: int
+    critic_queries: int
+    critic_new_tokens: int
 
-    device = require_cuda()
-    print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
-    from selftrain.backends import SamplingConfig
-    from selftrain.backends.hf import HFBackend
-    from selftrain.config import TinyModelConfig
-    from selftrain.sft import SFTExample, SFTSettings, train_sft
+
+GPU = Sizes(prompts=128, new_tokens=64, train_steps=20, critic_queries=32, critic_new_tokens=512)
+CPU = Sizes(prompts=8, new_tokens=12, train_steps=2, critic_queries=4, critic_new_tokens=16)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from selftrain.device import require_cuda
+
+    args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    args.add_argument("--cpu", action="store_true", help="run every step on the CPU, small")
+    cpu = args.parse_args(argv).cpu
+    device = torch.device("cpu") if cpu else require_cuda()
+    sizes = CPU if cpu else GPU
+    name = "CPU" if cpu else torch.cuda.get_device_name(0)
+    print(f"device: {name}, torch {torch.__version__}")
     from selftrain.tasks.countdown import CountdownTask
+
+    task = CountdownTask()
+    tmp = Path(tempfile.mkdtemp(prefix="selftrain-gpu-check-"))
+    model_path = tiny_model(tmp / "model")
+    backend = check_generation(model_path, task, sizes, device)
+    check_finetune(backend, task, sizes, device)
+    check_critics(backend, model_path, task, sizes)
+    train = training_set(task, tmp / "train.parquet")
+    with one_rank_group(tmp, device):
+        check_round(backend, "fsdp", model_path, train, tmp / "fsdp", sizes, device)
+        check_round(backend, "lora", model_path, train, tmp / "lora", sizes, device)
+    if device.type == "cuda":
+        print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
+    print(f"OK: generation, bf16 finetune, critics, FSDP and LoRA rounds ran on {device.type}")
+    return 0
+
+
+def tiny_model(out: Path) -> Path:
+    from selftrain.config import TinyModelConfig
     from selftrain.tiny_model import (
         build_char_tokenizer,
         build_tiny_llama,
         portable_tokenizer_config,
     )
 
-    task = CountdownTask()
-    tmp = Path(tempfile.mkdtemp(prefix="selftrain-gpu-check-"))
     tokenizer = build_char_tokenizer()
     model = build_tiny_llama(TinyModelConfig(), len(tokenizer), tokenizer)
-    model.save_pretrained(tmp / "model")
-    tokenizer.save_pretrained(tmp / "model")
-    portable_tokenizer_config(tmp / "model")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    portable_tokenizer_config(out)
+    return out
 
-    # 1. generation backend
-    backend = HFBackend(str(tmp / "model"), dtype="bfloat16")
+
+def check_generation(model_path: Path, task, sizes: Sizes, device: torch.device):
+    """1. The generation backend, in bf16 on the GPU."""
+    from selftrain.backends import SamplingConfig
+    from selftrain.backends.hf import HFBackend
+    from selftrain.device import synchronize
+
+    backend = HFBackend(str(model_path), dtype="bfloat16")
     param = next(backend.model.parameters())
-    if param.device.type != "cuda":
+    if device.type == "cuda" and param.device.type != "cuda":
         raise SystemExit(f"FAIL: generation backend put the model on {param.device}, not CUDA")
-    prompts = [q.prompt for q in task.queries("train")][:128]
-    params = SamplingConfig(n=4, temperature=1.0, max_new_tokens=64)
+    prompts = [q.prompt for q in task.queries("train")][: sizes.prompts]
+    params = SamplingConfig(n=4, temperature=1.0, max_new_tokens=sizes.new_tokens)
     backend.generate(prompts[:8], params, seed=0)  # warm-up
     synchronize(device)
     t0 = time.perf_counter()
@@ -55,40 +101,124 @@ def main() -> int:
     tokens = sum(g.num_tokens for outs in gens for g in outs)
     print(f"generate: {len(prompts) * params.n} sequences, {tokens} tokens, "
           f"{tokens / dt:,.0f} tokens/s")
+    return backend
 
-    # 2. finetune steps in bf16 autocast
+
+def check_finetune(backend, task, sizes: Sizes, device: torch.device) -> None:
+    """2. SFT steps in bf16 autocast on the backend's own model."""
+    from selftrain.device import synchronize
+    from selftrain.sft import SFTExample, SFTSettings, train_sft
+
     examples = [SFTExample(q.prompt, sol) for q in task.queries("train")
                 for sol in task.reference_solutions(q, k=2)]
     net = backend.model.float().train()
-    settings = SFTSettings(epochs=1, lr=1e-3, batch_size=64, max_steps=20)
+    settings = SFTSettings(epochs=1, lr=1e-3, batch_size=64, max_steps=sizes.train_steps)
     synchronize(device)
     t0 = time.perf_counter()
     stats = train_sft(net, backend.tokenizer, examples, settings, device,
                       autocast_dtype=torch.bfloat16)
     synchronize(device)
     dt = time.perf_counter() - t0
-    if next(net.parameters()).device.type != "cuda" or stats["steps"] == 0:
-        raise SystemExit("FAIL: the finetune step did not run on CUDA")
+    if next(net.parameters()).device.type != device.type or stats["steps"] == 0:
+        raise SystemExit(f"FAIL: the finetune step did not run on {device.type}")
     print(f"train: {stats['steps']} steps bf16, {stats['tokens']} tokens, "
           f"{stats['tokens'] / dt:,.0f} tokens/s, loss {stats['loss']:.3f}")
 
-    # 3. critics: the exact oracle and the generative lm critic on the GPU
-    from critics import CritiqueRequest, build_critic, checked
 
-    queries = task.queries("train")[:32]
-    texts = backend.generate([q.prompt for q in queries], SamplingConfig(n=1), seed=2)
+def check_critics(backend, model_path: Path, task, sizes: Sizes) -> None:
+    """3. Critics: the exact oracle and the generative lm critic."""
+    from critics import CritiqueRequest, build_critic, checked
+    from selftrain.backends import SamplingConfig
+
+    queries = task.queries("train")[: sizes.critic_queries]
+    texts = backend.generate([q.prompt for q in queries],
+                             SamplingConfig(n=1, max_new_tokens=sizes.new_tokens), seed=2)
     requests = [CritiqueRequest(sample_id=str(i), query=q, steps=task.split_steps(t[0].text))
                 for i, (q, t) in enumerate(zip(queries, texts))]
     oracle = checked(build_critic("countdown-oracle", None, {}, task), requests)
-    lm = build_critic("lm", None, {"model_path": str(tmp / "model")}, task)
+    lm = build_critic("lm", None, {"model_path": str(model_path),
+                                   "max_new_tokens": sizes.critic_new_tokens}, task)
     t0 = time.perf_counter()
     crits = checked(lm, requests)
     dt = time.perf_counter() - t0
     print(f"critics: oracle {len(oracle)} critiques; lm {len(crits)} critiques, "
           f"{sum(c.tokens for c in crits)} critic tokens in {dt:.1f}s")
-    print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
-    print("OK: generation, bf16 finetune and critics ran on CUDA")
-    return 0
+
+
+def training_set(task, out: Path) -> Path:
+    import pandas as pd
+
+    rows = [{"prompt": q.prompt, "completion": sol, "loss_mask": None}
+            for q in task.queries("train") for sol in task.reference_solutions(q, k=2)]
+    pd.DataFrame(rows).to_parquet(out)
+    return out
+
+
+class one_rank_group:
+    """This process as the only rank of a torch process group (NCCL on CUDA, gloo on CPU), as
+    a trainer rank is inside its Ray actor."""
+
+    def __init__(self, tmp: Path, device: torch.device) -> None:
+        self.init = f"file://{tmp / 'rendezvous'}"
+        self.backend = "nccl" if device.type == "cuda" else "gloo"
+
+    def __enter__(self) -> None:
+        import torch.distributed as dist
+
+        dist.init_process_group(self.backend, init_method=self.init, rank=0, world_size=1)
+
+    def __exit__(self, *exc) -> None:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+
+
+def check_round(backend, kind: str, base: Path, train: Path, out: Path, sizes: Sizes,
+                device: torch.device) -> None:
+    """4 and 5. A round's finetune as a trainer rank runs it (FSDP with bf16 mixed precision
+    and activation checkpointing; or LoRA), then its checkpoint in the generation backend."""
+    from selftrain.backends import SamplingConfig
+    from selftrain.config import LoraConfig, TrainConfig
+    from selftrain.device import synchronize
+    from selftrain.finetune import FinetuneJob, RankTrainer
+    from selftrain.sft import SFTSettings
+
+    cfg = (TrainConfig(strategy="fsdp", bf16=True, activation_checkpointing=True) if kind == "fsdp"
+           else TrainConfig(bf16=True, lora=LoraConfig(r=8)))
+    rank = RankTrainer(cfg, 0, 1, device)
+    settings = SFTSettings(lr=1e-3, batch_size=64, max_steps=sizes.train_steps, seed=0)
+    synchronize(device)
+    t0 = time.perf_counter()
+    stats = rank.finetune(FinetuneJob(str(base), str(train), str(out), settings))
+    synchronize(device)
+    dt = time.perf_counter() - t0
+    problem = round_problem(kind, rank, stats, out, device)
+    if problem:
+        raise SystemExit(f"FAIL: {kind} round: {problem}")
+    backend.load_weights(str(out))  # the checkpoint, read into the live generation model
+    gens = backend.generate(["1+1="], SamplingConfig(n=2, max_new_tokens=8), seed=0)
+    memory = {k: stats[k] for k in ("state_mib", "peak_rss_mib", "peak_gpu_mib") if k in stats}
+    print(f"{kind}: {stats['steps']} steps ({stats['precision']}), "
+          f"{stats['tokens'] / dt:,.0f} tokens/s with the save, loss {stats['loss']:.3f}, "
+          f"{stats['trainable_params']:,} trainable params, memory MiB {memory}; "
+          f"checkpoint generates {gens[0][0].num_tokens} tokens")
+
+
+def round_problem(kind: str, rank, stats: dict, out: Path, device: torch.device) -> str | None:
+    """What is wrong with a finished round, or None."""
+    total = sum(p.numel() for p in rank.model.parameters())
+    if stats["steps"] == 0:
+        return "no training step ran"
+    if next(rank.model.parameters()).device.type != device.type:
+        return f"the model is not on {device.type}"
+    if not (out / "model.safetensors").is_file():
+        return f"no consolidated checkpoint in {out}"
+    if device.type == "cuda" and kind == "fsdp" and "bf16 weights" not in stats["precision"]:
+        return f"FSDP did not compute in bf16 ({stats['precision']})"
+    if kind == "lora" and not (stats["trainable_params"] < total / 10
+                               and (out / "adapter" / "adapter_model.safetensors").is_file()):
+        return f"{stats['trainable_params']} of {total} params trained, or no adapter saved"
+    return None
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ bash scripts/setup_vllm_venv.sh
 # The default run: the backend contract, vLLM side, then one round of the loop with the engine
 # inside a Ray actor. `-k vllm` filters every file listed: a file whose name holds "vllm"
 # (tests/test_vllm_e2e.py) runs whole; for any other file widen it, e.g. -k "vllm or e2e".
-DEFAULT=(tests/test_backend_contract.py tests/test_vllm_e2e.py tests/test_vllm_served_critic.py -k vllm)
+DEFAULT=(tests/test_backend_contract.py tests/test_vllm_e2e.py tests/test_vllm_served_critic.py tests/test_vllm_finetuned.py -k vllm)
 if [[ $# -eq 0 ]]; then
   set -- "${DEFAULT[@]}"
 fi

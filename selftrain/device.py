@@ -56,3 +56,38 @@ def require_cuda() -> torch.device:
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def bf16_params_supported(device: torch.device) -> bool:
+    """Whether FSDP may hold the gathered weights in bf16 (`MixedPrecisionPolicy`): on CUDA with
+    bf16 support. The CPU keeps fp32 weights and computes under bf16 autocast instead."""
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak for `peak_memory_mib`: the process's resident set (Linux: writing 5 to
+    /proc/self/clear_refs resets VmHWM) and, on CUDA, the allocator's peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass  # not Linux: the peak then covers the process's whole life
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory_mib(device: torch.device) -> dict[str, float]:
+    """Peak resident memory of this process since `reset_peak_memory`, in MiB; on CUDA also the
+    peak of memory allocated by torch (`peak_gpu_mib`)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    try:
+        with open("/proc/self/status") as f:
+            peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        pass
+    out = {"peak_rss_mib": round(peak, 1)}
+    if device.type == "cuda":
+        out["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out

@@ -15,7 +15,8 @@ def adamw_with_schedule(
     # imported here: `critics.prm` imports this module, and listing critics stays light
     from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup_lr_rate
 
-    optim = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]  # LoRA: the adapters only
+    optim = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
     sched = get_cosine_with_min_lr_schedule_with_warmup_lr_rate(
         optim, num_warmup_steps=max(1, int(warmup_ratio * total_steps)),
         num_training_steps=total_steps, min_lr_rate=0.1,
@@ -30,3 +31,23 @@ def optimizer_step(model: torch.nn.Module, optim: torch.optim.Optimizer,
     optim.step()
     sched.step()
     optim.zero_grad(set_to_none=True)
+
+
+def state_mib(model: torch.nn.Module, optim: torch.optim.Optimizer) -> dict[str, float]:
+    """What training holds on this rank besides activations, in MiB: its parameters, their
+    gradients (one per trainable parameter at the peak, between backward and step) and the
+    optimizer's state. Under FSDP each counts only this rank's shard (the local part of each
+    DTensor), so the figures show what sharding saves, free of allocator and RSS noise."""
+    params = list(model.parameters())
+    param = sum(_local_bytes(p) for p in params)
+    grad = sum(_local_bytes(p) for p in params if p.requires_grad)
+    state = sum(_local_bytes(t) for s in optim.state.values() for t in s.values()
+                if isinstance(t, torch.Tensor) and t.dim() > 0)  # not Adam's step counters
+    mib = {"param_mib": param, "grad_mib": grad, "optim_mib": state}
+    return {k: round(v / 2**20, 3) for k, v in mib.items()} | {
+        "state_mib": round((param + grad + state) / 2**20, 3)}
+
+
+def _local_bytes(t: torch.Tensor) -> int:
+    local = t.to_local() if hasattr(t, "to_local") else t  # a DTensor's shard on this rank
+    return local.numel() * local.element_size()

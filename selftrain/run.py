@@ -110,6 +110,7 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
     """Everything one arm's rounds share, opened in order and closed whatever happens."""
     from transformers import AutoTokenizer
 
+    from selftrain.finetune import check_setup
     from selftrain.loop import start_ray
     from selftrain.model_source import resolve_model
     from selftrain.resume import check_recorded_files
@@ -127,6 +128,7 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
                 check_recorded_files(folder, cfg)  # before Ray starts
             base = str(resolve_model(cfg, task))
             prompts = PromptFormat.of(cfg, AutoTokenizer.from_pretrained(base), base)
+            check_setup(cfg.train, base)  # LoRA targets, FSDP layers: before Ray starts
             _prepare_folder(cfg, label, folder, base, budget)
             if budget is None and folder.manifest.get("budget_from"):
                 budget = BudgetTarget(folder.path / folder.manifest["budget_from"])

@@ -1,7 +1,7 @@
 """Supervised finetuning with the loss on completion tokens only.
 
 One loop serves the seed SFT of the embedded base model (in-process) and each round's
-finetune (inside Ray Train workers, where the model arrives wrapped in DDP). Prompt tokens and
+finetune (on the trainer ranks, where the model arrives wrapped in DDP or sharded by FSDP). Prompt tokens and
 masked completion spans (agent observations) get label -100, so only what the policy wrote is
 learned.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from selftrain.optim import adamw_with_schedule, optimizer_step
+from selftrain.optim import adamw_with_schedule, optimizer_step, state_mib
 
 IGNORE = -100
 
@@ -107,8 +107,9 @@ def train_sft(
 ) -> dict[str, float]:
     """Run the SFT loop; every rank takes the same number of steps on its shard of the data.
 
-    Returns stats of this rank: steps, mean loss of the last epoch, and completion tokens seen
-    (`train_tokens` counts each training-set completion token once per epoch and rank).
+    Returns stats of this rank: steps, mean loss of the last epoch, completion tokens seen
+    (`train_tokens` counts each training-set completion token once per epoch and rank), and the
+    memory its parameters, gradients and optimizer state take (`selftrain.optim.state_mib`).
     """
     if not examples:
         return {"steps": 0, "loss": float("nan"), "tokens": 0}
@@ -140,4 +141,5 @@ def train_sft(
             if on_step is not None:
                 on_step(step, total, losses[-1])
     model.eval()
-    return {"steps": step, "loss": sum(losses) / max(1, len(losses)), "tokens": tokens}
+    return {"steps": step, "loss": sum(losses) / max(1, len(losses)), "tokens": tokens,
+            **state_mib(model, optim)}

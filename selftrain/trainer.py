@@ -6,9 +6,11 @@ trainer ranks once, as verl and OpenRLHF keep their actor groups: `TrainerGroup`
 `train.resources.num_workers` ranks with a placement group (multi-node as the other groups),
 they join one torch process group (gloo on CPU, NCCL on GPU) and keep the policy in memory
 between rounds. Each round, every rank reads `train.parquet`, starts from the base model or the
-previous policy (`train.init`), trains its shard (DDP when there is more than one rank) and
-rank 0 writes the checkpoint to a temporary name and renames it, so a crash never leaves a half
-checkpoint that a resumed run could take for a finished one.
+previous policy (`train.init`), trains its shard of the data (`train.strategy`: DDP, or FSDP
+with the model sharded too; `train.lora`: adapters only) and rank 0 writes the checkpoint to a
+temporary name and renames it, so a crash never leaves a half checkpoint that a resumed run
+could take for a finished one. What a rank does each round, and what it keeps in memory between
+rounds, is `selftrain.finetune.RankTrainer`; this module places and restarts the ranks.
 
 A rank that dies mid-finetune (its process killed, its node lost) takes the group down: the
 group is started again and the round's finetune redone from its inputs, which gives the same
@@ -22,55 +24,31 @@ checkpoint it wrote.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import ray
 
 from selftrain.config import TrainConfig
+from selftrain.finetune import FinetuneJob, RankTrainer, examples_from_rows
 from selftrain.groups import ActorGroup
-from selftrain.sft import SFTExample, SFTSettings
+from selftrain.sft import SFTSettings
 from selftrain.storage import Storage
 
-
-@dataclass
-class FinetuneJob:
-    """One round's finetune, as every rank receives it."""
-
-    init_path: str
-    """The weights to start from: the base model or the previous round's checkpoint."""
-    train_path: str
-    out_path: str
-    settings: SFTSettings
-    bf16: bool = False
-
-
-def examples_from_rows(rows: list[dict[str, Any]]) -> list[SFTExample]:
-    """Rows of train.parquet as read by pandas: `loss_mask` is None or an array of
-    [start, end] arrays (so no truth test on it: numpy refuses one)."""
-    return [
-        SFTExample(prompt=r["prompt"], completion=r["completion"],
-                   masked_spans=[(int(s[0]), int(s[1])) for s in
-                                 (r.get("loss_mask") if r.get("loss_mask") is not None else [])])
-        for r in rows
-    ]
+__all__ = ["FinetuneJob", "TrainerGroup", "TrainerWorker", "examples_from_rows", "finetune_job"]
 
 
 class TrainerWorker:
     """One rank: its process-group membership and the policy it trains, kept across rounds."""
 
-    def __init__(self, world_size: int, num_cpus: float | None, storage: Storage) -> None:
+    def __init__(self, cfg: TrainConfig, storage: Storage) -> None:
         from selftrain.device import configure_threads
 
-        configure_threads(num_cpus)
-        self.rank, self.world_size, self.storage = 0, world_size, storage
-        self.model: Any = None
-        self.tokenizer: Any = None
-        self.weights: str | None = None
-        """Where the weights in memory came from (a model folder), None before the first."""
+        configure_threads(cfg.resources.num_cpus)
+        self.cfg, self.storage = cfg, storage
+        self.rank, self.world_size = 0, cfg.resources.num_workers
+        self.policy: RankTrainer | None = None
 
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "rank": self.rank,
@@ -89,69 +67,32 @@ class TrainerWorker:
 
         import torch.distributed as dist
 
+        from selftrain.device import best_device
+
         self.rank = rank
         dist.init_process_group(backend, init_method=init_method, rank=rank,
                                 world_size=self.world_size,
                                 timeout=datetime.timedelta(minutes=30))
+        self.policy = RankTrainer(self.cfg, rank, self.world_size, best_device())
 
     def warm(self, path: str) -> None:
         """Load the policy at `path` ahead of the first finetune (while round 0 samples)."""
-        from selftrain.device import best_device
-
+        assert self.policy is not None, "join() the process group first"
         self.storage.ensure_local(path)
-        self._load(path, best_device())
+        self.policy.prepare(path, seed=0)
 
     def finetune(self, job: FinetuneJob) -> dict[str, Any]:
         """SFT on this rank's shard of the job's training set; rank 0 saves the result."""
-        import pandas as pd
-        import torch
-
-        from selftrain.device import best_device
-        from selftrain.sft import train_sft
-
+        assert self.policy is not None, "join() the process group first"
         self.storage.ensure_local(job.init_path)  # on object storage: fetch what this node lacks
         self.storage.ensure_local(job.train_path)
-        device = best_device()
-        self._load(job.init_path, device)
-        model = self.model
-        if self.world_size > 1:
-            model = torch.nn.parallel.DistributedDataParallel(model)
-        rows = pd.read_parquet(job.train_path).to_dict("records")
-        stats = train_sft(model, self.tokenizer, examples_from_rows(rows), job.settings, device,
-                          rank=self.rank, world_size=self.world_size,
-                          autocast_dtype=torch.bfloat16 if job.bf16 else None)
-        self.weights = job.out_path  # what is in memory now is what rank 0 saves
+        stats = self.policy.finetune(job)
         if self.rank == 0:
-            self._save(Path(job.out_path))
-        return stats | {"rank": self.rank, "world_size": self.world_size, "examples": len(rows),
+            out = Path(job.out_path)
+            self.storage.delete(out)  # replace, not merge: no file of an earlier attempt stays
+            self.storage.upload(out)
+        return stats | {"rank": self.rank, "world_size": self.world_size,
                         "node": ray.get_runtime_context().get_node_id()}
-
-    def _load(self, path: str, device) -> None:
-        """The weights at `path` into the model in memory; nothing to do when they are there
-        already (`train.init: previous` continues from what this rank trained last round)."""
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from selftrain.checkpoints import load_into
-
-        if self.model is None:
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-            if self.tokenizer.pad_token_id is None:
-                self.tokenizer.pad_token = self.tokenizer.eos_token
-            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)
-        elif self.weights != path:
-            load_into(self.model, path)
-        self.weights = path
-
-    def _save(self, out: Path) -> None:
-        tmp = out.with_name(out.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.model.save_pretrained(tmp)
-        self.tokenizer.save_pretrained(tmp)
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
-        self.storage.delete(out)  # replace, not merge: no file of an earlier attempt stays
-        self.storage.upload(out)
 
 
 class TrainerGroup:
@@ -167,8 +108,8 @@ class TrainerGroup:
 
     def _start(self) -> ActorGroup:
         res = self.cfg.resources
-        group = ActorGroup("train", TrainerWorker, (res.num_workers, res.num_cpus, self.storage),
-                           res, timeout_s=self.timeout_s, max_restarts=0)
+        group = ActorGroup("train", TrainerWorker, (self.cfg, self.storage), res,
+                           timeout_s=self.timeout_s, max_restarts=0)
         try:
             init = ray.get(group.actors[0].address.remote())
             backend = "nccl" if res.num_gpus else "gloo"
@@ -216,5 +157,5 @@ def finetune_job(cfg: TrainConfig, *, init_path: str, train_path: Path, out_path
     settings = SFTSettings(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
                            warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
                            max_length=cfg.max_length, seed=seed)
-    return FinetuneJob(str(init_path), str(train_path), str(out_path), settings, cfg.bf16)
+    return FinetuneJob(str(init_path), str(train_path), str(out_path), settings)
 

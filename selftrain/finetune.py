@@ -1,0 +1,183 @@
+"""One rank's finetune of a round, and the policy it keeps between rounds (no Ray here).
+
+`TrainerWorker` (selftrain/trainer.py) runs `RankTrainer` inside a Ray actor; scripts/gpu_check.py
+runs it in-process on a one-rank process group. Either way the torch process group exists first.
+
+What is in memory between rounds: after round k the model holds exactly the weights of round
+k's checkpoint, in the layout training needs: whole on each rank (ddp) or sharded over the ranks
+(fsdp), with LoRA layers around them under `train.lora` (rank 0 merges the adapter into the
+weights it saves and broadcasts the merged weights back into the model). `weights` names that
+checkpoint, so `train.init: previous` reads nothing, and `train.init: base` reads the base
+model's files into the live (sharded) model. Under fsdp a rank holds whole weights only in CPU
+memory and only for a moment: when it reads a checkpoint (then keeps its shard) and, on rank 0,
+when it writes one; the device only ever holds shards and the layer being computed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from selftrain.config import TrainConfig
+from selftrain.sft import SFTExample, SFTSettings
+
+
+@dataclass
+class FinetuneJob:
+    """One round's finetune, as every rank receives it."""
+
+    init_path: str
+    """The weights to start from: the base model or the previous round's checkpoint."""
+    train_path: str
+    out_path: str
+    settings: SFTSettings
+
+
+def examples_from_rows(rows: list[dict[str, Any]]) -> list[SFTExample]:
+    """Rows of train.parquet as read by pandas: `loss_mask` is None or an array of
+    [start, end] arrays (so no truth test on it: numpy refuses one)."""
+    return [
+        SFTExample(prompt=r["prompt"], completion=r["completion"],
+                   masked_spans=[(int(s[0]), int(s[1])) for s in
+                                 (r.get("loss_mask") if r.get("loss_mask") is not None else [])])
+        for r in rows
+    ]
+
+
+def check_setup(cfg: TrainConfig, model_path: str) -> None:
+    """What `cfg` asks of the model that only the model can answer (LoRA targets exist, are
+    linear and not tied; FSDP finds decoder layers), checked on a weightless copy (meta device,
+    built from its config.json) so that a mistake is a `ConfigError` before Ray starts, not a
+    failure of round 1's finetune after round 0's generation."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from selftrain.lora import add_adapters
+    from selftrain.sharding import decoder_layers
+
+    if cfg.lora is None and cfg.strategy != "fsdp":
+        return
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_path))
+        if cfg.lora is not None:
+            add_adapters(model, cfg.lora)
+    if cfg.strategy == "fsdp":
+        decoder_layers(model)
+
+
+class RankTrainer:
+    """The policy on one rank of the training process group, and each round's finetune of it."""
+
+    def __init__(self, cfg: TrainConfig, rank: int, world_size: int, device: torch.device) -> None:
+        from selftrain.sharding import precision
+
+        self.cfg, self.rank, self.world_size, self.device = cfg, rank, world_size, device
+        self.model: Any = None
+        """The transformers model: sharded in place under fsdp, with LoRA layers under lora."""
+        self.tokenizer: Any = None
+        self.adapters: Any = None
+        """`selftrain.lora.Adapters` under `train.lora`."""
+        self.weights: str | None = None
+        """The checkpoint whose weights the model holds; None when it holds none (mid-round)."""
+        self.precision, self.autocast = precision(cfg.strategy, cfg.bf16, device)
+
+    def finetune(self, job: FinetuneJob) -> dict[str, Any]:
+        """Start from `job.init_path`, train on this rank's shard of the training set, write the
+        checkpoint (rank 0). Returns this rank's stats, with its peak memory."""
+        import pandas as pd
+
+        from selftrain.device import peak_memory_mib, reset_peak_memory
+
+        reset_peak_memory(self.device)
+        self.prepare(job.init_path, job.settings.seed)
+        rows = pd.read_parquet(job.train_path).to_dict("records")
+        stats = self.train(examples_from_rows(rows), job.settings)
+        self.save(Path(job.out_path))
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        return stats | peak_memory_mib(self.device) | {
+            "examples": len(rows), "strategy": self.cfg.strategy, "precision": self.precision,
+            "lora": self.adapters is not None, "trainable_params": trainable}
+
+    def prepare(self, init_path: str, seed: int) -> None:
+        """The model holds the weights at `init_path` (read only when it does not already) and,
+        under LoRA, a fresh adapter drawn from `seed`."""
+        from selftrain.checkpoints import checkpoint_state, tied_names
+        from selftrain.lora import fresh_adapter_state
+        from selftrain.sharding import load_full_state
+
+        if self.model is None:
+            self._build(init_path)
+        elif self.weights != init_path:
+            self.weights = None  # until the copy is complete
+            names = self._plain_names()
+            tied = {plain for plain, own in names.items() if own in tied_names(self.model)}
+            self._load_plain(checkpoint_state(init_path, set(names), tied, torch.float32))
+        if self.adapters is not None:
+            shapes = {k: v.shape for k, v in self.model.state_dict().items()}
+            load_full_state(self.model, fresh_adapter_state(self.adapters, shapes, seed))
+        self.weights = init_path
+
+    def train(self, examples: list[SFTExample], settings: SFTSettings) -> dict[str, Any]:
+        """The SFT loop on this rank's shard of `examples` (every rank takes the same steps)."""
+        from selftrain.sft import train_sft
+        from selftrain.sharding import for_training
+
+        self.weights = None  # from here the model departs from every checkpoint
+        model = for_training(self.model, self.cfg.strategy, self.world_size)
+        return train_sft(model, self.tokenizer, examples, settings, self.device, rank=self.rank,
+                         world_size=self.world_size, autocast_dtype=self.autocast)
+
+    def save(self, out: Path) -> None:
+        """Rank 0 writes the plain (merged) weights to `out`, the adapter beside them; after it,
+        the model holds exactly the checkpoint's weights. Every rank must call it."""
+        from selftrain.checkpoints import write_checkpoint
+        from selftrain.lora import merge
+        from selftrain.sharding import full_state
+
+        state = full_state(self.model)  # {} on ranks other than 0
+        if self.rank == 0:
+            adapter = None
+            if self.adapters is not None:
+                state, tensors = merge(state, self.adapters)
+                adapter = (self.adapters.peft_model, tensors)
+            write_checkpoint(out, self.model, self.tokenizer, state, adapter)
+        if self.adapters is not None:  # the merged weights become the model's: what was saved
+            self._load_plain(state, from_rank0=True)
+        self.weights = str(out)
+
+    def _build(self, path: str) -> None:
+        """The model of the run, from the weights at `path`: activation checkpointing, LoRA
+        layers and FSDP sharding as the config says, in that order (FSDP shards what is there)."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from selftrain.lora import add_adapters
+        from selftrain.sharding import checkpoint_activations, shard
+
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        if self.cfg.activation_checkpointing:
+            checkpoint_activations(model)
+        if self.cfg.lora is not None:
+            self.adapters = add_adapters(model, self.cfg.lora)
+        if self.cfg.strategy == "fsdp":
+            shard(model, self.device, self.cfg.bf16)  # moves the shards to the device
+        else:
+            model.to(self.device)
+        self.model = model
+
+    def _plain_names(self) -> dict[str, str]:
+        """Checkpoint name -> the model's name, for every weight that is not an adapter's."""
+        from selftrain.lora import is_adapter, plain_name
+
+        return {plain_name(k): k for k in self.model.state_dict() if not is_adapter(k)}
+
+    def _load_plain(self, state: dict[str, torch.Tensor], from_rank0: bool = False) -> None:
+        """Checkpoint-named weights into the model (`from_rank0`: only rank 0 has them)."""
+        from selftrain.sharding import load_full_state
+
+        names = self._plain_names()
+        load_full_state(self.model, {names[k]: v for k, v in state.items()}, from_rank0)
