@@ -100,6 +100,23 @@ class RankTrainer:
             "examples": len(rows), "strategy": self.cfg.strategy, "precision": self.precision,
             "lora": self.adapters is not None, "trainable_params": trainable}
 
+    def warm(self, init_path: str) -> None:
+        """The model, and everything the first finetune would set up on first use: one update
+        of a two-token row at learning rate 0 (autograd, AdamW and the schedule; an AdamW step
+        at lr 0 leaves every weight as it was) and the state-dict helpers of the save. Done
+        while round 0 samples, so round 1's finetune costs its training."""
+        import torch.distributed.checkpoint.state_dict  # the save uses it
+
+        from selftrain.optim import adamw_with_schedule, optimizer_step
+        from selftrain.sharding import for_training
+
+        self.prepare(init_path, seed=0)
+        model = for_training(self.model, self.cfg.strategy, self.world_size)
+        optim, sched = adamw_with_schedule(model, 0.0, 0.0, total_steps=1, warmup_ratio=0.0)
+        ids = torch.tensor([[self.tokenizer.eos_token_id] * 2], device=self.device)
+        model(input_ids=ids, labels=ids).loss.backward()
+        optimizer_step(model, optim, sched)
+
     def prepare(self, init_path: str, seed: int) -> None:
         """The model holds the weights at `init_path` (read only when it does not already) and,
         under LoRA, a fresh adapter drawn from `seed`."""

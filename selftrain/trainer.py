@@ -79,7 +79,7 @@ class TrainerWorker:
         """Load the policy at `path` ahead of the first finetune (while round 0 samples)."""
         assert self.policy is not None, "join() the process group first"
         self.storage.ensure_local(path)
-        self.policy.prepare(path, seed=0)
+        self.policy.warm(path)
 
     def finetune(self, job: FinetuneJob) -> dict[str, Any]:
         """SFT on this rank's shard of the job's training set; rank 0 saves the result."""

@@ -58,7 +58,7 @@ def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
 def test_rounds_on_one_group_equal_the_plain_sft_loop(data, ray_cluster):
     base, train_path, tmp = data
     cfg = TrainConfig(epochs=2, lr=3e-4, resources=ResourceConfig(num_workers=1, num_cpus=1))
-    group = TrainerGroup(cfg, LocalStorage(tmp))
+    group = TrainerGroup(cfg, LocalStorage(tmp), warm_with=base)  # the warm-up changes nothing
     try:
         pid = group.info()[0]["pid"]
         ranks = group.finetune(finetune_job(cfg, init_path=base, train_path=train_path,
