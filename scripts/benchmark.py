@@ -50,7 +50,7 @@ def peak_rss_mib(pid: int) -> float:
 
 
 def run_rs(out: Path, per_level: int, tag: str, levels: str = "2, 3, 4",
-           model: str | None = None) -> dict[str, Any]:
+           model: str | None = None, task_seed: int = 0) -> dict[str, Any]:
     """Round 0 and round 1 of an rs arm through the loop; stage records and worker memory."""
     from selftrain.config import load_config
     from selftrain.loop import run_rounds
@@ -60,7 +60,7 @@ def run_rs(out: Path, per_level: int, tag: str, levels: str = "2, 3, 4",
         "rounds=1", "arms={}", "arm.name=rs", "tracking.enabled=false", f"run_root={out}",
         f"experiment=bench-{tag}", "ray.num_cpus=4",
         f"model.cache_dir={REPO / '.cache/selftrain/models'}",
-        f"task.args={{seed: 0, levels: [{levels}], train_per_level: {per_level}, "
+        f"task.args={{seed: {task_seed}, levels: [{levels}], train_per_level: {per_level}, "
         f"test_per_level: 25}}"] + ([f"model.path={model}"] if model else []))
     with open_run(cfg, "rs", overwrite=True) as run:
         run_rounds(run)
@@ -173,8 +173,11 @@ def scaling(out: Path, sizes: list[int], model: str) -> dict[str, Any]:
     """Round 1's wall time per pool size (queries per level), and the worst relative distance
     of a point from the least-squares line through them. Levels 3 and 4 only: level 2 has
     ~116 distinct queries in all, too few for the larger pools. The demo run's base model is
-    the policy of every size (one build)."""
-    seconds = {n: run_rs(out, n, f"scale{n}", "3, 4", model)["round_seconds"] for n in sizes}
+    the policy of every size (one build), on the queries of task seed 1, which it never saw:
+    with seed 0 the larger pools would hold its demonstration queries, and the training sets
+    (and finetune times) would not grow with the pool."""
+    seconds = {n: run_rs(out, n, f"scale{n}", "3, 4", model, task_seed=1)["round_seconds"]
+               for n in sizes}
     x, y = np.array(sizes, float), np.array([seconds[n] for n in sizes])
     slope, intercept = np.polyfit(x, y, 1)
     worst = float(np.max(np.abs(y - (slope * x + intercept)) / y))
