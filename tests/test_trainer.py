@@ -49,6 +49,15 @@ def in_process(base: str, train_path, cfg: TrainConfig, seed: int) -> dict[str, 
     return model.state_dict()
 
 
+def finetune_on_a_fresh_group(cfg: TrainConfig, tmp, **job) -> list[dict]:
+    """One finetune on a group started for it (what a resumed or restarted run does)."""
+    group = TrainerGroup(cfg, LocalStorage(tmp))
+    try:
+        return group.finetune(finetune_job(cfg, **job))
+    finally:
+        group.shutdown()
+
+
 def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
     assert a.keys() == b.keys()
     for name in a:
@@ -75,12 +84,9 @@ def test_rounds_on_one_group_equal_the_plain_sft_loop(data, ray_cluster):
     finally:
         group.shutdown()
     assert_same(weights(tmp / "r3"), weights(tmp / "r1"))
-    fresh = TrainerGroup(cfg, LocalStorage(tmp))  # what a resumed run does for round 2
-    try:
-        fresh.finetune(finetune_job(cfg, init_path=str(tmp / "r1"), train_path=train_path,
-                                    out_path=tmp / "r2-fresh", seed=2))
-    finally:
-        fresh.shutdown()
+    # what a resumed run does for round 2
+    finetune_on_a_fresh_group(cfg, tmp, init_path=str(tmp / "r1"), train_path=train_path,
+                              out_path=tmp / "r2-fresh", seed=2)
     assert_same(weights(tmp / "r2-fresh"), weights(tmp / "r2"))
 
 
@@ -100,24 +106,16 @@ def test_a_rank_killed_mid_finetune_is_restarted_and_the_round_redone(data, ray_
         assert group.restarts == 1 and group.info()[0]["pid"] != pid
     finally:
         group.shutdown()
-    reference = TrainerGroup(cfg, LocalStorage(tmp))
-    try:
-        reference.finetune(finetune_job(cfg, init_path=base, train_path=train_path,
-                                        out_path=tmp / "k-ref", seed=3))
-    finally:
-        reference.shutdown()
+    finetune_on_a_fresh_group(cfg, tmp, init_path=base, train_path=train_path,
+                              out_path=tmp / "k-ref", seed=3)
     assert_same(weights(tmp / "k"), weights(tmp / "k-ref"))
 
 
 def test_two_ranks_train_their_shards_in_one_process_group(data, ray_cluster):
     base, train_path, tmp = data
     cfg = TrainConfig(epochs=1, lr=3e-4, resources=ResourceConfig(num_workers=2, num_cpus=1))
-    group = TrainerGroup(cfg, LocalStorage(tmp))
-    try:
-        ranks = group.finetune(finetune_job(cfg, init_path=base, train_path=train_path,
-                                            out_path=tmp / "ddp", seed=0))
-    finally:
-        group.shutdown()
+    ranks = finetune_on_a_fresh_group(cfg, tmp, init_path=base, train_path=train_path,
+                                      out_path=tmp / "ddp", seed=0)
     assert [r["rank"] for r in ranks] == [0, 1] and {r["world_size"] for r in ranks} == {2}
     assert ranks[0]["steps"] == ranks[1]["steps"] > 0
     changed = [not torch.equal(a, b) for a, b in zip(weights(tmp / "ddp").values(),
