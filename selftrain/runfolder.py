@@ -112,7 +112,7 @@ class RunFolder:
     (locked); `RunFolder.read(path)` reads a finished one (verify, report)."""
 
     def __init__(self, path: str | Path, storage: Storage | None = None) -> None:
-        self.path = Path(path).resolve()  # Ray Train workers run in another working directory
+        self.path = Path(path).resolve()  # Ray workers run in another working directory
         self.storage = storage or LocalStorage(self.path)
         self.manifest_path = self.path / "manifest.json"
         self.manifest: dict[str, Any] = {"rounds": {}}

@@ -75,10 +75,6 @@ class Storage(Protocol):
         """Remove the record's copy of a folder (the local copy is the caller's to remove)."""
         ...
 
-    def trainer_location(self, local: str | Path) -> tuple[pafs.FileSystem | None, str]:
-        """Ray Train's (storage_filesystem, storage_path) for a local folder."""
-        ...
-
     def check(self) -> None:
         """Raise ValueError when the record cannot be reached (before anything runs)."""
         ...
@@ -117,16 +113,13 @@ class LocalStorage:
     def delete(self, local: str | Path) -> None:
         pass
 
-    def trainer_location(self, local: str | Path) -> tuple[pafs.FileSystem | None, str]:
-        return None, str(local)
-
     def check(self) -> None:
         pass
 
 
 class ObjectStorage:
     """A `run_root` URI and its local staging folder. Holds only strings, so it pickles cheaply
-    into Ray actors and Ray Train workers; the filesystem is built where it is used."""
+    into Ray actors and training ranks; the filesystem is built where it is used."""
 
     def __init__(self, run_root: str, staging_dir: str) -> None:
         self.uri = run_root
@@ -169,7 +162,7 @@ class ObjectStorage:
     def download(self, local: str | Path, *, keep_existing: bool = False) -> bool:
         """Copy the remote file or folder of a staged path into place; False when absent.
         With `keep_existing`, a folder that another process on this node put in place while
-        this one downloaded is kept (Ray Train ranks sharing a node may fetch the same one)."""
+        this one downloaded is kept (training ranks sharing a node may fetch the same one)."""
         fs, src = self.remote_path(local)
         kind = fs.get_file_info(src).type
         if kind == pafs.FileType.NotFound:
@@ -218,9 +211,6 @@ class ObjectStorage:
         fs, path = self.remote_path(local)
         if fs.get_file_info(path).type == pafs.FileType.Directory:
             fs.delete_dir(path)
-
-    def trainer_location(self, local: str | Path) -> tuple[pafs.FileSystem | None, str]:
-        return self.remote_path(local)
 
     def check(self) -> None:
         """Reach the bucket (or the folder above run_root) before anything runs."""
