@@ -74,22 +74,35 @@ def snapshot(run: Path) -> dict[str, str]:
 
 
 def test_overwrite_of_a_folder_in_use_stops_and_touches_nothing(tmp_path, env, model_cache):
-    config, run = config_file(tmp_path, model_cache, "experiment=race", "tracking.enabled=false")
+    """A second run, --overwrite or not, pointed at a folder a live run is writing. The live
+    run is kept busy by a slowed critic, so the second one surely finds it running."""
+    import pandas as pd
+
+    config, run = config_file(tmp_path, model_cache, "experiment=race", "tracking.enabled=false",
+                              "arm.name=critique", "critic.name=null", "rounds=0",
+                              "critic.path=slow_critic:SlowOracle", "critic.args={delay_s: 20}",
+                              "refine.attempts=1")
     first = cli(["run", str(config)], env)
     deadline = time.time() + 600
     while not (run / "round_0" / "samples.parquet").exists():
         assert first.poll() is None and time.time() < deadline, "first run did not get going"
         time.sleep(0.2)
-    before = (run / "round_0" / "samples.parquet").read_bytes()
+    samples = pd.read_parquet(run / "round_0" / "samples.parquet")
+    written = (run / "config.yaml").read_bytes()
     for extra in (["--overwrite"], []):
         code, out, err = finish(cli(["run", str(config), *extra], env), timeout=300)
+        assert first.poll() is None, "the first run ended before the second tried: not a race"
         assert code == 2, err
         assert f"is in use by pid {first.pid}" in err
         assert "--overwrite" not in err and "Traceback" not in out + err
-    assert (run / "round_0" / "samples.parquet").read_bytes() == before
     code, out, err = finish(first)
     assert code == 0, err
     assert verify(run) == []
+    assert (run / "config.yaml").read_bytes() == written  # the first run's files, untouched
+    after = pd.read_parquet(run / "round_0" / "samples.parquet")
+    first_pass = after[after["origin"] == "sample"]
+    for column in ("sample_id", "completion", "correct"):
+        assert first_pass[column].tolist() == samples[column].tolist()
 
 
 @pytest.mark.parametrize("critic, says", [
