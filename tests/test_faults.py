@@ -32,14 +32,21 @@ def base_model(cfg) -> str:
     return resolve_model(cfg, make_task(cfg.task.name, **cfg.task.args))
 
 
+def _timed(stage):
+    start = time.perf_counter()
+    return stage(), time.perf_counter() - start
+
+
 def _kill_worker_during(group: ActorGroup, after_s: float, stage):
-    """Run `stage()` in a thread, SIGKILL the group's (single) actor `after_s` into it, and
-    return the stage's result once Ray has restarted the actor and redone its chunk."""
+    """Run `stage()` in a thread, SIGKILL the group's (single) actor `after_s` into it (half
+    of an undisturbed run's time: some chunks done, one running), and return the stage's
+    result once Ray has restarted the actor and redone its chunk."""
     pid = group.call_all("info")[0]["pid"]
     result: dict = {}
     worker = threading.Thread(target=lambda: result.update(out=stage()))
     worker.start()
     time.sleep(after_s)
+    assert worker.is_alive(), "the stage ended before the kill: nothing was tested"
     os.kill(pid, signal.SIGKILL)
     worker.join(timeout=300)
     assert not worker.is_alive()
@@ -56,9 +63,9 @@ def test_killed_rollout_worker_loses_and_duplicates_nothing(tmp_path, ray_cluste
                        ResourceConfig(num_workers=1, num_cpus=1))
     try:
         job = stages.GenJob(prompts, params)
-        reference = stages.run_generation(group, job, model, 8, ("faults",), "reference")
-        # a few of the 12 chunks are done, one is running
-        out = _kill_worker_during(group, 1.5, lambda: stages.run_generation(
+        reference, took = _timed(lambda: stages.run_generation(group, job, model, 8, ("faults",),
+                                                               "reference"))
+        out = _kill_worker_during(group, took / 2, lambda: stages.run_generation(
             group, job, model, 8, ("faults",), "with a crash"))
         texts = [[g.text for g in outs] for outs in out]
         assert len(texts) == len(prompts) and all(len(t) == 2 for t in texts)
@@ -83,10 +90,9 @@ def test_killed_critic_worker_loses_and_duplicates_nothing(tmp_path, ray_cluster
                        (None, "slow_critic:SlowOracle", {"delay_s": 0.3}, cfg.task.name,
                         cfg.task.args, 0.0), ResourceConfig(num_workers=1, num_cpus=0))
     try:
-        reference = stages.critique(group, 4, requests, "reference")
-        # a few chunks of 0.3 s are done, one is running
-        out = _kill_worker_during(group, 1.0, lambda: stages.critique(group, 4, requests,
-                                                                      "with a crash"))
+        reference, took = _timed(lambda: stages.critique(group, 4, requests, "reference"))
+        out = _kill_worker_during(group, took / 2, lambda: stages.critique(group, 4, requests,
+                                                                           "with a crash"))
         got = [c.sample_id for c in out]
         assert got == [r.sample_id for r in requests]  # none lost, none duplicated, in order
         assert [c.row() for c in out] == [c.row() for c in reference]
