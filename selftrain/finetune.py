@@ -8,13 +8,16 @@ k's checkpoint, in the layout training needs: whole on each rank (ddp) or sharde
 (fsdp), with LoRA layers around them under `train.lora` (rank 0 merges the adapter into the
 weights it saves and broadcasts the merged weights back into the model). `weights` names that
 checkpoint, so `train.init: previous` reads nothing, and `train.init: base` reads the base
-model's files into the live (sharded) model. Under fsdp a rank holds whole weights only in CPU
-memory and only for a moment: when it reads a checkpoint (then keeps its shard) and, on rank 0,
-when it writes one; the device only ever holds shards and the layer being computed.
+model's files into the live (sharded) model. Under fsdp only rank 0 ever holds whole weights,
+in CPU memory and only for a moment: when it reads a checkpoint (then broadcasts each rank its
+shard) and when it writes one. The other ranks build the model on the meta device and never
+read a weight file, so a node's host memory holds one whole copy of the model, not one per rank;
+the device only ever holds shards and the layer being computed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +84,8 @@ class RankTrainer:
         """`selftrain.lora.Adapters` under `train.lora`."""
         self.weights: str | None = None
         """The checkpoint whose weights the model holds; None when it holds none (mid-round)."""
+        self.read_mib = 0.0
+        """MiB of weight files this rank has read (reported per round: under fsdp, rank 0's)."""
         self.precision, self.autocast = precision(cfg.strategy, cfg.bf16, device)
 
     def finetune(self, job: FinetuneJob) -> dict[str, Any]:
@@ -91,6 +96,7 @@ class RankTrainer:
         from selftrain.device import peak_memory_mib, reset_peak_memory
 
         reset_peak_memory(self.device)
+        read_before = self.read_mib
         self.prepare(job.init_path, job.settings.seed)
         rows = pd.read_parquet(job.train_path).to_dict("records")
         stats = self.train(examples_from_rows(rows), job.settings)
@@ -98,7 +104,8 @@ class RankTrainer:
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         return stats | peak_memory_mib(self.device) | {
             "examples": len(rows), "strategy": self.cfg.strategy, "precision": self.precision,
-            "lora": self.adapters is not None, "trainable_params": trainable}
+            "lora": self.adapters is not None, "trainable_params": trainable,
+            "weights_read_mib": round(self.read_mib - read_before, 1)}
 
     def warm(self, init_path: str) -> None:
         """The model, and everything the first finetune would set up on first use: one update
@@ -130,7 +137,11 @@ class RankTrainer:
             self.weights = None  # until the copy is complete
             names = self._plain_names()
             tied = {plain for plain, own in names.items() if own in tied_names(self.model)}
-            self._load_plain(checkpoint_state(init_path, set(names), tied, torch.float32))
+            if self._reads_weights:
+                self._load_plain(self._read(init_path, lambda: checkpoint_state(
+                    init_path, set(names), tied, torch.float32)), from_rank0=self._sharded)
+            else:  # rank 0 reads them and sends this rank its shard
+                self._load_plain({}, from_rank0=True)
         if self.adapters is not None:
             shapes = {k: v.shape for k, v in self.model.state_dict().items()}
             load_full_state(self.model, fresh_adapter_state(self.adapters, shapes, seed))
@@ -167,24 +178,57 @@ class RankTrainer:
     def _build(self, path: str) -> None:
         """The model of the run, from the weights at `path`: activation checkpointing, LoRA
         layers and FSDP sharding as the config says, in that order (FSDP shards what is there)."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         from selftrain.lora import add_adapters
-        from selftrain.sharding import checkpoint_activations, shard
+        from selftrain.sharding import (
+            broadcast_buffers,
+            checkpoint_activations,
+            load_full_state,
+            shard,
+        )
 
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        if self._reads_weights:
+            model = self._read(path, lambda: AutoModelForCausalLM.from_pretrained(
+                path, dtype=torch.float32))
+        else:  # weightless: rank 0 sends this rank its shard once the model is sharded
+            with torch.device("meta"):
+                model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path),
+                                                         dtype=torch.float32)
         if self.cfg.activation_checkpointing:
             checkpoint_activations(model)
         if self.cfg.lora is not None:
             self.adapters = add_adapters(model, self.cfg.lora)
-        if self.cfg.strategy == "fsdp":
+        if self._sharded:
+            whole = dict(model.state_dict()) if self.rank == 0 else {}
             shard(model, self.device, self.cfg.bf16)  # moves the shards to the device
+            if self.rank > 0:
+                model.to_empty(device=self.device)  # storage for this rank's shards only
+            load_full_state(model, whole, from_rank0=True)
+            broadcast_buffers(model)
+            del whole
+        elif self.cfg.strategy == "fsdp":
+            shard(model, self.device, self.cfg.bf16)
         else:
             model.to(self.device)
         self.model = model
+
+    @property
+    def _sharded(self) -> bool:
+        """FSDP over more than one rank: rank 0 alone reads weight files."""
+        return self.cfg.strategy == "fsdp" and self.world_size > 1
+
+    @property
+    def _reads_weights(self) -> bool:
+        return self.rank == 0 or not self._sharded
+
+    def _read(self, path: str, load: Callable[[], Any]) -> Any:
+        """`load()` the weights at `path`, counting the MiB of weight files it reads."""
+        self.read_mib += sum(f.stat().st_size for f in Path(path).glob("*.safetensors")) / 2**20
+        return load()
 
     def _plain_names(self) -> dict[str, str]:
         """Checkpoint name -> the model's name, for every weight that is not an adapter's."""

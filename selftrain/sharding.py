@@ -100,3 +100,13 @@ def load_full_state(model: torch.nn.Module, state: dict[str, torch.Tensor],
     # a copy: the helper replaces the values of the dict it is given with the sharded tensors
     set_model_state_dict(model, dict(state), options=StateDictOptions(
         full_state_dict=True, broadcast_from_rank0=from_rank0, strict=False))
+
+
+def broadcast_buffers(model: torch.nn.Module) -> None:
+    """Rank 0's buffers into every rank's model, in place. FSDP shards parameters only; buffers
+    (rotary frequencies, most of them outside the state dict) are whole on every rank, and a
+    model built on the meta device has none worth keeping."""
+    import torch.distributed as dist
+
+    for _, buffer in model.named_buffers():
+        dist.broadcast(buffer, src=0)

@@ -1,6 +1,7 @@
-"""`train.strategy: fsdp` on two gloo ranks trains as DDP does, on less memory per rank, and
-keeps working across rounds (`train.init: previous` from the sharded model in memory, `base`
-read back into it); LoRA composes with it, with activation checkpointing on."""
+"""`train.strategy: fsdp` on two gloo ranks trains as DDP does, on less memory per rank, with
+only rank 0 reading weight files, and keeps working across rounds (`train.init: previous` from
+the sharded model in memory, `base` read back into it); LoRA composes with it, with activation
+checkpointing on."""
 
 from __future__ import annotations
 
@@ -76,6 +77,13 @@ def test_fsdp_trains_as_ddp_does_on_less_memory(files, ray_cluster):
         # each rank holds half the parameters, gradients and AdamW state (plus padding)
         assert f["state_mib"] < 0.6 * d["state_mib"], (f, d)
         assert f["param_mib"] < 0.6 * d["param_mib"] and f["peak_rss_mib"] > 0
+    # under FSDP rank 0 alone reads the weight files (build, and `init: base` in round 3) and
+    # sends rank 1 its shard; rank 1 builds weightless. Under DDP each rank reads them.
+    size = sum(f.stat().st_size for f in base.glob("*.safetensors")) / 2**20
+    for k in (0, 2):
+        assert [r["weights_read_mib"] for r in fsdp[k]] == [pytest.approx(size, abs=0.1), 0]
+    assert [r["weights_read_mib"] for r in fsdp[1]] == [0, 0]  # from the model in memory
+    assert [r["weights_read_mib"] for r in ddp[0]] == [pytest.approx(size, abs=0.1)] * 2
 
 
 def test_lora_under_fsdp_with_activation_checkpointing_trains_as_under_ddp(files, ray_cluster):
