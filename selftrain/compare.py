@@ -50,6 +50,11 @@ class PlannedRun:
     def name(self) -> str:
         return f"{self.label} seed {self.seed}"
 
+    @property
+    def target_folder(self) -> Path | None:
+        """The run folder of its budget target: same experiment and seed, the target's label."""
+        return arm_dir(self.cfg, self.target) if self.target else None
+
 
 def arm_configs(cfg: Config) -> dict[str, Config]:
     """label -> the arm's full config (shared sections + its overrides), budget-matched last."""
@@ -113,10 +118,9 @@ def run_compare(cfg: Config, *, resume: bool = False, overwrite: bool = False,
 def _run_in_turn(runs: list[PlannedRun], *, resume: bool, overwrite: bool) -> None:
     from selftrain.loop import run_arm
 
-    by_name = {(r.label, r.seed): r for r in runs}
     for run in runs:
         console.rule(f"[bold]{run.cfg.experiment}: arm {run.label}, seed {run.seed}")
-        target = by_name[(run.target, run.seed)].folder if run.target else None
+        target = run.target_folder
         # --resume continues the runs that started; one the interrupted compare never
         # reached starts now.
         run_arm(run.cfg, run.label, resume=resume and _started(run), overwrite=overwrite,

@@ -17,7 +17,6 @@ the device only ever holds shards and the layer being computed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,11 +134,12 @@ class RankTrainer:
             self._build(init_path)
         elif self.weights != init_path:
             self.weights = None  # until the copy is complete
-            names = self._plain_names()
-            tied = {plain for plain, own in names.items() if own in tied_names(self.model)}
             if self._reads_weights:
-                self._load_plain(self._read(init_path, lambda: checkpoint_state(
-                    init_path, set(names), tied, torch.float32)), from_rank0=self._sharded)
+                names = self._plain_names()
+                tied = {plain for plain, own in names.items() if own in tied_names(self.model)}
+                self._count_read(init_path)
+                state = checkpoint_state(init_path, set(names), tied, torch.float32)
+                self._load_plain(state, from_rank0=self._sharded)
             else:  # rank 0 reads them and sends this rank its shard
                 self._load_plain({}, from_rank0=True)
         if self.adapters is not None:
@@ -192,8 +192,8 @@ class RankTrainer:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         if self._reads_weights:
-            model = self._read(path, lambda: AutoModelForCausalLM.from_pretrained(
-                path, dtype=torch.float32))
+            self._count_read(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
         else:  # weightless: rank 0 sends this rank its shard once the model is sharded
             with torch.device("meta"):
                 model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path),
@@ -225,10 +225,9 @@ class RankTrainer:
     def _reads_weights(self) -> bool:
         return self.rank == 0 or not self._sharded
 
-    def _read(self, path: str, load: Callable[[], Any]) -> Any:
-        """`load()` the weights at `path`, counting the MiB of weight files it reads."""
+    def _count_read(self, path: str) -> None:
+        """Count the weight files at `path` as read by this rank (`weights_read_mib`)."""
         self.read_mib += sum(f.stat().st_size for f in Path(path).glob("*.safetensors")) / 2**20
-        return load()
 
     def _plain_names(self) -> dict[str, str]:
         """Checkpoint name -> the model's name, for every weight that is not an adapter's."""

@@ -46,17 +46,14 @@ def run_side_by_side(cfg: Config, runs: list, exp_dir: Path, *, resume: bool,
     env = dict(os.environ, RAY_ADDRESS=ray.get_runtime_context().gcs_address,
                PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     (exp_dir / "logs").mkdir(exist_ok=True)
-    folders = {(r.label, r.seed): r.folder for r in runs}
     pending, active, status = list(runs), {}, {r.name: "waiting" for r in runs}
     failed: list[tuple[str, int, Path]] = []
     with _Board(status) as board:
         while pending or active:
             while pending and len(active) < limit:
                 run = pending.pop(0)
-                target = folders[(run.target, run.seed)] if run.target else None
                 log = exp_dir / "logs" / f"{run.label}-seed{run.seed}.log"
-                cmd = _command(run, exp_dir, target, resume=resume and _started(run),
-                               overwrite=overwrite)
+                cmd = _command(run, exp_dir, resume=resume and _started(run), overwrite=overwrite)
                 with open(log, "w") as out:
                     active[run.name] = (run, subprocess.Popen(cmd, env=env, stdout=out,
                                                               stderr=subprocess.STDOUT), log)
@@ -97,8 +94,7 @@ def _need(c: Config) -> dict[str, float]:
             "GPU": sum(g.num_workers * g.num_gpus for g in groups)}
 
 
-def _command(run, exp_dir: Path, target: Path | None, *, resume: bool,
-             overwrite: bool) -> list[str]:
+def _command(run, exp_dir: Path, *, resume: bool, overwrite: bool) -> list[str]:
     cmd = [sys.executable, "-m", "selftrain.cli", "run"]
     if resume:
         cmd += ["--resume", str(run.folder)]
@@ -106,6 +102,7 @@ def _command(run, exp_dir: Path, target: Path | None, *, resume: bool,
         config = exp_dir / "logs" / f"{run.label}-seed{run.seed}.yaml"
         config.write_text(dump_yaml(run.cfg))
         cmd += [str(config), "--label", run.label] + (["--overwrite"] if overwrite else [])
+    target = run.target_folder
     return cmd + (["--budget-from", str(target)] if target is not None else [])
 
 

@@ -269,8 +269,8 @@ class RunFolder:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             other = _read_lock(lock)
-            if other and other.get("host") == me["host"] and not _pid_alive(other.get("pid", -1)):
-                lock.unlink(missing_ok=True)  # stale: its process is gone
+            if _stale(other):
+                lock.unlink(missing_ok=True)
                 return self.acquire_lock()
             raise RunLockedError(
                 f"run folder {self.path} is in use by pid {other.get('pid')} on "
@@ -343,11 +343,13 @@ def holder(path: Path) -> dict[str, Any] | None:
     """The live process holding the run folder at `path` ({"pid", "host"}), or None. A lock of
     a process gone from this host is not held; one from another host is taken at its word."""
     other = _read_lock(Path(path) / LOCK)
-    if not other:
-        return None
-    if other.get("host") == socket.gethostname() and not _pid_alive(other.get("pid", -1)):
-        return None
-    return other
+    return None if not other or _stale(other) else other
+
+
+def _stale(lock: dict[str, Any]) -> bool:
+    """A lock (as read) left by a process that is gone from this host."""
+    return bool(lock) and lock.get("host") == socket.gethostname() and not _pid_alive(
+        lock.get("pid", -1))
 
 
 def _read_lock(lock: Path) -> dict[str, Any]:

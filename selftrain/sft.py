@@ -1,9 +1,9 @@
 """Supervised finetuning with the loss on completion tokens only.
 
 One loop serves the seed SFT of the embedded base model (in-process) and each round's
-finetune (on the trainer ranks, where the model arrives wrapped in DDP or sharded by FSDP). Prompt tokens and
-masked completion spans (agent observations) get label -100, so only what the policy wrote is
-learned.
+finetune (on the trainer ranks, where the model arrives wrapped in DDP or sharded by FSDP).
+Prompt tokens and masked completion spans (agent observations) get label -100, so only what
+the policy wrote is learned.
 """
 
 from __future__ import annotations
