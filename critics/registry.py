@@ -9,12 +9,11 @@ arguments: `Critic(task=task, **args)`.
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
 from collections.abc import Callable
 from typing import Any
 
 from critics.protocol import Critic
+from selftrain.registry import Registry, RegistryError
 
 ENTRY_POINT_GROUP = "selftrain.critics"
 
@@ -30,51 +29,27 @@ BUILTIN_CRITICS: dict[str, str] = {
 }
 """Name -> import path of the critics shipped in this package."""
 
-_REGISTRY: dict[str, Callable[..., Critic]] = {}
-
-
-class CriticLoadError(ValueError):
+class CriticLoadError(RegistryError):
     """A critic could not be found, imported or built; the message lists the known critics."""
 
 
-def register_critic(name: str) -> Callable[[type], type]:
-    """Class decorator: make a critic available as `critic.name: <name>` (it wins over a
-    built-in of the same name)."""
+CRITICS: Registry[Callable[..., Critic]] = Registry("critic", BUILTIN_CRITICS, ENTRY_POINT_GROUP, CriticLoadError)
+"""The critics' registry (see `selftrain.registry`)."""
 
-    def wrap(cls: type) -> type:
-        _REGISTRY[name] = cls
-        return cls
-
-    return wrap
+register_critic = CRITICS.register
+"""Class decorator: make a critic available as `critic.name: <name>` (it wins over a built-in
+of the same name)."""
 
 
 def known_critics() -> list[str]:
     """Every name `critic.name` accepts: built-ins, registered classes, entry points."""
-    names = set(BUILTIN_CRITICS) | set(_REGISTRY)
-    names.update(ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
-    return sorted(names)
+    return CRITICS.names()
 
 
 def resolve_critic(name: str | None = None, path: str | None = None) -> Callable[..., Critic]:
     """The critic factory named by `path` (`module:Class`) or `name` (registered class,
     built-in, entry point, in that order)."""
-    if path:
-        module_name, _, attr = path.partition(":")
-        if not attr:
-            raise CriticLoadError(f"critic.path {path!r} must look like 'my_pkg.my_module:MyCritic'")
-        return _import(module_name, attr, f"critic.path {path!r}")
-    if name in _REGISTRY:
-        return _REGISTRY[name]
-    if name in BUILTIN_CRITICS:
-        module_name, _, attr = BUILTIN_CRITICS[name].partition(":")
-        return _import(module_name, attr, f"critic {name!r}")
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name == name:
-            try:
-                return ep.load()
-            except Exception as err:  # any import failure is the user's to see
-                raise CriticLoadError(f"critic entry point {name!r} ({ep.value}) failed to load: {err!r}") from err
-    raise CriticLoadError(f"unknown critic {name!r}; known critics: {', '.join(known_critics())}")
+    return CRITICS.resolve(name, path)
 
 
 def build_critic(name: str | None, path: str | None, args: dict[str, Any], task: Any) -> Critic:
@@ -91,16 +66,3 @@ def build_critic(name: str | None, path: str | None, args: dict[str, Any], task:
             f"`critique(requests) -> list[Critique]` method). Known critics: {', '.join(known_critics())}"
         )
     return critic
-
-
-def _import(module_name: str, attr: str, label: str) -> Callable[..., Critic]:
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as err:  # any import failure is the user's to see
-        raise CriticLoadError(
-            f"{label}: importing {module_name} failed: {err!r}. "
-            f"Known critics: {', '.join(known_critics())}"
-        ) from err
-    if not hasattr(module, attr):
-        raise CriticLoadError(f"{label}: module {module_name} has no {attr}")
-    return getattr(module, attr)
