@@ -11,84 +11,23 @@ which gives the same files, since every chunk of work carries its own seed.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
 from selftrain.checks import preflight
-from selftrain.config import Config, ConfigError, apply_overrides, dump_yaml
+from selftrain.config import Config, dump_yaml
+from selftrain.launcher import run_side_by_side
 from selftrain.metrics.keys import ARM_TABLE_KEYS, COUNT_KEYS, resolve_key
-from selftrain.run import BudgetTarget, arm_dir
+from selftrain.plan import PlannedRun, arm_configs, plan, started
+from selftrain.run import BudgetTarget
 from selftrain.runfolder import atomic_write_bytes, atomic_write_json
 from selftrain.storage import storage_for
 from selftrain.tracking import console, fmt
 
 Results = dict[str, dict[int, dict[int, dict[str, Any]]]]
 """arm label -> seed -> round -> metrics."""
-
-
-@dataclass(frozen=True)
-class PlannedRun:
-    """One arm for one seed."""
-
-    label: str
-    cfg: Config
-    target: str | None = None
-    """The label of the run it is budget-matched to (same seed), if any."""
-
-    @property
-    def seed(self) -> int:
-        return self.cfg.seed
-
-    @property
-    def folder(self) -> Path:
-        return arm_dir(self.cfg, self.label)
-
-    @property
-    def name(self) -> str:
-        return f"{self.label} seed {self.seed}"
-
-    @property
-    def target_folder(self) -> Path | None:
-        """The run folder of its budget target: same experiment and seed, the target's label."""
-        return arm_dir(self.cfg, self.target) if self.target else None
-
-
-def arm_configs(cfg: Config) -> dict[str, Config]:
-    """label -> the arm's full config (shared sections + its overrides), budget-matched last."""
-    if not cfg.arms:
-        return {cfg.arm.name: cfg}
-    shared = apply_overrides(cfg, {"arms": {}}, "compare")
-    arms = {label: apply_overrides(shared, overrides, f"arms.{label}")
-            for label, overrides in cfg.arms.items()}
-    for label, arm in arms.items():
-        target = arm.arm.budget_match
-        if target is not None and target not in arms:
-            raise ValueError(f"arms.{label}.arm.budget_match names {target!r}, which is not an arm "
-                             f"(arms: {', '.join(arms)})")
-    return dict(sorted(arms.items(), key=lambda kv: kv[1].arm.budget_match is not None))
-
-
-def plan(cfg: Config) -> list[PlannedRun]:
-    """Every arm for every seed, seed by seed; a budget-matched run after its target."""
-    arms = arm_configs(cfg)
-    if len(arms) > 1 and cfg.compare.baseline not in arms:
-        raise ConfigError(f"compare.baseline {cfg.compare.baseline!r} is not an arm (arms: "
-                          f"{', '.join(arms)}); set compare.baseline to the arm to compare with")
-    runs = []
-    for seed in cfg.seeds or [cfg.seed]:
-        for label, arm in arms.items():
-            runs.append(PlannedRun(label, apply_overrides(arm, {"seed": seed, "seeds": None},
-                                                          f"arms.{label} seed {seed}"),
-                                   arm.arm.budget_match))
-    return runs
-
-
-def _started(run: PlannedRun) -> bool:
-    manifest = run.folder / "manifest.json"
-    return manifest.exists() or storage_for(run.cfg.run_root, run.cfg.staging_dir).exists(manifest)
 
 
 def run_compare(cfg: Config, *, resume: bool = False, overwrite: bool = False,
@@ -103,8 +42,6 @@ def run_compare(cfg: Config, *, resume: bool = False, overwrite: bool = False,
     atomic_write_bytes(exp_dir / "compare.yaml", dump_yaml(cfg).encode())
     storage.upload(exp_dir / "compare.yaml")
     if cfg.compare.max_concurrent > 1 and len(runs) > 1:
-        from selftrain.launcher import run_side_by_side
-
         run_side_by_side(cfg, runs, exp_dir, resume=resume, overwrite=overwrite)
     else:
         _run_in_turn(runs, resume=resume, overwrite=overwrite)
@@ -123,7 +60,7 @@ def _run_in_turn(runs: list[PlannedRun], *, resume: bool, overwrite: bool) -> No
         target = run.target_folder
         # --resume continues the runs that started; one the interrupted compare never
         # reached starts now.
-        run_arm(run.cfg, run.label, resume=resume and _started(run), overwrite=overwrite,
+        run_arm(run.cfg, run.label, resume=resume and started(run), overwrite=overwrite,
                 budget=BudgetTarget(target) if target else None)
 
 

@@ -23,6 +23,8 @@ from rich.live import Live
 from rich.table import Table
 
 from selftrain.config import Config, dump_yaml
+from selftrain.plan import PlannedRun, started
+from selftrain.ray_start import start_ray
 from selftrain.runfolder import RunFolder, read_manifest
 from selftrain.tracking import console
 
@@ -36,11 +38,8 @@ class RunsFailed(RuntimeError):
         super().__init__(f"{len(failed)} run(s) failed: {names}")
 
 
-def run_side_by_side(cfg: Config, runs: list, exp_dir: Path, *, resume: bool,
+def run_side_by_side(cfg: Config, runs: list[PlannedRun], exp_dir: Path, *, resume: bool,
                      overwrite: bool) -> None:
-    from selftrain.compare import _started
-    from selftrain.loop import start_ray
-
     start_ray(cfg, exp_dir.parent / ".ray")
     limit = concurrency(cfg, runs)
     env = dict(os.environ, RAY_ADDRESS=ray.get_runtime_context().gcs_address,
@@ -53,7 +52,7 @@ def run_side_by_side(cfg: Config, runs: list, exp_dir: Path, *, resume: bool,
             while pending and len(active) < limit:
                 run = pending.pop(0)
                 log = exp_dir / "logs" / f"{run.label}-seed{run.seed}.log"
-                cmd = _command(run, exp_dir, resume=resume and _started(run), overwrite=overwrite)
+                cmd = _command(run, exp_dir, resume=resume and started(run), overwrite=overwrite)
                 with open(log, "w") as out:
                     active[run.name] = (run, subprocess.Popen(cmd, env=env, stdout=out,
                                                               stderr=subprocess.STDOUT), log)
@@ -71,7 +70,7 @@ def run_side_by_side(cfg: Config, runs: list, exp_dir: Path, *, resume: bool,
         raise RunsFailed(failed, exp_dir)
 
 
-def concurrency(cfg: Config, runs: list) -> int:
+def concurrency(cfg: Config, runs: list[PlannedRun]) -> int:
     """compare.max_concurrent, or fewer when the cluster cannot place that many runs' groups."""
     need = {kind: max(_need(r.cfg)[kind] for r in runs) for kind in ("CPU", "GPU")}
     have = ray.cluster_resources()
@@ -94,7 +93,7 @@ def _need(c: Config) -> dict[str, float]:
             "GPU": sum(g.num_workers * g.num_gpus for g in groups)}
 
 
-def _command(run, exp_dir: Path, *, resume: bool, overwrite: bool) -> list[str]:
+def _command(run: PlannedRun, exp_dir: Path, *, resume: bool, overwrite: bool) -> list[str]:
     cmd = [sys.executable, "-m", "selftrain.cli", "run"]
     if resume:
         cmd += ["--resume", str(run.folder)]

@@ -23,6 +23,7 @@ from selftrain.config import Config, dump_yaml
 from selftrain.errors import RunFailed, describe, full_report
 from selftrain.groups import ActorGroup
 from selftrain.prompts import PromptFormat
+from selftrain.ray_start import start_ray
 from selftrain.runfolder import RunFolder, atomic_write_bytes, open_folder
 from selftrain.storage import storage_for
 from selftrain.tasks import Task
@@ -111,7 +112,6 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
     from transformers import AutoTokenizer
 
     from selftrain.finetune import check_setup
-    from selftrain.loop import start_ray
     from selftrain.model_source import resolve_model
     from selftrain.resume import check_recorded_files
     from selftrain.tasks import make_task
