@@ -147,9 +147,9 @@ def measure(out: Path, per_level: int) -> dict[str, Any]:
     samples = pd.read_parquet(folder / "round_1" / "samples.parquet")
     pool = list(dict.fromkeys(samples["prompt"]))
     evals = pd.read_parquet(folder / "round_1" / "eval.parquet")
-    from selftrain.tasks import make_task
+    from selftrain.tasks import build_task
 
-    test = [q.prompt for q in make_task(cfg.task.name, **cfg.task.args).queries("test")]
+    test = [q.prompt for q in build_task(cfg.task.name, cfg.task.path, cfg.task.args).queries("test")]
     torch.set_num_threads(1)  # the one CPU a rollout worker and a training rank get
     raw_tokens, raw_gen_s = raw_generate(base, pool, cfg)
     _, raw_eval_s = raw_generate(base, test, cfg)

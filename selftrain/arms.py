@@ -2,6 +2,7 @@
 
     sampling    how many samples each query gets           arm.sampling:  fixed | balanced | distinct
     filter      which samples may be trained on            arm.name:      rs | critique
+                (the filters are in `selftrain.arm`, which puts the three together)
     selection   which of a query's eligible samples come   arm.selection: all | diverse
                 first, up to the query's row cap
 
@@ -24,7 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from critics import Critique
 from selftrain.types import Query, Sample
 
 if TYPE_CHECKING:
@@ -115,25 +115,8 @@ class Sampling(Protocol):
 
 
 SamplingFactory = Callable[["ArmConfig", list[Query], Partition], Sampling]
-SAMPLING: dict[str, SamplingFactory] = {}
-"""Sampling strategies by the name `arm.sampling` gives them."""
-
-
-def register_sampling(name: str) -> Callable[[SamplingFactory], SamplingFactory]:
-    """Decorator: a factory (arm config, pool, partition) -> Sampling, built for
-    `arm.sampling: name` (a new name also goes into `ArmConfig.sampling`'s choices)."""
-
-    def decorate(factory: SamplingFactory) -> SamplingFactory:
-        SAMPLING[name] = factory
-        return factory
-
-    return decorate
-
-
-def make_sampling(arm: ArmConfig, pool: list[Query], partition: Partition) -> Sampling:
-    if arm.sampling not in SAMPLING:
-        raise ValueError(f"unknown arm.sampling {arm.sampling!r}; known: {', '.join(SAMPLING)}")
-    return SAMPLING[arm.sampling](arm, pool, partition)
+"""What `arm.sampling` names in `selftrain.arm_registry.SAMPLINGS`: (arm config, pool,
+partition) -> Sampling."""
 
 
 @dataclass
@@ -186,19 +169,16 @@ def balanced_targets(levels: dict[str, int], mode: str, target: int) -> dict[str
     return {q: max(1, math.ceil(target * level / hardest)) for q, level in levels.items()}
 
 
-@register_sampling("fixed")
-def _fixed(arm: ArmConfig, pool: list[Query], partition: Partition) -> Sampling:
+def fixed_sampling(arm: ArmConfig, pool: list[Query], partition: Partition) -> Sampling:
     return Fixed()
 
 
-@register_sampling("balanced")
-def _balanced(arm: ArmConfig, pool: list[Query], partition: Partition) -> Sampling:
+def balanced_sampling(arm: ArmConfig, pool: list[Query], partition: Partition) -> Sampling:
     levels = {q.query_id: q.difficulty for q in pool}
     return Balanced(balanced_targets(levels, arm.balanced.mode, arm.balanced.target))
 
 
-@register_sampling("distinct")
-def _distinct(arm: ArmConfig, pool: list[Query], partition: Partition) -> Sampling:
+def distinct_sampling(arm: ArmConfig, pool: list[Query], partition: Partition) -> Sampling:
     return Distinct(partition)
 
 
@@ -253,16 +233,6 @@ def affordable(pending: list[Query], needs: dict[str, int], price: dict[str, flo
 
 
 # -- filter and selection -------------------------------------------------------------------
-
-
-def eligible(rule: str, samples: list[Sample], critiques: dict[str, Critique]) -> list[Sample]:
-    """The arm's filter (`arm.name`). rs: outcome-correct samples the policy drew (first pass
-    and later waves, not refinements). critique: outcome-correct samples and refinements whose
-    steps the critic passes (the process filter)."""
-    if rule == "rs":
-        return [s for s in samples if s.origin != "refine" and s.correct]
-    return [s for s in samples if s.correct and s.sample_id in critiques
-            and critiques[s.sample_id].passed]
 
 
 def drop_duplicates(samples: list[Sample]) -> list[Sample]:

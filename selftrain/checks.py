@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from selftrain.arm import Arm
 from selftrain.config import Config, ConfigError
+from selftrain.registry import RegistryError
 
 
 def preflight(cfg: Config, source: str) -> None:
@@ -10,7 +12,7 @@ def preflight(cfg: Config, source: str) -> None:
     ConfigError/CriticLoadError."""
     from critics import PreflightCheck, build_critic
     from selftrain.storage import storage_for
-    from selftrain.tasks import abilities, make_task
+    from selftrain.tasks import TaskLoadError, abilities, build_task
 
     try:
         storage_for(cfg.run_root, cfg.staging_dir).check()
@@ -18,9 +20,11 @@ def preflight(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: {err}") from err
 
     try:
-        task = make_task(cfg.task.name, **cfg.task.args)
+        task = build_task(cfg.task.name, cfg.task.path, cfg.task.args)
+    except TaskLoadError as err:
+        raise ConfigError(f"{source}: {err}") from err
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"{source}: task {cfg.task.name!r} with task.args "
+        raise ConfigError(f"{source}: task {cfg.task.path or cfg.task.name!r} with task.args "
                           f"{cfg.task.args}: {err}") from err
     if cfg.model.path is not None:
         from selftrain.model_source import check_named_model
@@ -29,7 +33,13 @@ def preflight(cfg: Config, source: str) -> None:
             check_named_model(cfg.model.path)
         except ConfigError as err:
             raise ConfigError(f"{source}: {err}") from err
-    if cfg.arm.name == "critique":
+    try:
+        arm = Arm.of(cfg.arm)
+    except RegistryError as err:
+        raise ConfigError(f"{source}: {err}") from err
+    if arm.needs_critic and not (cfg.critic.name or cfg.critic.path):
+        raise ConfigError(f"{source}: arm.name {cfg.arm.name} needs critic.name or critic.path")
+    if arm.needs_critic:
         critic = build_critic(cfg.critic.name, cfg.critic.path, cfg.critic.args, task)
         if isinstance(critic, PreflightCheck):  # e.g. a served critic's endpoint is reachable
             critic.check()

@@ -120,14 +120,14 @@ def main(argv: list[str] | None = None) -> int:
 def _report_error(err: Exception, args: argparse.Namespace) -> int:
     """Print what went wrong in a few lines (never a traceback) and return the exit code:
     2 for bad input, 1 for a run that failed (its traceback is in the run's log file)."""
-    from critics import CriticLoadError
     from selftrain.errors import RunFailed
     from selftrain.groups import SchedulingError
     from selftrain.launcher import RunsFailed
+    from selftrain.registry import RegistryError
     from selftrain.resume import ResumeError
     from selftrain.runfolder import ManifestError, RunLockedError
 
-    bad_input = (ConfigError, FileExistsError, FileNotFoundError, CriticLoadError,
+    bad_input = (ConfigError, FileExistsError, FileNotFoundError, RegistryError,
                  RunLockedError, SchedulingError, ManifestError, ResumeError)
     if isinstance(err, bad_input):
         print(f"error: {err}", file=sys.stderr)
@@ -281,9 +281,9 @@ def cmd_train_critic(args: argparse.Namespace) -> int:
     from critics import build_critic
     from selftrain.critic_training import train_critics
     from selftrain.model_source import resolve_model
-    from selftrain.tasks import make_task
+    from selftrain.tasks import build_task
 
-    task = make_task(cfg.task.name, **cfg.task.args)
+    task = build_task(cfg.task.name, cfg.task.path, cfg.task.args)
     oracle = build_critic(cfg.critic_train.oracle or f"{cfg.task.name}-oracle", None, {}, task)
     out = Path(args.out) if args.out else Path(cfg.run_root) / cfg.experiment / "critics"
     result = train_critics(cfg, out, base_model_path=str(resolve_model(cfg, task)), task=task,

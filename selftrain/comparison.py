@@ -46,10 +46,10 @@ def round_tables(round_dir: Path, task: Any) -> dict[str, pd.DataFrame]:
 
 def _task_of(run_dir: Path) -> Any:
     """The task of a run folder, built from its config.yaml (for its solution keys)."""
-    from selftrain.tasks import make_task
+    from selftrain.tasks import build_task
 
     task = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("task") or {}
-    return make_task(task["name"], **(task.get("args") or {}))
+    return build_task(task.get("name"), task.get("path"), task.get("args"))
 
 
 class _Rounds:

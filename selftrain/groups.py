@@ -25,9 +25,10 @@ class SchedulingError(RuntimeError):
 
 
 class ActorGroup:
-    """`resources.num_workers` actors of `cls`, kept alive for the whole run."""
+    """`resources.num_workers` actors of `cls`, kept alive for the whole run, each built with
+    `args` (a dict: keyword arguments, so the roles are named)."""
 
-    def __init__(self, name: str, cls: type, args: tuple, resources: ResourceConfig,
+    def __init__(self, name: str, cls: type, args: tuple | dict[str, Any], resources: ResourceConfig,
                  timeout_s: float = 120.0, max_restarts: int = 3) -> None:
         self.name = name
         self.pg = None
@@ -55,7 +56,9 @@ class ActorGroup:
                 if self.pg is not None:
                     opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
                         placement_group=self.pg, placement_group_bundle_index=i)
-                self.actors.append(remote.options(**opts).remote(*args))
+                actor = remote.options(**opts)
+                self.actors.append(actor.remote(**args) if isinstance(args, dict) else
+                                   actor.remote(*args))
             ray.get([a.info.remote() for a in self.actors], timeout=timeout_s + 600)
         except BaseException:  # a worker that cannot start must not keep its resources
             self.shutdown()

@@ -22,6 +22,7 @@ import ray
 from rich.live import Live
 from rich.table import Table
 
+from selftrain.arm import Arm
 from selftrain.config import Config, dump_yaml
 from selftrain.plan import PlannedRun, started
 from selftrain.ray_start import start_ray
@@ -87,7 +88,7 @@ def concurrency(cfg: Config, runs: list[PlannedRun]) -> int:
 def _need(c: Config) -> dict[str, float]:
     """CPUs and GPUs one run's groups hold for its whole life."""
     groups = [c.rollout.resources, c.train.resources]
-    if c.arm.name == "critique":
+    if Arm.of(c.arm).needs_critic:
         groups.append(c.critic.resources)
     return {"CPU": sum(g.num_workers * g.num_cpus for g in groups),
             "GPU": sum(g.num_workers * g.num_gpus for g in groups)}

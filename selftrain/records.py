@@ -7,8 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from critics import Critique, StepVerdict
-from selftrain.types import Sample
+from selftrain.types import Critique, Sample, StepVerdict
 
 TRAIN_SCHEMA = pa.schema([
     ("sample_id", pa.string()), ("query_id", pa.string()), ("difficulty", pa.int64()),

@@ -20,14 +20,13 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from critics import Critique
 from selftrain import stages
 from selftrain.errors import StageError
 from selftrain.metrics_round import RoundFrames, example_rows, round_histograms, round_metrics
 from selftrain.records import TRAIN_SCHEMA, read_critiques, read_samples
 from selftrain.runfolder import atomic_write_json, write_parquet, write_table
 from selftrain.trainer import finetune_job
-from selftrain.types import Sample
+from selftrain.types import Critique, Sample
 
 if TYPE_CHECKING:
     from selftrain.run import RunContext
@@ -106,8 +105,8 @@ class Round:
         run, cfg = self.run, self.cfg
         with self.stage("generate") as st:
             target = run.budget.tokens(self.k) if run.budget is not None else None
-            samples, info = stages.generate_pool(cfg, run.task, run.rollout, run.pool, policy,
-                                                 self.k, target)
+            samples, info = stages.generate_pool(cfg, run.arm, run.task, run.rollout, run.pool,
+                                                 policy, self.k, target)
             write_parquet(path, [s.row() for s in samples])
             st.record([path], **info)
         return samples
@@ -178,8 +177,8 @@ class Round:
         if self.done("filter"):
             return
         with self.stage("filter") as st:
-            kept = stages.select_training_set(self.cfg, self.run.task, self.run.pool, samples,
-                                              critiques)
+            kept = stages.select_training_set(self.run.arm, self.run.task, self.run.pool, samples,
+                                              critiques, self.cfg.rollout.num_samples)
             tokens = _completion_tokens(self.run.tokenizer, kept)
             rows = [{"sample_id": s.sample_id, "query_id": s.query_id, "difficulty": s.difficulty,
                      "prompt": s.prompt, "completion": s.completion, "origin": s.origin,

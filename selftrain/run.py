@@ -19,13 +19,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from selftrain.arm import Arm
 from selftrain.config import Config, dump_yaml
 from selftrain.errors import RunFailed, describe, full_report
 from selftrain.groups import ActorGroup
 from selftrain.prompts import PromptFormat
 from selftrain.ray_start import start_ray
 from selftrain.runfolder import RunFolder, atomic_write_bytes, open_folder
-from selftrain.storage import storage_for
+from selftrain.storage import Storage, storage_for
 from selftrain.tasks import Task
 from selftrain.tracking import Tracker, console
 from selftrain.trainer import TrainerGroup
@@ -41,6 +42,8 @@ class RunContext:
     cfg: Config
     label: str
     """The arm's label (its folder name), e.g. rs_budget."""
+    arm: Arm
+    """The arm's filter x sampling x selection, built once from `cfg.arm`."""
     task: Task
     folder: RunFolder
     base: str
@@ -114,16 +117,17 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
     from selftrain.finetune import check_setup
     from selftrain.model_source import resolve_model
     from selftrain.resume import check_recorded_files
-    from selftrain.tasks import make_task
+    from selftrain.tasks import build_task
 
     storage = storage_for(cfg.run_root, cfg.staging_dir)
     folder = open_folder(arm_dir(cfg, label), storage, resume=resume, overwrite=overwrite)
-    groups: list[ActorGroup] = []
+    groups: dict[str, ActorGroup] = {}
     trainer: TrainerGroup | None = None
     tracker: Tracker | None = None
     with _run_log(folder) as log_path:
         try:
-            task = make_task(cfg.task.name, **cfg.task.args)
+            task = build_task(cfg.task.name, cfg.task.path, cfg.task.args)
+            arm = Arm.of(cfg.arm)
             if resume:
                 check_recorded_files(folder, cfg)  # before Ray starts
             base = str(resolve_model(cfg, task))
@@ -133,12 +137,16 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
             if budget is None and folder.manifest.get("budget_from"):
                 budget = BudgetTarget(folder.path / folder.manifest["budget_from"])
             start_ray(cfg, folder.path.parents[2] / ".ray")
-            _start_groups(cfg, base, storage, groups)
+            _start_groups(cfg, arm, base, storage, groups)
             trainer = TrainerGroup(cfg.train, storage, timeout_s=cfg.ray.schedule_timeout_s,
                                    warm_with=base)
             tracker = Tracker(cfg, folder, label)
-            run = _context(cfg, label, task, folder, base, prompts, groups, trainer, tracker,
-                           budget)
+            pool, test, skipped = _fitting_queries(cfg, task, folder, base, prompts)
+            run = RunContext(cfg=cfg, label=label, arm=arm, task=task, folder=folder, base=base,
+                             rollout=groups["rollout"], critic=groups.get("critic"),
+                             trainer=trainer, tracker=tracker, tokenizer=prompts.tokenizer,
+                             prompts=prompts, pool=pool, test=test, budget=budget,
+                             skipped=skipped)
             tracker.replay(folder, base)
             yield run
             tracker.finish(exit_code=0)
@@ -151,7 +159,7 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
             log.error("run %s failed:\n%s", folder.path, full_report(err))
             raise RunFailed(describe(err), folder.path, log_path) from err
         finally:
-            for g in groups:
+            for g in groups.values():
                 g.shutdown()
             if trainer is not None:
                 trainer.shutdown()
@@ -160,12 +168,12 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
 
 def _bad_input() -> tuple[type[BaseException], ...]:
     """Errors that mean the input must change (exit 2), not that the run failed."""
-    from critics import CriticLoadError
     from selftrain.config import ConfigError
     from selftrain.groups import SchedulingError
+    from selftrain.registry import RegistryError
     from selftrain.resume import ResumeError
 
-    return ConfigError, CriticLoadError, ResumeError, SchedulingError
+    return ConfigError, RegistryError, ResumeError, SchedulingError
 
 
 def _prepare_folder(cfg: Config, label: str, folder: RunFolder, base: str,
@@ -180,30 +188,31 @@ def _prepare_folder(cfg: Config, label: str, folder: RunFolder, base: str,
     folder.set_meta(**meta)
 
 
-def _start_groups(cfg: Config, base: str, storage, groups: list[ActorGroup]) -> None:
-    """The rollout group, and the critic group in the critique arm, into `groups` (so the
-    caller shuts down whatever started, also when a later one fails); they live for the run."""
+def _start_groups(cfg: Config, arm: Arm, base: str, storage: Storage,
+                  groups: dict[str, ActorGroup]) -> None:
+    """The rollout group, and the critic group when the arm needs a critic, into `groups` by
+    name (so the caller shuts down whatever started, also when a later one fails); they live
+    for the run."""
     from selftrain.workers import CriticWorker, RolloutWorker
 
     r = cfg.rollout
     backend_args = {"dtype": r.dtype, "tensor_parallel_size": r.tensor_parallel_size,
                     "gpu_memory_utilization": r.gpu_memory_utilization}
-    groups.append(ActorGroup("rollout", RolloutWorker,
-                             (base, r.backend, backend_args, r.resources.num_cpus, cfg.task.name,
-                              cfg.task.args, storage), r.resources,
-                             timeout_s=cfg.ray.schedule_timeout_s))
-    if cfg.arm.name == "critique":
+    groups["rollout"] = ActorGroup(
+        "rollout", RolloutWorker,
+        dict(model_path=base, backend=r.backend, backend_args=backend_args,
+             num_cpus=r.resources.num_cpus, task=cfg.task, storage=storage),
+        r.resources, timeout_s=cfg.ray.schedule_timeout_s)
+    if arm.needs_critic:
         c = cfg.critic
-        groups.append(ActorGroup("critic", CriticWorker,
-                                 (c.name, c.path, c.args, cfg.task.name, cfg.task.args,
-                                  c.resources.num_cpus), c.resources,
-                                 timeout_s=cfg.ray.schedule_timeout_s))
+        groups["critic"] = ActorGroup(
+            "critic", CriticWorker, dict(critic=c, task=cfg.task, num_cpus=c.resources.num_cpus),
+            c.resources, timeout_s=cfg.ray.schedule_timeout_s)
 
 
-def _context(cfg: Config, label: str, task: Task, folder: RunFolder, base: str,
-             prompts: PromptFormat, groups: list[ActorGroup], trainer: TrainerGroup,
-             tracker: Tracker, budget: BudgetTarget | None) -> RunContext:
-    """The run's queries as the policy sees them: those whose prompt leaves room for
+def _fitting_queries(cfg: Config, task: Task, folder: RunFolder, base: str,
+                     prompts: PromptFormat) -> tuple[list[Query], list[Query], dict[str, int]]:
+    """Pool, test split and the skipped counts: the run's queries as the policy sees them: those whose prompt leaves room for
     `max_new_tokens` in the model's context (the others are skipped, counted, said once)."""
     from transformers import AutoConfig
 
@@ -219,9 +228,7 @@ def _context(cfg: Config, label: str, task: Task, folder: RunFolder, base: str,
                       f"whose prompt + {cfg.rollout.max_new_tokens} new tokens exceed the "
                       f"model's context of {context} tokens[/]")
         folder.set_meta(skipped_prompts=skipped)
-    return RunContext(cfg, label, task, folder, base, groups[0],
-                      groups[1] if len(groups) > 1 else None, trainer, tracker, tokenizer,
-                      prompts, pool, test, budget, skipped)
+    return pool, test, skipped
 
 
 def _fitting(queries: list[Query], tokenizer, context: int,

@@ -10,14 +10,14 @@ import hashlib
 import math
 from dataclasses import dataclass
 
-from critics import Critique, CritiqueRequest
 from selftrain import arms
+from selftrain.arm import Arm
 from selftrain.backends import Generation, SamplingConfig
 from selftrain.config import Config
 from selftrain.groups import ActorGroup
 from selftrain.prompts import PromptFormat
 from selftrain.tasks import Task, abilities
-from selftrain.types import Query, Sample
+from selftrain.types import Critique, CritiqueRequest, Query, Sample
 from selftrain.workers import CritiqueChunk, GenerateChunk
 
 
@@ -94,8 +94,8 @@ def generate(cfg: Config, task: Task, group: ActorGroup, queries: list[Query], w
     return samples
 
 
-def generate_pool(cfg: Config, task: Task, group: ActorGroup, pool: list[Query], weights: str,
-                  k: int, budget: int | None) -> tuple[list[Sample], dict[str, int]]:
+def generate_pool(cfg: Config, arm: Arm, task: Task, group: ActorGroup, pool: list[Query],
+                  weights: str, k: int, budget: int | None) -> tuple[list[Sample], dict[str, int]]:
     """The round's samples of the pool, and the generate stage's record.
 
     First pass: K samples per query. Fixed sampling with a token budget (a budget-matched arm)
@@ -106,7 +106,7 @@ def generate_pool(cfg: Config, task: Task, group: ActorGroup, pool: list[Query],
     """
     K = cfg.rollout.num_samples
     samples = generate(cfg, task, group, pool, weights, k, K)
-    if cfg.arm.sampling == "fixed":
+    if not arm.adaptive:
         if budget is not None:
             extra = extra_samples_for_budget(budget, sum(s.num_tokens for s in samples), samples,
                                              len(pool))
@@ -117,8 +117,8 @@ def generate_pool(cfg: Config, task: Task, group: ActorGroup, pool: list[Query],
     def draw(queries: list[Query], first_index: int) -> list[Sample]:
         return generate(cfg, task, group, queries, weights, k, K, first_index, origin="extra")
 
-    sampling = arms.make_sampling(cfg.arm, pool, solution_partition(cfg, task))
-    extra, waves = arms.sample_waves(pool, samples, sampling, draw, K, cfg.arm.max_waves, budget)
+    sampling = arm.sampling(pool, arm.partition(task.solution_key))
+    extra, waves = arms.sample_waves(pool, samples, sampling, draw, K, arm.config.max_waves, budget)
     return samples + extra, {"samples_per_query": K, "extra_samples": len(extra), "waves": waves}
 
 
@@ -209,31 +209,11 @@ def _ask_again(cfg: Config, agent: bool, query: Query, sample: Sample, crit: Cri
 # -- filter ---------------------------------------------------------------------------------
 
 
-def select_training_set(cfg: Config, task: Task, pool: list[Query], samples: list[Sample],
-                        critiques: dict[str, Critique]) -> list[Sample]:
-    """The arm's rule: which samples and refinements become training rows.
-
-    The filter (`arm.name`) says which samples are eligible: rs keeps outcome-correct samples,
-    critique those whose steps the critic passes plus verified refinements. Exact duplicates
-    of a query's completion are dropped (`arm.dedup`). Selection then ranks each query's
-    eligible samples (`all`: sample order; `diverse`: solution classes round-robin) and keeps
-    them up to the query's row cap (`arms.row_cap`). Rows come out in sample order.
-    """
-    arm = cfg.arm
-    kept = arms.eligible(arm.name, samples, critiques)
-    if arm.dedup:
-        kept = arms.drop_duplicates(kept)
-    partition = solution_partition(cfg, task)
-    ranked = arms.by_query(kept)
-    if arm.selection == "diverse":
-        ranked = {q: arms.diverse_order(classes) for q, classes in partition(ranked).items()}
-    sampling = arms.make_sampling(arm, pool, partition)
-    return arms.take(kept, ranked, arms.row_cap(arm, sampling, cfg.rollout.num_samples))
-
-
-def solution_partition(cfg: Config, task: Task) -> arms.Partition:
-    """The task's solution classes, as the arm's `diverse` settings define them."""
-    return arms.Partition(task.solution_key, cfg.arm.diverse.similarity)
+def select_training_set(arm: Arm, task: Task, pool: list[Query], samples: list[Sample],
+                        critiques: dict[str, Critique], num_samples: int) -> list[Sample]:
+    """The arm's rule: which samples and refinements become training rows (`Arm.select`:
+    the filter, dedup, then selection up to each query's row cap); K is `num_samples`."""
+    return arm.select(pool, samples, critiques, arm.partition(task.solution_key), num_samples)
 
 
 # -- evaluate -------------------------------------------------------------------------------

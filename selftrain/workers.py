@@ -15,12 +15,14 @@ import os
 from dataclasses import dataclass, replace
 from typing import Any
 
-from critics import Critique, CritiqueRequest, build_critic, checked
+from critics import build_critic, checked
 from selftrain.backends import Generation, SamplingConfig, make_backend
+from selftrain.config import CriticConfig, TaskConfig
 from selftrain.device import configure_threads
 from selftrain.errors import WorkerError
 from selftrain.storage import LocalStorage, Storage
-from selftrain.tasks import make_task
+from selftrain.tasks import build_task
+from selftrain.types import Critique, CritiqueRequest
 
 
 @dataclass
@@ -48,12 +50,12 @@ class RolloutWorker:
     """Holds one policy behind a generation backend (and, for agent tasks, the environment)."""
 
     def __init__(self, model_path: str, backend: str, backend_args: dict[str, Any],
-                 num_cpus: float | None = None, task_name: str | None = None,
-                 task_args: dict[str, Any] | None = None, storage: Storage | None = None) -> None:
+                 num_cpus: float | None = None, task: TaskConfig | None = None,
+                 storage: Storage | None = None) -> None:
         configure_threads(num_cpus)
         self.backend = make_backend(backend, model_path, **backend_args)
         self.weights = model_path
-        self.task_spec = (task_name, task_args or {})
+        self.task_spec = task  # the driver's spec: agent tasks build their environment from it
         self.storage = storage or LocalStorage(".")
         self._env = None
 
@@ -87,7 +89,8 @@ class RolloutWorker:
 
         self._use(weights)
         if self._env is None:
-            self._env = make_task(self.task_spec[0], **self.task_spec[1]).env()
+            spec = self.task_spec or TaskConfig()
+            self._env = build_task(spec.name, spec.path, spec.args).env()
         env = self._env
         expanded = [p for p in prompts for _ in range(params.n)]
         starts = None
@@ -129,12 +132,11 @@ class RolloutWorker:
 class CriticWorker:
     """Holds one critic (built from the config's critic section) for the run."""
 
-    def __init__(self, critic_name: str | None, critic_path: str | None,
-                 critic_args: dict[str, Any], task_name: str, task_args: dict[str, Any],
+    def __init__(self, critic: CriticConfig, task: TaskConfig,
                  num_cpus: float | None = None) -> None:
         configure_threads(num_cpus)
-        self.task = make_task(task_name, **task_args)
-        self.critic = build_critic(critic_name, critic_path, critic_args, self.task)
+        self.task = build_task(task.name, task.path, task.args)
+        self.critic = build_critic(critic.name, critic.path, critic.args, self.task)
 
     def run(self, chunk: CritiqueChunk) -> list[Critique]:
         """One critique per request, held to the critic protocol (`critics.checked`)."""

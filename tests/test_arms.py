@@ -8,6 +8,8 @@ from conftest import REPO
 
 from critics import build_critic
 from selftrain import arms
+from selftrain.arm import Arm
+from selftrain.arm_registry import FILTERS, SAMPLINGS, register_filter
 from selftrain.backends import Generation
 from selftrain.config import ArmConfig, BalancedConfig, ConfigError, load_config
 from selftrain.metrics.diversity import default_solution_key
@@ -41,7 +43,7 @@ def test_the_hand_made_samples_are_what_they_claim():
 def test_three_correct_samples_in_two_classes_with_cap_two_give_one_of_each():
     samples = [sample(Q, 0, PATH_A), sample(Q, 1, PATH_A_SWAPPED), sample(Q, 2, WRONG),
                sample(Q, 3, PATH_B)]
-    kept = arms.eligible("rs", samples, {})
+    kept = Arm.of(ArmConfig(name="rs")).filter.eligible(samples, {})
     classes = partition()(arms.by_query(kept))["q"]
     assert [[s.sample_id for s in c] for c in classes] == [["r0-q-s0", "r0-q-s1"], ["r0-q-s3"]]
     ranked = {"q": arms.diverse_order(classes)}
@@ -161,9 +163,9 @@ def test_filters_compose_with_extra_samples_and_refinements():
                make_sample(TASK, Q, "r0-q-s1-a0", Generation(PATH_A_SWAPPED, 5),
                            origin="refine", parent_id="r0-q-s1")]
     critiques = {c.sample_id: c for c in critic.critique(requests_for(samples, {"q": Q}))}
-    rs = arms.eligible("rs", samples, critiques)
+    rs = Arm.of(ArmConfig(name="rs")).filter.eligible(samples, critiques)
     assert [s.sample_id for s in rs] == ["r0-q-s0", "r0-q-s4"]  # refinements are not rs's
-    crit = arms.eligible("critique", samples, critiques)
+    crit = Arm.of(ArmConfig(name="critique")).filter.eligible(samples, critiques)
     assert [s.sample_id for s in crit] == ["r0-q-s0", "r0-q-s4", "r0-q-s1-a0"]
 
 
@@ -177,16 +179,34 @@ def test_row_cap_is_the_lowest_of_the_arm_cap_and_the_strategy_target():
     assert arms.row_cap(ArmConfig(selection="diverse"), balanced, 4)("b") == 6
 
 
-def test_every_sampling_name_the_config_accepts_is_registered():
-    import typing
-
-    from selftrain.config import ArmConfig as Arm
-
-    names = typing.get_args(typing.get_type_hints(Arm)["sampling"])
-    assert set(names) == set(arms.SAMPLING)
+def test_the_arm_is_built_from_registered_parts_and_says_what_it_needs():
+    assert {"fixed", "balanced", "distinct"} <= set(SAMPLINGS.names())
+    assert {"rs", "critique"} <= set(FILTERS.names())
     cfg = ArmConfig(sampling="balanced", balanced=BalancedConfig("prop2diff", 4))
-    made = arms.make_sampling(cfg, POOL, partition())
-    assert made.targets == {"easy": 2, "rare": 3, "hard": 4}
+    arm = Arm.of(cfg)
+    assert arm.sampling(POOL, partition()).targets == {"easy": 2, "rare": 3, "hard": 4}
+    assert arm.adaptive and not arm.needs_critic
+    assert Arm.of(ArmConfig(name="critique")).needs_critic
+    assert not Arm.of(ArmConfig()).adaptive
+
+
+def test_a_registered_filter_plugs_in_by_name(monkeypatch):
+    monkeypatch.setattr(FILTERS, "registered", dict(FILTERS.registered))  # forgotten afterwards
+
+    @register_filter("test-everything")
+    class Everything:
+        needs_critic = False
+
+        def eligible(self, samples, critiques):
+            return list(samples)
+
+    samples = [sample(Q, 0, PATH_A), sample(Q, 1, WRONG)]
+    arm = Arm.of(ArmConfig(name="test-everything"))
+    assert arm.select(POOL, samples, {}, partition(), 4) == samples
+    path = REPO / "configs" / "countdown_rs.yaml"
+    assert load_config(path, ["arm.name=test-everything"]).arm.name == "test-everything"
+    with pytest.raises(ConfigError, match="key arm.name must be one of .*critique.*rs"):
+        load_config(path, ["arm.name=best"])
 
 
 def test_arm_settings_are_checked_with_the_key_named(tmp_path):

@@ -17,7 +17,7 @@ from wandb_files import exit_code, history, run_files
 
 from selftrain import stages
 from selftrain.backends import SamplingConfig
-from selftrain.config import ResourceConfig, dump_yaml
+from selftrain.config import CriticConfig, ResourceConfig, dump_yaml
 from selftrain.groups import ActorGroup
 from selftrain.loop import run_arm
 from selftrain.model_source import resolve_model
@@ -87,8 +87,10 @@ def test_killed_critic_worker_loses_and_duplicates_nothing(tmp_path, ray_cluster
         requests.append(CritiqueRequest(f"{q.query_id}-ok", q, steps))
         requests.append(CritiqueRequest(f"{q.query_id}-bad", q, ["1 + 1 = 3", *steps[1:]]))
     group = ActorGroup("critic", CriticWorker,
-                       (None, "slow_critic:SlowOracle", {"delay_s": 0.3}, cfg.task.name,
-                        cfg.task.args, 0.0), ResourceConfig(num_workers=1, num_cpus=0))
+                       dict(critic=CriticConfig(path="slow_critic:SlowOracle",
+                                                args={"delay_s": 0.3}),
+                            task=cfg.task, num_cpus=0.0),
+                       ResourceConfig(num_workers=1, num_cpus=0))
     try:
         reference, took = _timed(lambda: stages.critique(group, 4, requests, "reference"))
         out = _kill_worker_during(group, took / 2, lambda: stages.critique(group, 4, requests,

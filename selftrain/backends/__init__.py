@@ -1,18 +1,18 @@
 """Generation backends: one interface (`GenerationBackend`), a registry, two implementations."""
 
 from selftrain.backends.base import Generation, GenerationBackend, SamplingConfig
+from selftrain.registry import Registry
 
-__all__ = ["Generation", "GenerationBackend", "SamplingConfig", "make_backend"]
+__all__ = ["BACKENDS", "Generation", "GenerationBackend", "SamplingConfig", "make_backend"]
+
+BACKENDS: Registry = Registry("backend", {
+    "hf": "selftrain.backends.hf:HFBackend",
+    "vllm": "selftrain.backends.vllm:VLLMBackend",
+}, "selftrain.backends")
+"""`rollout.backend` -> a class built as `Backend(model_path, **kwargs)` (imported only when
+built: vLLM is optional)."""
 
 
 def make_backend(name: str, model_path: str, **kwargs) -> GenerationBackend:
-    """Build the backend named in `rollout.backend` (imports lazily: vLLM is optional)."""
-    if name == "hf":
-        from selftrain.backends.hf import HFBackend
-
-        return HFBackend(model_path, **kwargs)
-    if name == "vllm":
-        from selftrain.backends.vllm import VLLMBackend
-
-        return VLLMBackend(model_path, **kwargs)
-    raise ValueError(f"unknown rollout.backend {name!r}; known: 'hf', 'vllm'")
+    """Build the backend named in `rollout.backend`."""
+    return BACKENDS.resolve(name)(model_path, **kwargs)

@@ -1,4 +1,5 @@
-"""Tasks by name. Importing this package registers the built-in tasks.
+"""Tasks by name (`task.name`), by `module:Class` (`task.path`) or by entry point
+(`selftrain.tasks`); built-ins are imported only when built.
 
 The contract a task fulfils, with its optional abilities, is `selftrain/tasks/base.py`.
 """
@@ -7,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from selftrain.tasks import countdown, math, multihop, searchqa  # noqa: F401  (register themselves)
 from selftrain.tasks.base import (
     Abilities,
     AgentTask,
@@ -20,7 +20,7 @@ from selftrain.tasks.base import (
     abilities,
     check_task,
 )
-from selftrain.tasks.registry import TASKS, register_task
+from selftrain.tasks.registry import TASKS, TaskLoadError, build_task, register_task
 
 __all__ = [
     "TASKS",
@@ -32,7 +32,9 @@ __all__ = [
     "PolicyLevels",
     "Task",
     "TaskFigures",
+    "TaskLoadError",
     "abilities",
+    "build_task",
     "check_task",
     "make_task",
     "register_task",
@@ -40,15 +42,5 @@ __all__ = [
 
 
 def make_task(name: str, **args: Any) -> Task:
-    """Build the registered task `name` with keyword `args` (the config's `task_args`).
-
-    The built task is checked against the contract once here (`check_task`): a missing required
-    method, or an ability implemented in part or with other parameters, is a TypeError that
-    names the task and the method.
-    """
-    if name not in TASKS:
-        known = ", ".join(sorted(TASKS)) or "(none)"
-        raise ValueError(f"unknown task {name!r}; known tasks: {known}")
-    task = TASKS[name](**args)
-    check_task(task)
-    return task
+    """Build the task `name` with keyword `args` (see `build_task`)."""
+    return build_task(name, None, args)

@@ -1,25 +1,51 @@
-"""Task registry: configs name a task (`task: countdown`) and the loop builds it by that name."""
+"""Where tasks are found: the built-ins, `module:Class` paths (`task.path`), registered classes
+and the `selftrain.tasks` entry points, through the one registry mechanism (`selftrain.registry`).
+
+The built-ins are `"module:Class"` strings, imported only when built, so listing task names
+imports no task module.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any
 
-from selftrain.tasks.base import Task
-
-TASKS: dict[str, Callable[..., Task]] = {}
-"""Registered task factories (usually the task class itself), by name."""
-
-F = TypeVar("F", bound=Callable[..., Task])
+from selftrain.registry import Registry, RegistryError
+from selftrain.tasks.base import Task, check_task
 
 
-def register_task(name: str) -> Callable[[F], F]:
-    """Class decorator that makes a task buildable by `make_task(name, ...)`."""
+class TaskLoadError(RegistryError):
+    """A task could not be found, imported or built; the message names it and lists the known tasks."""
 
-    def decorate(factory: F) -> F:
-        if name in TASKS and TASKS[name] is not factory:
-            raise ValueError(f"task name {name!r} is already registered by {TASKS[name]!r}")
-        TASKS[name] = factory
-        return factory
 
-    return decorate
+BUILTIN_TASKS: dict[str, str] = {
+    "countdown": "selftrain.tasks.countdown:CountdownTask",
+    "math": "selftrain.tasks.math:MathTask",
+    "multihop": "selftrain.tasks.multihop:MultihopTask",
+    "searchqa": "selftrain.tasks.searchqa:SearchQATask",
+}
+"""Name -> import path of the tasks shipped with selftrain."""
+
+TASKS: Registry[Callable[..., Task]] = Registry("task", BUILTIN_TASKS, "selftrain.tasks", TaskLoadError)
+"""The tasks' registry (`task.name`, `task.path`, entry point group `selftrain.tasks`)."""
+
+register_task = TASKS.register
+"""Class decorator: make a task available as `task.name: <name>`."""
+
+
+def build_task(name: str | None, path: str | None = None, args: dict[str, Any] | None = None) -> Task:
+    """Build the task named by `path` (`module:Class`) or `name`, with keyword `args` (the
+    config's `task.args`), and check it against the contract once (`check_task`): an unknown
+    name, a failing import, wrong args or a missing `Task` method is a `TaskLoadError` that
+    names the task."""
+    factory = TASKS.resolve(name, path)
+    label, args = path or name, args or {}
+    try:
+        task = factory(**args)
+    except TypeError as err:
+        raise TaskLoadError(f"task {label!r} could not be built with task.args {args}: {err}") from err
+    try:
+        check_task(task)
+    except TypeError as err:
+        raise TaskLoadError(f"task {label!r}: {err}") from err
+    return task
