@@ -1,19 +1,63 @@
-"""Run-folder parquet rows <-> the records stages pass around (resume reads them back)."""
+"""The run folder's rows, in one place: the records stages pass around (`selftrain.types`) <->
+the parquet rows of docs/design.md, with their builders and readers (resume reads them back).
+
+    samples.parquet     one `Sample` per row (`Sample.row`), refinements after the samples
+    critiques.parquet   one `Critique` per row (`Critique.row`), in the order of the samples
+    train.parquet       `train_row` of each kept sample, `TRAIN_SCHEMA`
+    eval.parquet        `eval_row` of each test sample
+
+`manifest.json`'s stage records (files with their rows and sha256) are the run folder's own
+(`selftrain.runfolder.RunFolder.mark_done`).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 
-from selftrain.types import Critique, Sample, StepVerdict
+from selftrain.types import Critique, Query, Sample, StepVerdict
 
 TRAIN_SCHEMA = pa.schema([
     ("sample_id", pa.string()), ("query_id", pa.string()), ("difficulty", pa.int64()),
     ("prompt", pa.string()), ("completion", pa.string()), ("origin", pa.string()),
     ("loss_mask", pa.list_(pa.list_(pa.int64()))), ("completion_tokens", pa.int64()),
 ])
+"""train.parquet: what a finetune reads (`loss_mask`: character spans of the completion left
+out of the loss; `completion_tokens`: the policy tokenizer's count)."""
+
+
+def train_row(sample: Sample, completion_tokens: int) -> dict[str, Any]:
+    """One row of train.parquet: a kept sample or refinement."""
+    return {"sample_id": sample.sample_id, "query_id": sample.query_id,
+            "difficulty": sample.difficulty, "prompt": sample.prompt,
+            "completion": sample.completion, "origin": sample.origin,
+            "loss_mask": sample.loss_mask, "completion_tokens": completion_tokens}
+
+
+def eval_row(query: Query, sample_idx: int, completion: str, answer: str | None, correct: bool,
+             num_tokens: int) -> dict[str, Any]:
+    """One row of eval.parquet: test sample `sample_idx` of `query`."""
+    return {"query_id": query.query_id, "difficulty": query.difficulty, "sample_idx": sample_idx,
+            "completion": completion, "answer": answer, "correct": correct,
+            "num_tokens": num_tokens}
+
+
+def first_pass(samples: list[Sample], num_samples: int) -> list[Sample]:
+    """The first `num_samples` (K) samples the policy drew for each query, never a budget
+    top-up or a later wave. samples.parquet keeps each query's samples in the order they were
+    drawn (the first pass of every query, then any top-up), so a query's first K of origin
+    "sample" are its samples 0..K-1: the index is read from the order, not from the id."""
+    seen: dict[str, int] = {}
+    out = []
+    for s in samples:
+        if s.origin == "sample":
+            seen[s.query_id] = seen.get(s.query_id, 0) + 1
+            if seen[s.query_id] <= num_samples:
+                out.append(s)
+    return out
 
 
 def read_samples(path: Path, origin: str | None = None) -> list[Sample]:

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from selftrain import stages
 from selftrain.errors import StageError
 from selftrain.metrics_round import RoundFrames, example_rows, round_histograms, round_metrics
-from selftrain.records import TRAIN_SCHEMA, read_critiques, read_samples
+from selftrain.records import TRAIN_SCHEMA, first_pass, read_critiques, read_samples, train_row
 from selftrain.runfolder import atomic_write_json, write_parquet, write_table
 from selftrain.trainer import finetune_job
 from selftrain.types import Critique, Sample
@@ -125,11 +125,9 @@ class Round:
         samples = self.generate(policy)
         self.evaluate(policy)
         with self.stage("difficulty") as st:
-            K = self.cfg.rollout.num_samples
             hits: dict[str, list[bool]] = defaultdict(list)
-            for s in samples:
-                if s.origin == "sample" and int(s.sample_id.rsplit("-s", 1)[1]) < K:
-                    hits[s.query_id].append(s.correct)
+            for s in first_pass(samples, self.cfg.rollout.num_samples):
+                hits[s.query_id].append(s.correct)
             evals = pq.read_table(self.dir / "eval.parquet").to_pandas()
             rates = {q: sum(v) / len(v) for q, v in hits.items()}
             rates |= evals.groupby("query_id")["correct"].mean().astype(float).to_dict()
@@ -180,10 +178,7 @@ class Round:
             kept = stages.select_training_set(self.run.arm, self.run.task, self.run.pool, samples,
                                               critiques, self.cfg.rollout.num_samples)
             tokens = _completion_tokens(self.run.tokenizer, kept)
-            rows = [{"sample_id": s.sample_id, "query_id": s.query_id, "difficulty": s.difficulty,
-                     "prompt": s.prompt, "completion": s.completion, "origin": s.origin,
-                     "loss_mask": s.loss_mask, "completion_tokens": n}
-                    for s, n in zip(kept, tokens)]
+            rows = [train_row(s, n) for s, n in zip(kept, tokens)]
             write_parquet(path, rows, schema=TRAIN_SCHEMA)
             st.record([path])
 

@@ -16,6 +16,7 @@ from selftrain.backends import Generation, SamplingConfig
 from selftrain.config import Config
 from selftrain.groups import ActorGroup
 from selftrain.prompts import PromptFormat
+from selftrain.records import eval_row
 from selftrain.tasks import Task, abilities
 from selftrain.types import Critique, CritiqueRequest, Query, Sample
 from selftrain.workers import CritiqueChunk, GenerateChunk
@@ -233,11 +234,8 @@ def evaluate(cfg: Config, task: Task, group: ActorGroup, queries: list[Query], w
     rows = []
     for query, outs in zip(queries, gens):
         for j, g in enumerate(outs):
-            rows.append({"query_id": query.query_id, "difficulty": query.difficulty,
-                         "sample_idx": j, "completion": g.text,
-                         "answer": task.extract_answer(g.text),
-                         "correct": bool(task.is_correct(query, g.text)),
-                         "num_tokens": g.num_tokens})
+            rows.append(eval_row(query, j, g.text, task.extract_answer(g.text),
+                                 bool(task.is_correct(query, g.text)), g.num_tokens))
     return rows
 
 
