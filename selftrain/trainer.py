@@ -42,7 +42,7 @@ __all__ = ["FinetuneJob", "TrainerGroup", "TrainerWorker", "examples_from_rows",
 class TrainerWorker:
     """One rank: its process-group membership and the policy it trains, kept across rounds."""
 
-    def __init__(self, cfg: TrainConfig, storage: Storage) -> None:
+    def __init__(self, *, cfg: TrainConfig, storage: Storage) -> None:
         from selftrain.device import configure_threads
 
         configure_threads(cfg.resources.num_cpus)
@@ -108,7 +108,7 @@ class TrainerGroup:
 
     def _start(self) -> ActorGroup:
         res = self.cfg.resources
-        group = ActorGroup("train", TrainerWorker, (self.cfg, self.storage), res,
+        group = ActorGroup("train", TrainerWorker, dict(cfg=self.cfg, storage=self.storage), res,
                            timeout_s=self.timeout_s, max_restarts=0)
         try:
             init = ray.get(group.actors[0].address.remote())

@@ -49,7 +49,7 @@ class CritiqueChunk:
 class RolloutWorker:
     """Holds one policy behind a generation backend (and, for agent tasks, the environment)."""
 
-    def __init__(self, model_path: str, backend: str, backend_args: dict[str, Any],
+    def __init__(self, *, model_path: str, backend: str, backend_args: dict[str, Any],
                  num_cpus: float | None = None, task: TaskConfig | None = None,
                  storage: Storage | None = None) -> None:
         configure_threads(num_cpus)
@@ -132,7 +132,7 @@ class RolloutWorker:
 class CriticWorker:
     """Holds one critic (built from the config's critic section) for the run."""
 
-    def __init__(self, critic: CriticConfig, task: TaskConfig,
+    def __init__(self, *, critic: CriticConfig, task: TaskConfig,
                  num_cpus: float | None = None) -> None:
         configure_threads(num_cpus)
         self.task = build_task(task.name, task.path, task.args)

@@ -59,7 +59,8 @@ def test_killed_rollout_worker_loses_and_duplicates_nothing(tmp_path, ray_cluste
     model = base_model(cfg)
     prompts = [q.prompt for q in make_task(cfg.task.name, **cfg.task.args).queries("train")] * 4
     params = SamplingConfig(n=2, temperature=1.0, max_new_tokens=32)
-    group = ActorGroup("rollout", RolloutWorker, (model, "hf", {}, 1.0),
+    group = ActorGroup("rollout", RolloutWorker,
+                       dict(model_path=model, backend="hf", backend_args={}, num_cpus=1.0),
                        ResourceConfig(num_workers=1, num_cpus=1))
     try:
         job = stages.GenJob(prompts, params)
