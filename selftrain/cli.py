@@ -216,9 +216,9 @@ def _resume_label(where: str) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args, "run")
+    from selftrain.budget import BudgetTarget
     from selftrain.checks import preflight
     from selftrain.loop import run_arm
-    from selftrain.run import BudgetTarget
 
     preflight(cfg, "run")
     label = _resume_label(args.resume) if args.resume else (args.label or default_label(cfg))

@@ -16,12 +16,12 @@ from typing import Any
 
 from rich.table import Table
 
+from selftrain.budget import BudgetTarget
 from selftrain.checks import preflight
 from selftrain.config import Config, dump_yaml
 from selftrain.launcher import run_side_by_side
 from selftrain.metrics.keys import ARM_TABLE_KEYS, COUNT_KEYS, resolve_key
 from selftrain.plan import PlannedRun, arm_configs, plan, started
-from selftrain.run import BudgetTarget
 from selftrain.runfolder import atomic_write_bytes, atomic_write_json
 from selftrain.storage import storage_for
 from selftrain.tracking import console, fmt

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from selftrain.budget import BudgetTarget
 from selftrain.config import Config
 from selftrain.rounds import Round
-from selftrain.run import BudgetTarget, RunContext, open_run
+from selftrain.run import RunContext, open_run
 from selftrain.tasks import abilities
 from selftrain.tracking import console, run_progress_table
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from selftrain.budget import arm_dir
 from selftrain.config import Config, ConfigError, apply_overrides
-from selftrain.run import arm_dir
 from selftrain.storage import storage_for
 
 

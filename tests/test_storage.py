@@ -12,8 +12,8 @@ import pyarrow.fs as pafs
 import pytest
 from conftest import REPO, small_config
 
+from selftrain.budget import arm_dir
 from selftrain.loop import run_arm
-from selftrain.run import arm_dir
 from selftrain.runfolder import RunFolder, verify
 from selftrain.storage import ObjectStorage, is_uri, split_query
 
