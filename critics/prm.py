@@ -23,8 +23,8 @@ from critics.hub_prm import FORMATS, HubPRM
 from critics.protocol import Critique, CritiqueRequest, StepVerdict
 from critics.registry import CriticLoadError
 from selftrain.device import best_device
-from selftrain.optim import adamw_with_schedule, optimizer_step
-from selftrain.sft import pad_right
+from selftrain.train.optim import adamw_with_schedule, optimizer_step
+from selftrain.train.sft import pad_right
 
 STEP_SUFFIX = "\n"
 """Each step is fed as `step + STEP_SUFFIX`; the score is read at that piece's last token."""
@@ -167,7 +167,7 @@ def score_steps(model: PRMModel, tokenizer: Any, items: Sequence[tuple[str, Sequ
 def save_prm(model: PRMModel, tokenizer: Any, out: str | Path, threshold: float = 0.5,
              extra: dict[str, Any] | None = None) -> Path:
     """Write a PRM folder: the backbone and tokenizer (save_pretrained), the head, prm.json."""
-    from selftrain.tiny_model import portable_tokenizer_config
+    from selftrain.models.tiny_model import portable_tokenizer_config
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ class Critic(Protocol):
 @runtime_checkable
 class PreflightCheck(Protocol):
     """A critic that depends on something outside the run (a server, an API key) and can check
-    it before round 0; `selftrain.checks.preflight` calls `check()`, which raises
+    it before round 0; `selftrain.loop.checks.preflight` calls `check()`, which raises
     `CriticLoadError` with what to fix."""
 
     def check(self) -> None: ...

@@ -8,7 +8,7 @@ answer all count), retried with exponential backoff on connection errors, 408/42
 request that still gets no answer, or an answer that is not the expected JSON, leaves its
 steps unknown (`ok=None`, counted in `Critique.extra`), never a crash; only a call in which no
 request got an answer raises, since then the server is down, not slow. `check()` is the
-pre-flight (`selftrain.checks.preflight`): an endpoint that cannot be reached fails before
+pre-flight (`selftrain.loop.checks.preflight`): an endpoint that cannot be reached fails before
 round 0. The API key is read from the environment variable `api_key_env` names, so configs
 and run folders hold the variable's name only.
 """

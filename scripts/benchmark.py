@@ -53,8 +53,8 @@ def run_rs(out: Path, per_level: int, tag: str, levels: str = "2, 3, 4",
            model: str | None = None, task_seed: int = 0) -> dict[str, Any]:
     """Round 0 and round 1 of an rs arm through the loop; stage records and worker memory."""
     from selftrain.config import load_config
-    from selftrain.loop import run_rounds
-    from selftrain.run import open_run
+    from selftrain.loop.driver import run_rounds
+    from selftrain.loop.run import open_run
 
     cfg = load_config(CONFIG, [
         "rounds=1", "arms={}", "arm.name=rs", "tracking.enabled=false", f"run_root={out}",
@@ -100,8 +100,8 @@ def raw_finetune(base: str, train_path: Path, cfg) -> float:
     """Seconds of the plain in-process SFT loop on the round's training set."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from selftrain.sft import train_sft
-    from selftrain.trainer import examples_from_rows, finetune_job
+    from selftrain.train.ranks import examples_from_rows, finetune_job
+    from selftrain.train.sft import train_sft
 
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(base)

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def tiny_model(out: Path) -> Path:
     from selftrain.config import TinyModelConfig
-    from selftrain.tiny_model import (
+    from selftrain.models.tiny_model import (
         build_char_tokenizer,
         build_tiny_llama,
         portable_tokenizer_config,
@@ -107,7 +107,7 @@ def check_generation(model_path: Path, task, sizes: Sizes, device: torch.device)
 def check_finetune(backend, task, sizes: Sizes, device: torch.device) -> None:
     """2. SFT steps in bf16 autocast on the backend's own model."""
     from selftrain.device import synchronize
-    from selftrain.sft import SFTExample, SFTSettings, train_sft
+    from selftrain.train.sft import SFTExample, SFTSettings, train_sft
 
     examples = [SFTExample(q.prompt, sol) for q in task.queries("train")
                 for sol in task.reference_solutions(q, k=2)]
@@ -180,8 +180,8 @@ def check_round(backend, kind: str, base: Path, train: Path, out: Path, sizes: S
     from selftrain.backends import SamplingConfig
     from selftrain.config import LoraConfig, TrainConfig
     from selftrain.device import synchronize
-    from selftrain.finetune import FinetuneJob, RankTrainer
-    from selftrain.sft import SFTSettings
+    from selftrain.train.rank_trainer import FinetuneJob, RankTrainer
+    from selftrain.train.sft import SFTSettings
 
     cfg = (TrainConfig(strategy="fsdp", bf16=True, activation_checkpointing=True) if kind == "fsdp"
            else TrainConfig(bf16=True, lora=LoraConfig(r=8)))

@@ -120,12 +120,12 @@ def main(argv: list[str] | None = None) -> int:
 def _report_error(err: Exception, args: argparse.Namespace) -> int:
     """Print what went wrong in a few lines (never a traceback) and return the exit code:
     2 for bad input, 1 for a run that failed (its traceback is in the run's log file)."""
+    from selftrain.cluster.groups import SchedulingError
     from selftrain.errors import RunFailed
-    from selftrain.groups import SchedulingError
-    from selftrain.launcher import RunsFailed
+    from selftrain.experiments.launcher import RunsFailed
     from selftrain.registry import RegistryError
-    from selftrain.resume import ResumeError
-    from selftrain.runfolder import ManifestError, RunLockedError
+    from selftrain.runfolder.folder import ManifestError, RunLockedError
+    from selftrain.runfolder.resume import ResumeError
 
     bad_input = (ConfigError, FileExistsError, FileNotFoundError, RegistryError,
                  RunLockedError, SchedulingError, ManifestError, ResumeError)
@@ -169,7 +169,7 @@ def _load(args: argparse.Namespace, what: str):
 
 def _resume_config(where: str, what: str) -> Path:
     """The resolved config of the folder to resume: a path, or a URI (run_root on S3)."""
-    from selftrain.storage import child, is_uri, read_uri
+    from selftrain.runfolder.storage import child, is_uri, read_uri
 
     # an experiment folder: compare.yaml holds the shared sections and the arms
     name = "config.yaml" if what == "run" else "compare.yaml"
@@ -191,7 +191,7 @@ def relocate(cfg, where: str, what: str):
     path, `<run_root>/<experiment>/<arm>/seed<s>` for a run, `<run_root>/<experiment>` for a
     compare experiment. A staging folder stands for its object-storage URI, which stays."""
     from selftrain.config import apply_overrides
-    from selftrain.storage import is_uri, split_query
+    from selftrain.runfolder.storage import is_uri, split_query
 
     if is_uri(cfg.run_root) and not is_uri(where):
         return cfg
@@ -208,7 +208,7 @@ def relocate(cfg, where: str, what: str):
 
 def _resume_label(where: str) -> str:
     """The arm label of a resumed run folder: the name of the folder above seed<s>."""
-    from selftrain.storage import is_uri, split_query
+    from selftrain.runfolder.storage import is_uri, split_query
 
     base = split_query(where)[0] if is_uri(where) else str(Path(where).resolve())
     return base.rstrip("/").rsplit("/", 2)[1]
@@ -216,9 +216,9 @@ def _resume_label(where: str) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args, "run")
-    from selftrain.budget import BudgetTarget
-    from selftrain.checks import preflight
-    from selftrain.loop import run_arm
+    from selftrain.loop.checks import preflight
+    from selftrain.loop.driver import run_arm
+    from selftrain.runfolder.budget import BudgetTarget
 
     preflight(cfg, "run")
     label = _resume_label(args.resume) if args.resume else (args.label or default_label(cfg))
@@ -238,7 +238,7 @@ def default_label(cfg) -> str:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     cfg = _load(args, "compare")
-    from selftrain.compare import run_compare
+    from selftrain.experiments.compare import run_compare
 
     run_compare(cfg, resume=bool(args.resume), overwrite=args.overwrite,
                 report=not args.no_report)
@@ -246,7 +246,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from selftrain.runfolder import verify
+    from selftrain.runfolder.folder import verify
 
     root = Path(args.run_dir)
     folders = sorted(p.parent for p in root.rglob("manifest.json")) if root.is_dir() else []
@@ -280,7 +280,7 @@ def cmd_train_critic(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     from critics import build_critic
     from selftrain.critic_training import train_critics
-    from selftrain.model_source import resolve_model
+    from selftrain.models.source import resolve_model
     from selftrain.tasks import build_task
 
     task = build_task(cfg.task.name, cfg.task.path, cfg.task.args)

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import yaml
 
-from selftrain.arm_registry import FILTERS, SAMPLINGS
+from selftrain.arms.registry import FILTERS, SAMPLINGS
 from selftrain.backends import BACKENDS
 from selftrain.critic_train_config import CriticTrainConfig
 from selftrain.typed_yaml import (
@@ -81,7 +81,7 @@ class ModelConfig:
     chat_template: bool = False
     """Instruct policies: every prompt the policy sees (and every training row) is the task's
     user message rendered with the policy tokenizer's chat template; generation continues
-    inside the assistant turn (selftrain/prompts.py). For every task."""
+    inside the assistant turn (selftrain/loop/prompts.py). For every task."""
     system_prompt: str | None = None
     """With chat_template: a system turn before the user's."""
 
@@ -147,7 +147,7 @@ class DiverseConfig:
 class ArmConfig:
     name: str = "rs"
     """Filter (see docs/design.md, "The round"): rs keeps outcome-correct samples, critique
-    those the critic passes, plus verified refinements (`selftrain.arm_registry.FILTERS`)."""
+    those the critic passes, plus verified refinements (`selftrain.arms.registry.FILTERS`)."""
     per_query_cap: int | None = None
     """Keep at most this many training rows per query (None: no cap; diverse selection: K)."""
     dedup: bool = True
@@ -191,7 +191,7 @@ class RefineConfig:
 
 @dataclass
 class LoraConfig:
-    """LoRA adapters (peft) on the policy's linear layers; see selftrain/lora.py."""
+    """LoRA adapters (peft) on the policy's linear layers; see selftrain/train/lora.py."""
 
     r: int = 16
     alpha: float = 32.0
@@ -291,7 +291,7 @@ class Config:
     run_root: str = "runs"
     """Run folders go to <run_root>/<experiment>/<arm>/seed<seed>; a path or a URI (s3://...)."""
     staging_dir: str = "~/.cache/selftrain/staging"
-    """Where a run_root URI's folders are staged locally (every node; see selftrain/storage.py)."""
+    """Where a run_root URI's folders are staged locally (every node; see selftrain/runfolder/storage.py)."""
     task: TaskConfig = field(default_factory=TaskConfig)
     """Which task, built with `args`: its query splits, steps and answer checks."""
     model: ModelConfig = field(default_factory=ModelConfig)

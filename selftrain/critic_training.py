@@ -32,8 +32,12 @@ from selftrain.backends import SamplingConfig
 from selftrain.backends.hf import HFBackend
 from selftrain.config import CriticTrainConfig, TinyModelConfig, checked_section
 from selftrain.device import best_device, single_cpu_thread
-from selftrain.sft import SFTExample, SFTSettings, train_sft
-from selftrain.tiny_model import build_char_tokenizer, build_tiny_llama, portable_tokenizer_config
+from selftrain.models.tiny_model import (
+    build_char_tokenizer,
+    build_tiny_llama,
+    portable_tokenizer_config,
+)
+from selftrain.train.sft import SFTExample, SFTSettings, train_sft
 from selftrain.types import Query
 
 

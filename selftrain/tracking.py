@@ -21,7 +21,7 @@ from selftrain.config import Config, to_dict
 from selftrain.metrics.keys import RUN_PROGRESS_KEYS, level_keys
 
 if TYPE_CHECKING:
-    from selftrain.runfolder import RunFolder
+    from selftrain.runfolder.folder import RunFolder
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 

@@ -115,7 +115,7 @@ def ray_cluster(tmp_path_factory, plugin_dir):
     Workers import from the repo, the tests and the plugin folder, as the driver does."""
     import ray
 
-    from selftrain.ray_start import worker_env
+    from selftrain.cluster.ray_start import worker_env
 
     temp = tmp_path_factory.mktemp("ray")
     path = os.pathsep.join([str(REPO), str(REPO / "tests"), str(plugin_dir)])

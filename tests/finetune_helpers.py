@@ -10,8 +10,12 @@ from pathlib import Path
 import torch
 
 from selftrain.config import TinyModelConfig
-from selftrain.runfolder import write_parquet
-from selftrain.tiny_model import build_char_tokenizer, build_tiny_llama, portable_tokenizer_config
+from selftrain.models.tiny_model import (
+    build_char_tokenizer,
+    build_tiny_llama,
+    portable_tokenizer_config,
+)
+from selftrain.runfolder.folder import write_parquet
 
 
 def tiny_policy(out: Path, seed: int = 0, noise: float = 0.0) -> Path:

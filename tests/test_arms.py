@@ -1,4 +1,4 @@
-"""The arms' sampling and selection on hand-made countdown samples (selftrain/arms.py): solution
+"""The arms' sampling and selection on hand-made countdown samples (selftrain/arms/parts.py): solution
 classes, diverse selection, balanced targets, the waves of adaptive sampling and their caps."""
 
 from __future__ import annotations
@@ -7,13 +7,13 @@ import pytest
 from conftest import REPO
 
 from critics import build_critic
-from selftrain import arms
-from selftrain.arm import Arm
-from selftrain.arm_registry import FILTERS, SAMPLINGS, register_filter
+from selftrain.arms import parts as arms
+from selftrain.arms.arm import Arm
+from selftrain.arms.registry import FILTERS, SAMPLINGS, register_filter
 from selftrain.backends import Generation
 from selftrain.config import ArmConfig, BalancedConfig, ConfigError, load_config
+from selftrain.loop.stages import make_sample, requests_for
 from selftrain.metrics.diversity import default_solution_key
-from selftrain.stages import make_sample, requests_for
 from selftrain.tasks import make_task
 from selftrain.types import Query, Sample
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from conftest import small_config
 
-from selftrain.loop import run_arm
+from selftrain.loop.driver import run_arm
 from selftrain.tasks import make_task
 
 K = 4  # rollout.num_samples of the small config

@@ -17,8 +17,12 @@ from selftrain.agent import STOP, run_episodes, search_observation
 from selftrain.backends import SamplingConfig, make_backend
 from selftrain.backends.hf import HFBackend
 from selftrain.config import TinyModelConfig
+from selftrain.models.tiny_model import (
+    build_char_tokenizer,
+    build_tiny_llama,
+    portable_tokenizer_config,
+)
 from selftrain.retrieval import Doc
-from selftrain.tiny_model import build_char_tokenizer, build_tiny_llama, portable_tokenizer_config
 
 # Longer than a vLLM KV-cache block (128 tokens on CPU), so a reload test also sees whether
 # cached prefix blocks of the old weights are reused.
@@ -177,7 +181,7 @@ def agent_model(tmp_path_factory) -> Path:
     The observation is masked out of the loss, as in the loop's finetune: the model only learns
     to write actions, and must stop at each action's closing tag to let the environment speak.
     """
-    from selftrain.sft import SFTExample, SFTSettings, train_sft
+    from selftrain.train.sft import SFTExample, SFTSettings, train_sft
 
     tokenizer = build_char_tokenizer()
     model = build_tiny_llama(TinyModelConfig(seed=2), len(tokenizer), tokenizer)
@@ -229,8 +233,8 @@ def test_vllm_reads_a_bpe_model_as_transformers_does(tmp_path):
     """The multihop base model's byte-level BPE tokenizer (model.tiny.tokenizer: bpe) loads in
     vLLM with the same ids: greedy texts and token counts equal the transformers backend's."""
     require_vllm()
+    from selftrain.models.tiny_model import build_tokenizer
     from selftrain.tasks import make_task
-    from selftrain.tiny_model import build_tokenizer
 
     task = make_task("multihop", seed=0, levels=[1, 2], train_per_level=4, test_per_level=2,
                      topk=1, max_turns=3, cache_dir=str(tmp_path / "corpus"))

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from selftrain.comparison import compare_runs, comparison_markdown
+from selftrain.experiments.comparison import compare_runs, comparison_markdown
 from selftrain.metrics import diversity_metrics, outcome_metrics, tail_metrics
 from selftrain.metrics.bootstrap import (
     FIGURES,

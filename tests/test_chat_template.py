@@ -10,8 +10,8 @@ from conftest import small_config
 from transformers import AutoTokenizer
 
 from selftrain.cli import main
-from selftrain.loop import run_arm
-from selftrain.model_source import resolve_model
+from selftrain.loop.driver import run_arm
+from selftrain.models.source import resolve_model
 from selftrain.tasks import make_task
 
 TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}"
@@ -25,7 +25,7 @@ def instruct_copy(tmp_path, model_cache):
     from transformers import AutoModelForCausalLM
 
     from selftrain.device import single_cpu_thread
-    from selftrain.sft import SFTExample, SFTSettings, train_sft
+    from selftrain.train.sft import SFTExample, SFTSettings, train_sft
 
     cfg = small_config(tmp_path, model_cache)
     task = make_task(cfg.task.name, **cfg.task.args)

@@ -107,7 +107,7 @@ def test_cli_help_is_complete(capsys):
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_every_shipped_config_validates(path):
-    from selftrain.plan import arm_configs
+    from selftrain.experiments.plan import arm_configs
 
     cfg = load_config(path)
     assert arm_configs(cfg)  # every arm's overrides apply and validate too

@@ -28,8 +28,12 @@ from critics.registry import BUILTIN_CRITICS
 from critics.verdicts import format_prompt, format_verdicts, parse_verdicts
 from selftrain.config import ConfigError, CriticTrainConfig, TinyModelConfig
 from selftrain.critic_training import train_critics
+from selftrain.models.tiny_model import (
+    build_char_tokenizer,
+    build_tiny_llama,
+    portable_tokenizer_config,
+)
 from selftrain.tasks.countdown import CountdownTask
-from selftrain.tiny_model import build_char_tokenizer, build_tiny_llama, portable_tokenizer_config
 from selftrain.types import Query
 
 REPO = Path(__file__).resolve().parent.parent

@@ -10,7 +10,7 @@ import pytest
 from conftest import small_config
 
 from critics import CriticLoadError, build_critic, known_critics
-from selftrain.loop import run_arm
+from selftrain.loop.driver import run_arm
 
 
 def critique_config(tmp_path, model_cache, *extra):
@@ -134,7 +134,7 @@ def test_compare_budget_matches_and_resume_starts_arms_never_reached(tmp_path, r
     """`compare --resume` on an experiment whose arms never started runs them (a compare
     killed before its later arms must be resumable); the budget-matched rs arm draws the
     critique arm's tokens; the report is written."""
-    from selftrain.compare import run_compare
+    from selftrain.experiments.compare import run_compare
 
     cfg = small_config(tmp_path, model_cache, "rounds=0", "tracking.enabled=false",
                        "refine.attempts=2", config="countdown_compare.yaml")

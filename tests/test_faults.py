@@ -15,15 +15,15 @@ import pytest
 from conftest import REPO, assert_same_rounds, small_config
 from wandb_files import exit_code, history, run_files
 
-from selftrain import stages
 from selftrain.backends import SamplingConfig
+from selftrain.cluster.groups import ActorGroup
+from selftrain.cluster.workers import CriticWorker, RolloutWorker
 from selftrain.config import CriticConfig, ResourceConfig, dump_yaml
-from selftrain.groups import ActorGroup
-from selftrain.loop import run_arm
-from selftrain.model_source import resolve_model
-from selftrain.runfolder import RunFolder, RunLockedError, verify
+from selftrain.loop import stages
+from selftrain.loop.driver import run_arm
+from selftrain.models.source import resolve_model
+from selftrain.runfolder.folder import RunFolder, RunLockedError, verify
 from selftrain.tasks import make_task
-from selftrain.workers import CriticWorker, RolloutWorker
 
 PARQUETS = ("samples.parquet", "train.parquet", "eval.parquet")
 
@@ -162,7 +162,7 @@ def test_a_run_folder_in_use_refuses_a_second_run(tmp_path):
     folder = RunFolder(tmp_path / "run")
     folder.acquire_lock()
     other = subprocess.run(
-        [sys.executable, "-c", "from selftrain.runfolder import RunFolder; "
+        [sys.executable, "-c", "from selftrain.runfolder.folder import RunFolder; "
                                f"RunFolder({str(tmp_path / 'run')!r}).acquire_lock()"],
         capture_output=True, text=True, cwd=REPO)
     assert other.returncode != 0 and "is in use by pid" in other.stderr

@@ -14,7 +14,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, LlamaForTokenClassification
 
 from critics import CriticLoadError, CritiqueRequest, build_critic, checked
-from selftrain.tiny_model import build_char_tokenizer, portable_tokenizer_config
+from selftrain.models.tiny_model import build_char_tokenizer, portable_tokenizer_config
 from selftrain.types import Query
 
 MARKERS = ["ки", "<extra_0>", "<|im_start|>", "<|im_end|>", "<|start_header_id|>",

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from conftest import small_config
 
-from selftrain.loop import run_arm
+from selftrain.loop.driver import run_arm
 from selftrain.metrics import outcome_metrics, tail_metrics
-from selftrain.runfolder import verify
+from selftrain.runfolder.folder import verify
 
 SAMPLE_COLUMNS = {"sample_id", "query_id", "difficulty", "prompt", "completion", "steps", "answer",
                   "correct", "origin", "parent_id", "num_tokens"}

@@ -11,10 +11,10 @@ from finetune_helpers import logits, one_rank_group, sums_parquet, tiny_policy
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from selftrain.config import ConfigError, LoraConfig, TrainConfig, from_dict
-from selftrain.finetune import FinetuneJob, RankTrainer, check_setup, examples_from_rows
-from selftrain.lora import is_adapter
-from selftrain.sft import SFTSettings
-from selftrain.sharding import full_state
+from selftrain.train.lora import is_adapter
+from selftrain.train.rank_trainer import FinetuneJob, RankTrainer, check_setup, examples_from_rows
+from selftrain.train.sft import SFTSettings
+from selftrain.train.sharding import full_state
 
 CPU = torch.device("cpu")
 LORA = LoraConfig(r=4, alpha=8.0, target_modules=["q_proj", "v_proj", "down_proj"])

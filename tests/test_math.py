@@ -281,8 +281,8 @@ def test_chat_template_wraps_the_instruction(tmp_path):
     """With model.chat_template, math's user turn is the instruct instruction, rendered with
     the policy tokenizer's template (and a system turn when model.system_prompt is set)."""
     from selftrain.config import Config
-    from selftrain.prompts import PromptFormat
-    from selftrain.tiny_model import build_char_tokenizer
+    from selftrain.loop.prompts import PromptFormat
+    from selftrain.models.tiny_model import build_char_tokenizer
 
     tok = build_char_tokenizer()
     tok.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
@@ -325,7 +325,7 @@ def arithmetic_rows(n: int, seed: int) -> list[dict]:
 def math_run(tmp_path_factory, ray_cluster, model_cache):
     from conftest import small_config
 
-    from selftrain.loop import run_arm
+    from selftrain.loop.driver import run_arm
 
     tmp = tmp_path_factory.mktemp("math")
     train = write_jsonl(tmp / "train.jsonl", arithmetic_rows(12, seed=0))
@@ -338,7 +338,7 @@ def math_run(tmp_path_factory, ray_cluster, model_cache):
 
 
 def test_one_round_of_math_with_difficulty_from_the_base_policy(math_run):
-    from selftrain.runfolder import verify
+    from selftrain.runfolder.folder import verify
 
     cfg, history, run = math_run
     assert sorted(history) == [0, 1]
@@ -370,7 +370,7 @@ def test_resume_after_the_difficulty_stage_restores_the_levels(math_run, tmp_pat
     from conftest import assert_same_rounds
 
     from selftrain.config import load_config
-    from selftrain.loop import run_arm
+    from selftrain.loop.driver import run_arm
 
     cfg, _, run = math_run
     root = tmp_path / "runs"

@@ -33,7 +33,7 @@ def _rows(table) -> list[list[str]]:
 
 
 def test_terminal_tables_show_the_hardest_level():
-    from selftrain.compare import arms_round_table
+    from selftrain.experiments.compare import arms_round_table
     from selftrain.tracking import run_progress_table
 
     two_seeds = {0: {1: ROUND}, 1: {1: {**ROUND, "pass@1": 0.7}}}

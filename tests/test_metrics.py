@@ -266,7 +266,7 @@ def test_ngram_figures_count_the_policy_tokenizers_tokens():
     # Countdown's character tokenizer: "4*3=12" and "3*4=12" are 6 tokens each, one whitespace
     # word each. 1-grams: 6 unique {4 * 3 = 1 2} of 12; 2-grams: 8 of 10 (=1 and 12 shared);
     # 3-grams: 7 of 8 (=12 shared); 4-grams: 6 of 6.
-    from selftrain.tiny_model import build_char_tokenizer
+    from selftrain.models.tiny_model import build_char_tokenizer
 
     tok = build_char_tokenizer()
     m = _div(_accepted([("q1", "4*3=12"), ("q1", "3*4=12")]), {"distinct_n", "ead"},

@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 
 from selftrain.config import load_config
-from selftrain.metrics_round import RoundFrames, round_metrics
+from selftrain.loop.round_metrics import RoundFrames, round_metrics
+from selftrain.models.tiny_model import build_char_tokenizer
 from selftrain.tasks import make_task
-from selftrain.tiny_model import build_char_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("finetune", "generate", "difficulty", "critique", "refine", "filter", "evaluate")

@@ -20,7 +20,7 @@ from fake_openai import MODEL, serving
 
 from critics.search_turns import read_turns
 from selftrain.config import ConfigError, load_config
-from selftrain.loop import run_arm
+from selftrain.loop.driver import run_arm
 from selftrain.tasks import make_task
 
 CONFIG = REPO / "configs" / "nq_search_cpu.yaml"

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from selftrain.optim import adamw_with_schedule, optimizer_step
-from selftrain.sft import IGNORE, collate, pad_right
+from selftrain.train.optim import adamw_with_schedule, optimizer_step
+from selftrain.train.sft import IGNORE, collate, pad_right
 
 
 def learning_rates(total: int, warmup_ratio: float, lr: float = 1.0) -> list[float]:

@@ -1,11 +1,11 @@
-"""The run folder's rows from their one home (selftrain.records): builders, readers, first pass."""
+"""The run folder's rows from their one home (selftrain.runfolder.schemas): builders, readers, first pass."""
 
 from __future__ import annotations
 
 import pyarrow.parquet as pq
 
-from selftrain.records import TRAIN_SCHEMA, first_pass, read_samples, train_row
-from selftrain.runfolder import write_parquet
+from selftrain.runfolder.folder import write_parquet
+from selftrain.runfolder.schemas import TRAIN_SCHEMA, first_pass, read_samples, train_row
 from selftrain.types import Sample
 
 

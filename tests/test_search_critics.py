@@ -15,11 +15,15 @@ from critics import CriticLoadError, CritiqueRequest, build_critic, checked
 from critics.search_judge import SEARCH_TEMPLATE
 from critics.search_turns import ShownDoc, read_turns
 from selftrain import agent
-from selftrain.checks import preflight
 from selftrain.config import TinyModelConfig, load_config
+from selftrain.loop.checks import preflight
+from selftrain.models.tiny_model import (
+    build_char_tokenizer,
+    build_tiny_llama,
+    portable_tokenizer_config,
+)
 from selftrain.retrieval import BM25Retriever
 from selftrain.tasks import make_task
-from selftrain.tiny_model import build_char_tokenizer, build_tiny_llama, portable_tokenizer_config
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data" / "nq_search"

@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO
 
 from selftrain.config import load_config
-from selftrain.loop import run_arm
+from selftrain.loop.driver import run_arm
 
 
 @pytest.fixture(scope="module")

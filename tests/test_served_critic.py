@@ -17,8 +17,8 @@ from fake_openai import MODEL, FakeOpenAI, serving
 
 from critics import CriticLoadError, CritiqueRequest, build_critic, checked
 from critics.served import CriticUnavailableError, OpenAICritic
-from selftrain.checks import preflight
 from selftrain.config import dump_yaml, load_config
+from selftrain.loop.checks import preflight
 from selftrain.types import Query
 
 REPO = Path(__file__).resolve().parent.parent

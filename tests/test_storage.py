@@ -12,10 +12,10 @@ import pyarrow.fs as pafs
 import pytest
 from conftest import REPO, small_config
 
-from selftrain.budget import arm_dir
-from selftrain.loop import run_arm
-from selftrain.runfolder import RunFolder, verify
-from selftrain.storage import ObjectStorage, is_uri, split_query
+from selftrain.loop.driver import run_arm
+from selftrain.runfolder.budget import arm_dir
+from selftrain.runfolder.folder import RunFolder, verify
+from selftrain.runfolder.storage import ObjectStorage, is_uri, split_query
 
 moto_server = pytest.importorskip("moto.server")
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from selftrain.config import TinyModelConfig
+from selftrain.models.tiny_model import ensure_tiny_model
 from selftrain.tasks import Demonstration, abilities, check_task, make_task
-from selftrain.tiny_model import ensure_tiny_model
 from selftrain.types import Query
 
 

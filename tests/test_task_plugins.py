@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from conftest import REPO, small_config
 
-from selftrain.checks import preflight
 from selftrain.config import ConfigError, dump_yaml, load_config
+from selftrain.loop.checks import preflight
 from selftrain.tasks import TASKS, TaskLoadError, build_task, make_task
 
 
@@ -112,7 +112,7 @@ def test_the_readme_task_runs_end_to_end_from_the_working_directory(tmp_path, ra
     """The README's SumTask and LengthCritic, verbatim, in the working directory; `selftrain
     run` with `task.path` and a critique arm, so the rollout and critic workers build the task
     from the driver's spec. The base policy is the tiny countdown model (any text model will do)."""
-    from selftrain.model_source import resolve_model
+    from selftrain.models.source import resolve_model
 
     countdown = small_config(tmp_path / "base", model_cache)
     base = resolve_model(countdown, make_task(countdown.task.name, **countdown.task.args))

@@ -5,8 +5,8 @@ from __future__ import annotations
 from transformers import AutoTokenizer
 
 from selftrain.config import TinyModelConfig
+from selftrain.models.tiny_model import build_tokenizer, portable_tokenizer_config
 from selftrain.tasks import make_task
-from selftrain.tiny_model import build_tokenizer, portable_tokenizer_config
 
 
 def _demo_texts(tmp_path) -> list[str]:

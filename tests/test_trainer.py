@@ -14,12 +14,12 @@ from conftest import small_config
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from selftrain.config import ResourceConfig, TrainConfig
-from selftrain.model_source import resolve_model
-from selftrain.runfolder import write_parquet
-from selftrain.sft import train_sft
-from selftrain.storage import LocalStorage
+from selftrain.models.source import resolve_model
+from selftrain.runfolder.folder import write_parquet
+from selftrain.runfolder.storage import LocalStorage
 from selftrain.tasks import make_task
-from selftrain.trainer import TrainerGroup, examples_from_rows, finetune_job
+from selftrain.train.ranks import TrainerGroup, examples_from_rows, finetune_job
+from selftrain.train.sft import train_sft
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ from conftest import REPO, assert_same_rounds, small_config
 from wandb_files import exit_code, run_files
 
 from selftrain.config import dump_yaml
-from selftrain.loop import run_arm
-from selftrain.runfolder import verify
+from selftrain.loop.driver import run_arm
+from selftrain.runfolder.folder import verify
 
 PARQUETS = ("samples.parquet", "train.parquet", "eval.parquet")
 NOISE = ("Traceback", "Token authentication", "Loading weights", "Writing model shards")

@@ -19,7 +19,7 @@ from conftest import require_vllm, small_config
 @pytest.fixture(scope="module")
 def vllm_run(tmp_path_factory, ray_cluster, model_cache):
     require_vllm()
-    from selftrain.loop import run_arm
+    from selftrain.loop.driver import run_arm
 
     tmp = tmp_path_factory.mktemp("vllm")
     cfg = small_config(tmp, model_cache, "rollout.backend=vllm", "experiment=countdown_vllm")
@@ -29,7 +29,7 @@ def vllm_run(tmp_path_factory, ray_cluster, model_cache):
 
 def test_a_vllm_round_follows_the_run_folder_contract(vllm_run):
     from selftrain.metrics import outcome_metrics
-    from selftrain.runfolder import verify
+    from selftrain.runfolder.folder import verify
 
     cfg, history, run = vllm_run
     assert sorted(history) == [0, 1]

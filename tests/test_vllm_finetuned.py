@@ -12,8 +12,8 @@ from finetune_helpers import one_rank_group, sums_parquet, tiny_policy
 
 from selftrain.backends import SamplingConfig, make_backend
 from selftrain.config import LoraConfig, TrainConfig
-from selftrain.finetune import FinetuneJob, RankTrainer
-from selftrain.sft import SFTSettings
+from selftrain.train.rank_trainer import FinetuneJob, RankTrainer
+from selftrain.train.sft import SFTSettings
 
 PROMPTS = ["3+4=", "7+6=", "1+0=", "5+5="]
 GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=12)

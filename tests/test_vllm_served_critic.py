@@ -29,8 +29,12 @@ from critics.verdicts import format_prompt
 from selftrain.backends import SamplingConfig, make_backend
 from selftrain.config import TinyModelConfig
 from selftrain.device import single_cpu_thread
-from selftrain.sft import SFTExample, SFTSettings, train_sft
-from selftrain.tiny_model import build_char_tokenizer, build_tiny_llama, portable_tokenizer_config
+from selftrain.models.tiny_model import (
+    build_char_tokenizer,
+    build_tiny_llama,
+    portable_tokenizer_config,
+)
+from selftrain.train.sft import SFTExample, SFTSettings, train_sft
 from selftrain.types import Query
 
 NAME = "tiny-critic"

@@ -8,8 +8,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from selftrain.backends.base import Generation, SamplingConfig
-from selftrain.checkpoints import load_into
 from selftrain.device import best_device, dtype_of
+from selftrain.train.checkpoints import load_into
 
 
 class HFBackend:

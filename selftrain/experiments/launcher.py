@@ -22,11 +22,11 @@ import ray
 from rich.live import Live
 from rich.table import Table
 
-from selftrain.arm import Arm
+from selftrain.arms.arm import Arm
+from selftrain.cluster.ray_start import start_ray
 from selftrain.config import Config, dump_yaml
-from selftrain.plan import PlannedRun, started
-from selftrain.ray_start import start_ray
-from selftrain.runfolder import RunFolder, read_manifest
+from selftrain.experiments.plan import PlannedRun, started
+from selftrain.runfolder.folder import RunFolder, read_manifest
 from selftrain.tracking import console
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from selftrain.storage import LocalStorage, Storage
+from selftrain.runfolder.storage import LocalStorage, Storage
 
 LOCK = ".lock"
 LOGS = "logs"

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from selftrain import arms
-from selftrain.arm_registry import FILTERS, SAMPLINGS, register_filter
+from selftrain.arms import parts as arms
+from selftrain.arms.registry import FILTERS, SAMPLINGS, register_filter
 from selftrain.config import ArmConfig
 from selftrain.types import Critique, Query, Sample
 

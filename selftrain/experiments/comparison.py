@@ -17,12 +17,12 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from selftrain.loop.round_metrics import RoundFrames
 from selftrain.metrics.bootstrap import FIGURES, SeedPair, paired_bootstrap
 from selftrain.metrics.diversity import paths_per_query, solution_keys
 from selftrain.metrics.keys import BOOTSTRAP_FIGURES
 from selftrain.metrics.outcome import per_test_query
 from selftrain.metrics.tail import per_pool_query
-from selftrain.metrics_round import RoundFrames
 
 METHOD = ("difference of the seed means (arm - reference) with a percentile interval from a "
           "paired bootstrap: seeds resampled with replacement, then within each drawn seed the "

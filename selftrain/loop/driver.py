@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from selftrain.budget import BudgetTarget
 from selftrain.config import Config
-from selftrain.rounds import Round
-from selftrain.run import RunContext, open_run
+from selftrain.loop.rounds import Round
+from selftrain.loop.run import RunContext, open_run
+from selftrain.runfolder.budget import BudgetTarget
 from selftrain.tasks import abilities
 from selftrain.tracking import console, run_progress_table
 

@@ -25,8 +25,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from selftrain.config import TinyModelConfig
 from selftrain.device import single_cpu_thread
-from selftrain.sft import SFTExample, SFTSettings, train_sft
 from selftrain.tasks.base import EmbeddedModel
+from selftrain.train.sft import SFTExample, SFTSettings, train_sft
 
 SPECIAL = ["<pad>", "<s>", "</s>", "<unk>"]
 CHARS = list(string.printable[:95]) + ["\n", "—"]
@@ -106,7 +106,7 @@ def ensure_tiny_model(task: EmbeddedModel, cfg: TinyModelConfig, cache_dir: str 
 
 
 def build_base_model(task: EmbeddedModel, cfg: TinyModelConfig, out: Path) -> dict:
-    from selftrain.progress import StepProgress
+    from selftrain.cluster.progress import StepProgress
 
     demos = task.demonstrations(levels=cfg.sft_levels, per_query=cfg.demos_per_query,
                                 seed=cfg.seed, extra_per_level=None)

@@ -7,7 +7,7 @@ the parquet rows of docs/design.md, with their builders and readers (resume read
     eval.parquet        `eval_row` of each test sample
 
 `manifest.json`'s stage records (files with their rows and sha256) are the run folder's own
-(`selftrain.runfolder.RunFolder.mark_done`).
+(`selftrain.runfolder.folder.RunFolder.mark_done`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """One rank's finetune of a round, and the policy it keeps between rounds (no Ray here).
 
-`TrainerWorker` (selftrain/trainer.py) runs `RankTrainer` inside a Ray actor; scripts/gpu_check.py
+`TrainerWorker` (selftrain/train/ranks.py) runs `RankTrainer` inside a Ray actor; scripts/gpu_check.py
 runs it in-process on a one-rank process group. Either way the torch process group exists first.
 
 What is in memory between rounds: after round k the model holds exactly the weights of round
@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from selftrain.config import TrainConfig
-from selftrain.sft import SFTExample, SFTSettings
+from selftrain.train.sft import SFTExample, SFTSettings
 
 
 @dataclass
@@ -56,8 +56,8 @@ def check_setup(cfg: TrainConfig, model_path: str) -> None:
     failure of round 1's finetune after round 0's generation."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from selftrain.lora import add_adapters
-    from selftrain.sharding import decoder_layers
+    from selftrain.train.lora import add_adapters
+    from selftrain.train.sharding import decoder_layers
 
     if cfg.lora is None and cfg.strategy != "fsdp":
         return
@@ -73,14 +73,14 @@ class RankTrainer:
     """The policy on one rank of the training process group, and each round's finetune of it."""
 
     def __init__(self, cfg: TrainConfig, rank: int, world_size: int, device: torch.device) -> None:
-        from selftrain.sharding import precision
+        from selftrain.train.sharding import precision
 
         self.cfg, self.rank, self.world_size, self.device = cfg, rank, world_size, device
         self.model: Any = None
         """The transformers model: sharded in place under fsdp, with LoRA layers under lora."""
         self.tokenizer: Any = None
         self.adapters: Any = None
-        """`selftrain.lora.Adapters` under `train.lora`."""
+        """`selftrain.train.lora.Adapters` under `train.lora`."""
         self.weights: str | None = None
         """The checkpoint whose weights the model holds; None when it holds none (mid-round)."""
         self.read_mib = 0.0
@@ -113,8 +113,8 @@ class RankTrainer:
         while round 0 samples, so round 1's finetune costs its training."""
         import torch.distributed.checkpoint.state_dict  # the save uses it
 
-        from selftrain.optim import adamw_with_schedule, optimizer_step
-        from selftrain.sharding import for_training
+        from selftrain.train.optim import adamw_with_schedule, optimizer_step
+        from selftrain.train.sharding import for_training
 
         self.prepare(init_path, seed=0)
         model = for_training(self.model, self.cfg.strategy, self.world_size)
@@ -126,9 +126,9 @@ class RankTrainer:
     def prepare(self, init_path: str, seed: int) -> None:
         """The model holds the weights at `init_path` (read only when it does not already) and,
         under LoRA, a fresh adapter drawn from `seed`."""
-        from selftrain.checkpoints import checkpoint_state, tied_names
-        from selftrain.lora import fresh_adapter_state
-        from selftrain.sharding import load_full_state
+        from selftrain.train.checkpoints import checkpoint_state, tied_names
+        from selftrain.train.lora import fresh_adapter_state
+        from selftrain.train.sharding import load_full_state
 
         if self.model is None:
             self._build(init_path)
@@ -149,8 +149,8 @@ class RankTrainer:
 
     def train(self, examples: list[SFTExample], settings: SFTSettings) -> dict[str, Any]:
         """The SFT loop on this rank's shard of `examples` (every rank takes the same steps)."""
-        from selftrain.sft import train_sft
-        from selftrain.sharding import for_training
+        from selftrain.train.sft import train_sft
+        from selftrain.train.sharding import for_training
 
         self.weights = None  # from here the model departs from every checkpoint
         model = for_training(self.model, self.cfg.strategy, self.world_size)
@@ -160,9 +160,9 @@ class RankTrainer:
     def save(self, out: Path) -> None:
         """Rank 0 writes the plain (merged) weights to `out`, the adapter beside them; after it,
         the model holds exactly the checkpoint's weights. Every rank must call it."""
-        from selftrain.checkpoints import write_checkpoint
-        from selftrain.lora import merge
-        from selftrain.sharding import full_state
+        from selftrain.train.checkpoints import write_checkpoint
+        from selftrain.train.lora import merge
+        from selftrain.train.sharding import full_state
 
         state = full_state(self.model)  # {} on ranks other than 0
         if self.rank == 0:
@@ -180,8 +180,8 @@ class RankTrainer:
         layers and FSDP sharding as the config says, in that order (FSDP shards what is there)."""
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-        from selftrain.lora import add_adapters
-        from selftrain.sharding import (
+        from selftrain.train.lora import add_adapters
+        from selftrain.train.sharding import (
             broadcast_buffers,
             checkpoint_activations,
             load_full_state,
@@ -231,13 +231,13 @@ class RankTrainer:
 
     def _plain_names(self) -> dict[str, str]:
         """Checkpoint name -> the model's name, for every weight that is not an adapter's."""
-        from selftrain.lora import is_adapter, plain_name
+        from selftrain.train.lora import is_adapter, plain_name
 
         return {plain_name(k): k for k in self.model.state_dict() if not is_adapter(k)}
 
     def _load_plain(self, state: dict[str, torch.Tensor], from_rank0: bool = False) -> None:
         """Checkpoint-named weights into the model (`from_rank0`: only rank 0 has them)."""
-        from selftrain.sharding import load_full_state
+        from selftrain.train.sharding import load_full_state
 
         names = self._plain_names()
         load_full_state(self.model, {names[k]: v for k, v in state.items()}, from_rank0)

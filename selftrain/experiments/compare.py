@@ -4,7 +4,7 @@ test split; then the arms' differences with bootstrap intervals, and the report.
 Every arm x seed is one run, in its own run folder, with its own actor groups and wandb run. A
 budget-matched run follows its own seed's target run round by round (`BudgetTarget`). With
 `compare.max_concurrent: 1` the runs go one after the other in this process; above 1 they go
-side by side as `selftrain run` processes on the same Ray cluster (`selftrain.launcher`),
+side by side as `selftrain run` processes on the same Ray cluster (`selftrain.experiments.launcher`),
 which gives the same files, since every chunk of work carries its own seed.
 """
 
@@ -16,14 +16,14 @@ from typing import Any
 
 from rich.table import Table
 
-from selftrain.budget import BudgetTarget
-from selftrain.checks import preflight
 from selftrain.config import Config, dump_yaml
-from selftrain.launcher import run_side_by_side
+from selftrain.experiments.launcher import run_side_by_side
+from selftrain.experiments.plan import PlannedRun, arm_configs, plan, started
+from selftrain.loop.checks import preflight
 from selftrain.metrics.keys import ARM_TABLE_KEYS, COUNT_KEYS, resolve_key
-from selftrain.plan import PlannedRun, arm_configs, plan, started
-from selftrain.runfolder import atomic_write_bytes, atomic_write_json
-from selftrain.storage import storage_for
+from selftrain.runfolder.budget import BudgetTarget
+from selftrain.runfolder.folder import atomic_write_bytes, atomic_write_json
+from selftrain.runfolder.storage import storage_for
 from selftrain.tracking import console, fmt
 
 Results = dict[str, dict[int, dict[int, dict[str, Any]]]]
@@ -53,7 +53,7 @@ def run_compare(cfg: Config, *, resume: bool = False, overwrite: bool = False,
 
 
 def _run_in_turn(runs: list[PlannedRun], *, resume: bool, overwrite: bool) -> None:
-    from selftrain.loop import run_arm
+    from selftrain.loop.driver import run_arm
 
     for run in runs:
         console.rule(f"[bold]{run.cfg.experiment}: arm {run.label}, seed {run.seed}")
@@ -80,7 +80,7 @@ def read_results(runs: list[PlannedRun]) -> Results:
 def summarize(cfg: Config, runs: list[PlannedRun], exp_dir: Path, *, report: bool) -> None:
     """comparison.json (every arm against the baseline, and each budget-matched pair, with
     bootstrap intervals over seeds and queries), its table, and report.md."""
-    from selftrain.comparison import compare_runs, comparison_markdown
+    from selftrain.experiments.comparison import compare_runs, comparison_markdown
 
     labels = list(dict.fromkeys(r.label for r in runs))
     seeds = list(dict.fromkeys(r.seed for r in runs))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from selftrain.arm import Arm
+from selftrain.arms.arm import Arm
 from selftrain.config import Config, ConfigError
 from selftrain.registry import RegistryError
 
@@ -11,7 +11,7 @@ def preflight(cfg: Config, source: str) -> None:
     """Task buildable, model resolvable, critic loadable, run_root reachable; raises
     ConfigError/CriticLoadError."""
     from critics import PreflightCheck, build_critic
-    from selftrain.storage import storage_for
+    from selftrain.runfolder.storage import storage_for
     from selftrain.tasks import TaskLoadError, abilities, build_task
 
     try:
@@ -27,7 +27,7 @@ def preflight(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: task {cfg.task.path or cfg.task.name!r} with task.args "
                           f"{cfg.task.args}: {err}") from err
     if cfg.model.path is not None:
-        from selftrain.model_source import check_named_model
+        from selftrain.models.source import check_named_model
 
         try:
             check_named_model(cfg.model.path)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from selftrain.config import Config, ConfigError
+from selftrain.models.tiny_model import ensure_tiny_model
 from selftrain.tasks import Task, abilities
-from selftrain.tiny_model import ensure_tiny_model
 
 
 def resolve_model(cfg: Config, task: Task) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from selftrain.optim import adamw_with_schedule, optimizer_step, state_mib
+from selftrain.train.optim import adamw_with_schedule, optimizer_step, state_mib
 
 IGNORE = -100
 
@@ -109,7 +109,7 @@ def train_sft(
 
     Returns stats of this rank: steps, mean loss of the last epoch, completion tokens seen
     (`train_tokens` counts each training-set completion token once per epoch and rank), and the
-    memory its parameters, gradients and optimizer state take (`selftrain.optim.state_mib`).
+    memory its parameters, gradients and optimizer state take (`selftrain.train.optim.state_mib`).
     """
     if not examples:
         return {"steps": 0, "loss": float("nan"), "tokens": 0}

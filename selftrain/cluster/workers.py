@@ -20,7 +20,7 @@ from selftrain.backends import Generation, SamplingConfig, make_backend
 from selftrain.config import CriticConfig, TaskConfig
 from selftrain.device import configure_threads
 from selftrain.errors import WorkerError
-from selftrain.storage import LocalStorage, Storage
+from selftrain.runfolder.storage import LocalStorage, Storage
 from selftrain.tasks import build_task
 from selftrain.types import Critique, CritiqueRequest
 

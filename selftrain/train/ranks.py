@@ -10,7 +10,7 @@ previous policy (`train.init`), trains its shard of the data (`train.strategy`: 
 with the model sharded too; `train.lora`: adapters only) and rank 0 writes the checkpoint to a
 temporary name and renames it, so a crash never leaves a half checkpoint that a resumed run
 could take for a finished one. What a rank does each round, and what it keeps in memory between
-rounds, is `selftrain.finetune.RankTrainer`; this module places and restarts the ranks.
+rounds, is `selftrain.train.rank_trainer.RankTrainer`; this module places and restarts the ranks.
 
 A rank that dies mid-finetune (its process killed, its node lost) takes the group down: the
 group is started again and the round's finetune redone from its inputs, which gives the same
@@ -30,11 +30,11 @@ from typing import Any
 
 import ray
 
+from selftrain.cluster.groups import ActorGroup
 from selftrain.config import TrainConfig
-from selftrain.finetune import FinetuneJob, RankTrainer, examples_from_rows
-from selftrain.groups import ActorGroup
-from selftrain.sft import SFTSettings
-from selftrain.storage import Storage
+from selftrain.runfolder.storage import Storage
+from selftrain.train.rank_trainer import FinetuneJob, RankTrainer, examples_from_rows
+from selftrain.train.sft import SFTSettings
 
 __all__ = ["FinetuneJob", "TrainerGroup", "TrainerWorker", "examples_from_rows", "finetune_job"]
 

@@ -14,7 +14,7 @@ one line naming the file. Nothing recorded and intact is rewritten.
 from __future__ import annotations
 
 from selftrain.config import Config
-from selftrain.runfolder import RunFolder
+from selftrain.runfolder.folder import RunFolder
 from selftrain.tracking import console
 
 FIGURES = ("metrics.json", "histograms.json", "examples.json")

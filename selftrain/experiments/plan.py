@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from selftrain.budget import arm_dir
 from selftrain.config import Config, ConfigError, apply_overrides
-from selftrain.storage import storage_for
+from selftrain.runfolder.budget import arm_dir
+from selftrain.runfolder.storage import storage_for
 
 
 @dataclass(frozen=True)

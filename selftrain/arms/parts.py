@@ -2,7 +2,7 @@
 
     sampling    how many samples each query gets           arm.sampling:  fixed | balanced | distinct
     filter      which samples may be trained on            arm.name:      rs | critique
-                (the filters are in `selftrain.arm`, which puts the three together)
+                (the filters are in `selftrain.arms.arm`, which puts the three together)
     selection   which of a query's eligible samples come   arm.selection: all | diverse
                 first, up to the query's row cap
 
@@ -115,7 +115,7 @@ class Sampling(Protocol):
 
 
 SamplingFactory = Callable[["ArmConfig", list[Query], Partition], Sampling]
-"""What `arm.sampling` names in `selftrain.arm_registry.SAMPLINGS`: (arm config, pool,
+"""What `arm.sampling` names in `selftrain.arms.registry.SAMPLINGS`: (arm config, pool,
 partition) -> Sampling."""
 
 

@@ -1,6 +1,6 @@
 """The names an arm's parts go by (`arm.name` for the filter, `arm.sampling`), as registries of
 `"module:attr"` strings: listing or checking a name imports no arm code, so the config can check
-names when it loads and the implementations (`selftrain.arms`, `selftrain.arm`) stay above it.
+names when it loads and the implementations (`selftrain.arms.parts`, `selftrain.arms.arm`) stay above it.
 
 A filter or sampling strategy of your own: decorate it with `register_filter(name)` /
 `register_sampling(name)`, or publish it under the entry point group `selftrain.filters` /
@@ -14,17 +14,17 @@ from typing import Any
 from selftrain.registry import Registry
 
 FILTERS: Registry[Any] = Registry("filter", {
-    "rs": "selftrain.arm:OutcomeFilter",
-    "critique": "selftrain.arm:CritiqueFilter",
+    "rs": "selftrain.arms.arm:OutcomeFilter",
+    "critique": "selftrain.arms.arm:CritiqueFilter",
 }, "selftrain.filters")
-"""`arm.name` -> a class built with no arguments that fits `selftrain.arm.Filter`."""
+"""`arm.name` -> a class built with no arguments that fits `selftrain.arms.arm.Filter`."""
 
 SAMPLINGS: Registry[Any] = Registry("sampling", {
-    "fixed": "selftrain.arms:fixed_sampling",
-    "balanced": "selftrain.arms:balanced_sampling",
-    "distinct": "selftrain.arms:distinct_sampling",
+    "fixed": "selftrain.arms.parts:fixed_sampling",
+    "balanced": "selftrain.arms.parts:balanced_sampling",
+    "distinct": "selftrain.arms.parts:distinct_sampling",
 }, "selftrain.sampling")
-"""`arm.sampling` -> a factory (arm config, pool, partition) -> `selftrain.arms.Sampling`."""
+"""`arm.sampling` -> a factory (arm config, pool, partition) -> `selftrain.arms.parts.Sampling`."""
 
 register_filter = FILTERS.register
 register_sampling = SAMPLINGS.register

@@ -10,16 +10,16 @@ import hashlib
 import math
 from dataclasses import dataclass
 
-from selftrain import arms
-from selftrain.arm import Arm
+from selftrain.arms import parts as arms
+from selftrain.arms.arm import Arm
 from selftrain.backends import Generation, SamplingConfig
+from selftrain.cluster.groups import ActorGroup
+from selftrain.cluster.workers import CritiqueChunk, GenerateChunk
 from selftrain.config import Config
-from selftrain.groups import ActorGroup
-from selftrain.prompts import PromptFormat
-from selftrain.records import eval_row
+from selftrain.loop.prompts import PromptFormat
+from selftrain.runfolder.schemas import eval_row
 from selftrain.tasks import Task, abilities
 from selftrain.types import Critique, CritiqueRequest, Query, Sample
-from selftrain.workers import CritiqueChunk, GenerateChunk
 
 
 def chunk_seed(*parts: object) -> int:

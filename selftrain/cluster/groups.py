@@ -4,7 +4,7 @@ Work is cut into fixed chunks before it is dispatched, and each chunk carries it
 which actor runs a chunk, and how often (after a crash), never changes its result. Ray restarts
 a dead actor (`max_restarts`) and re-runs its in-flight call (`max_task_retries`); results are
 stored by chunk index, so a redone chunk is neither lost nor duplicated. A chunk is a typed
-work item (`selftrain.workers`); every worker takes it through one method, `run(chunk)`.
+work item (`selftrain.cluster.workers`); every worker takes it through one method, `run(chunk)`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from selftrain.cluster.progress import StepProgress
 from selftrain.config import ResourceConfig
-from selftrain.progress import StepProgress
 
 
 class SchedulingError(RuntimeError):

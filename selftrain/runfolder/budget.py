@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 from selftrain.config import Config
-from selftrain.runfolder import holder, read_manifest
-from selftrain.storage import storage_for
+from selftrain.runfolder.folder import holder, read_manifest
+from selftrain.runfolder.storage import storage_for
 
 
 class BudgetTarget:

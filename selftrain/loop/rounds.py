@@ -20,16 +20,22 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from selftrain import stages
 from selftrain.errors import StageError
-from selftrain.metrics_round import RoundFrames, example_rows, round_histograms, round_metrics
-from selftrain.records import TRAIN_SCHEMA, first_pass, read_critiques, read_samples, train_row
-from selftrain.runfolder import atomic_write_json, write_parquet, write_table
-from selftrain.trainer import finetune_job
+from selftrain.loop import stages
+from selftrain.loop.round_metrics import RoundFrames, example_rows, round_histograms, round_metrics
+from selftrain.runfolder.folder import atomic_write_json, write_parquet, write_table
+from selftrain.runfolder.schemas import (
+    TRAIN_SCHEMA,
+    first_pass,
+    read_critiques,
+    read_samples,
+    train_row,
+)
+from selftrain.train.ranks import finetune_job
 from selftrain.types import Critique, Sample
 
 if TYPE_CHECKING:
-    from selftrain.run import RunContext
+    from selftrain.loop.run import RunContext
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The optimizer, learning-rate schedule and update step that the SFT loop (`selftrain.sft`)
+"""The optimizer, learning-rate schedule and update step that the SFT loop (`selftrain.train.sft`)
 and the PRM loop (`critics.prm`) share, so the two train alike and change together."""
 
 from __future__ import annotations

@@ -18,18 +18,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from selftrain.arm import Arm
-from selftrain.budget import BudgetTarget, arm_dir
+from selftrain.arms.arm import Arm
+from selftrain.cluster.groups import ActorGroup
+from selftrain.cluster.ray_start import start_ray
 from selftrain.config import Config, dump_yaml
 from selftrain.errors import RunFailed, describe, full_report
-from selftrain.groups import ActorGroup
-from selftrain.prompts import PromptFormat
-from selftrain.ray_start import start_ray
-from selftrain.runfolder import RunFolder, atomic_write_bytes, open_folder
-from selftrain.storage import Storage, storage_for
+from selftrain.loop.prompts import PromptFormat
+from selftrain.runfolder.budget import BudgetTarget, arm_dir
+from selftrain.runfolder.folder import RunFolder, atomic_write_bytes, open_folder
+from selftrain.runfolder.storage import Storage, storage_for
 from selftrain.tasks import Task
 from selftrain.tracking import Tracker, console
-from selftrain.trainer import TrainerGroup
+from selftrain.train.ranks import TrainerGroup
 from selftrain.types import Query
 
 log = logging.getLogger("selftrain")
@@ -81,10 +81,10 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
     """Everything one arm's rounds share, opened in order and closed whatever happens."""
     from transformers import AutoTokenizer
 
-    from selftrain.finetune import check_setup
-    from selftrain.model_source import resolve_model
-    from selftrain.resume import check_recorded_files
+    from selftrain.models.source import resolve_model
+    from selftrain.runfolder.resume import check_recorded_files
     from selftrain.tasks import build_task
+    from selftrain.train.rank_trainer import check_setup
 
     storage = storage_for(cfg.run_root, cfg.staging_dir)
     folder = open_folder(arm_dir(cfg, label), storage, resume=resume, overwrite=overwrite)
@@ -135,10 +135,10 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
 
 def _bad_input() -> tuple[type[BaseException], ...]:
     """Errors that mean the input must change (exit 2), not that the run failed."""
+    from selftrain.cluster.groups import SchedulingError
     from selftrain.config import ConfigError
-    from selftrain.groups import SchedulingError
     from selftrain.registry import RegistryError
-    from selftrain.resume import ResumeError
+    from selftrain.runfolder.resume import ResumeError
 
     return ConfigError, RegistryError, ResumeError, SchedulingError
 
@@ -160,7 +160,7 @@ def _start_groups(cfg: Config, arm: Arm, base: str, storage: Storage,
     """The rollout group, and the critic group when the arm needs a critic, into `groups` by
     name (so the caller shuts down whatever started, also when a later one fails); they live
     for the run."""
-    from selftrain.workers import CriticWorker, RolloutWorker
+    from selftrain.cluster.workers import CriticWorker, RolloutWorker
 
     r = cfg.rollout
     backend_args = {"dtype": r.dtype, "tensor_parallel_size": r.tensor_parallel_size,

@@ -1,0 +1,1 @@
+"""The Ray layer: start-up, actor groups, rollout and critic workers, progress."""

@@ -1,0 +1,1 @@
+"""The training ranks and what they run: SFT, optimiser, sharding, LoRA, checkpoints."""
