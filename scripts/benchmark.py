@@ -100,7 +100,7 @@ def raw_finetune(base: str, train_path: Path, cfg) -> float:
     """Seconds of the plain in-process SFT loop on the round's training set."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from selftrain.train.ranks import examples_from_rows, finetune_job
+    from selftrain.cluster.trainer import examples_from_rows, finetune_job
     from selftrain.train.sft import train_sft
 
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)

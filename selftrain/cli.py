@@ -123,9 +123,9 @@ def _report_error(err: Exception, args: argparse.Namespace) -> int:
     from selftrain.cluster.groups import SchedulingError
     from selftrain.errors import RunFailed
     from selftrain.experiments.launcher import RunsFailed
+    from selftrain.loop.resume import ResumeError
     from selftrain.registry import RegistryError
     from selftrain.runfolder.folder import ManifestError, RunLockedError
-    from selftrain.runfolder.resume import ResumeError
 
     bad_input = (ConfigError, FileExistsError, FileNotFoundError, RegistryError,
                  RunLockedError, SchedulingError, ManifestError, ResumeError)

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from selftrain.experiments.comparison import compare_runs, comparison_markdown
 from selftrain.metrics import diversity_metrics, outcome_metrics, tail_metrics
 from selftrain.metrics.bootstrap import (
     FIGURES,
@@ -23,6 +22,7 @@ from selftrain.metrics.diversity import paths_per_query, solution_keys
 from selftrain.metrics.outcome import per_test_query
 from selftrain.metrics.tail import per_pool_query
 from selftrain.report import write_report
+from selftrain.report.comparison import compare_runs, comparison_markdown
 
 
 def _test_table(solve: list[float], levels: list[int] | None = None) -> pd.DataFrame:

@@ -464,7 +464,7 @@ def test_searchqa_missing_column_names_the_file(tmp_path):
 def test_train_rows_with_masked_observations_read_back_for_finetune(world, tmp_path):
     """train.parquet rows as the Ray Train worker reads them (pandas: loss_mask arrives as an
     array of arrays, or None) become SFT examples with the observation spans masked."""
-    from selftrain.train.ranks import examples_from_rows
+    from selftrain.cluster.trainer import examples_from_rows
 
     q = next(q for q in world.queries("train") if q.difficulty == 2)
     traj = world.gold_trajectories([q])[0]

@@ -12,9 +12,9 @@ import torch
 from finetune_helpers import sums_parquet, tiny_policy
 from transformers import AutoModelForCausalLM
 
+from selftrain.cluster.trainer import TrainerGroup, finetune_job
 from selftrain.config import LoraConfig, ResourceConfig, TrainConfig
 from selftrain.runfolder.storage import LocalStorage
-from selftrain.train.ranks import TrainerGroup, finetune_job
 
 # A gentle learning rate: AdamW turns a float-rounding difference in a near-zero gradient into a
 # whole step of size lr, so at lr 1e-2 a 3e-6 difference in round 1's weights (reduction order)

@@ -13,12 +13,12 @@ import torch
 from conftest import small_config
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from selftrain.cluster.trainer import TrainerGroup, examples_from_rows, finetune_job
 from selftrain.config import ResourceConfig, TrainConfig
 from selftrain.models.source import resolve_model
 from selftrain.runfolder.folder import write_parquet
 from selftrain.runfolder.storage import LocalStorage
 from selftrain.tasks import make_task
-from selftrain.train.ranks import TrainerGroup, examples_from_rows, finetune_job
 from selftrain.train.sft import train_sft
 
 

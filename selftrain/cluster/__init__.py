@@ -1,1 +1,1 @@
-"""The Ray layer: start-up, actor groups, rollout and critic workers, progress."""
+"""The Ray layer: start-up, actor groups, the rollout and critic workers and the training ranks."""

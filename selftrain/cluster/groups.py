@@ -16,8 +16,8 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from selftrain.cluster.progress import StepProgress
 from selftrain.config import ResourceConfig
+from selftrain.progress import StepProgress
 
 
 class SchedulingError(RuntimeError):

@@ -1,1 +1,1 @@
-"""Several runs: the plan of a compare, running them (in turn or side by side), comparing the arms."""
+"""Several runs: the plan of a compare and running it (in turn or side by side)."""

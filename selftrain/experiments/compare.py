@@ -80,7 +80,7 @@ def read_results(runs: list[PlannedRun]) -> Results:
 def summarize(cfg: Config, runs: list[PlannedRun], exp_dir: Path, *, report: bool) -> None:
     """comparison.json (every arm against the baseline, and each budget-matched pair, with
     bootstrap intervals over seeds and queries), its table, and report.md."""
-    from selftrain.experiments.comparison import compare_runs, comparison_markdown
+    from selftrain.report.comparison import compare_runs, comparison_markdown
 
     labels = list(dict.fromkeys(r.label for r in runs))
     seeds = list(dict.fromkeys(r.seed for r in runs))

@@ -1,1 +1,2 @@
-"""The round driver and what it calls: run opening, rounds, stages, checks, prompts, round metrics."""
+"""The round driver and what it calls: run opening, rounds, stages, checks, resume checks, prompts,
+round metrics."""

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from selftrain.cluster.trainer import finetune_job
 from selftrain.errors import StageError
 from selftrain.loop import stages
 from selftrain.loop.round_metrics import RoundFrames, example_rows, round_histograms, round_metrics
@@ -31,7 +32,6 @@ from selftrain.runfolder.schemas import (
     read_samples,
     train_row,
 )
-from selftrain.train.ranks import finetune_job
 from selftrain.types import Critique, Sample
 
 if TYPE_CHECKING:

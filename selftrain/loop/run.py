@@ -21,6 +21,7 @@ from typing import Any
 from selftrain.arms.arm import Arm
 from selftrain.cluster.groups import ActorGroup
 from selftrain.cluster.ray_start import start_ray
+from selftrain.cluster.trainer import TrainerGroup
 from selftrain.config import Config, dump_yaml
 from selftrain.errors import RunFailed, describe, full_report
 from selftrain.loop.prompts import PromptFormat
@@ -29,7 +30,6 @@ from selftrain.runfolder.folder import RunFolder, atomic_write_bytes, open_folde
 from selftrain.runfolder.storage import Storage, storage_for
 from selftrain.tasks import Task
 from selftrain.tracking import Tracker, console
-from selftrain.train.ranks import TrainerGroup
 from selftrain.types import Query
 
 log = logging.getLogger("selftrain")
@@ -81,8 +81,8 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
     """Everything one arm's rounds share, opened in order and closed whatever happens."""
     from transformers import AutoTokenizer
 
+    from selftrain.loop.resume import check_recorded_files
     from selftrain.models.source import resolve_model
-    from selftrain.runfolder.resume import check_recorded_files
     from selftrain.tasks import build_task
     from selftrain.train.rank_trainer import check_setup
 
@@ -137,8 +137,8 @@ def _bad_input() -> tuple[type[BaseException], ...]:
     """Errors that mean the input must change (exit 2), not that the run failed."""
     from selftrain.cluster.groups import SchedulingError
     from selftrain.config import ConfigError
+    from selftrain.loop.resume import ResumeError
     from selftrain.registry import RegistryError
-    from selftrain.runfolder.resume import ResumeError
 
     return ConfigError, RegistryError, ResumeError, SchedulingError
 

@@ -106,7 +106,7 @@ def ensure_tiny_model(task: EmbeddedModel, cfg: TinyModelConfig, cache_dir: str 
 
 
 def build_base_model(task: EmbeddedModel, cfg: TinyModelConfig, out: Path) -> dict:
-    from selftrain.cluster.progress import StepProgress
+    from selftrain.progress import StepProgress
 
     demos = task.demonstrations(levels=cfg.sft_levels, per_query=cfg.demos_per_query,
                                 seed=cfg.seed, extra_per_level=None)

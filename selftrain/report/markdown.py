@@ -10,8 +10,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from selftrain.experiments.comparison import comparison_markdown
 from selftrain.metrics.keys import ARM_TABLE_KEYS, COUNT_KEYS, hardest_key, resolve_key
+from selftrain.report.comparison import comparison_markdown
 from selftrain.report.figures import FIGURES, ArmStyle, ByArm, arm_styles, fig_histograms
 from selftrain.report.runs import RunMetrics, Stat, find_runs, metric_keys, series
 

@@ -1,1 +1,1 @@
-"""The run folder, the public record: folder and manifest, storage, row schemas, resume checks, budget targets."""
+"""The run folder, the public record: folder and manifest, storage, row schemas, budget targets."""

@@ -1,1 +1,1 @@
-"""The training ranks and what they run: SFT, optimiser, sharding, LoRA, checkpoints."""
+"""What a training rank computes: the rank trainer, SFT, optimiser, sharding, LoRA, checkpoints."""

@@ -1,6 +1,6 @@
 """One rank's finetune of a round, and the policy it keeps between rounds (no Ray here).
 
-`TrainerWorker` (selftrain/train/ranks.py) runs `RankTrainer` inside a Ray actor; scripts/gpu_check.py
+`TrainerWorker` (selftrain/cluster/trainer.py) runs `RankTrainer` inside a Ray actor; scripts/gpu_check.py
 runs it in-process on a one-rank process group. Either way the torch process group exists first.
 
 What is in memory between rounds: after round k the model holds exactly the weights of round
