@@ -13,8 +13,6 @@ from typing import Any, Literal
 
 import yaml
 
-from selftrain.arms.registry import FILTERS, SAMPLINGS
-from selftrain.backends import BACKENDS
 from selftrain.critic_train_config import CriticTrainConfig
 from selftrain.typed_yaml import (
     ConfigError,
@@ -147,7 +145,8 @@ class DiverseConfig:
 class ArmConfig:
     name: str = "rs"
     """Filter (see docs/design.md, "The round"): rs keeps outcome-correct samples, critique
-    those the critic passes, plus verified refinements (`selftrain.arms.registry.FILTERS`)."""
+    those the critic passes, plus verified refinements; or one registered in
+    `selftrain.arms.registry.FILTERS` (entry point group `selftrain.filters`)."""
     per_query_cap: int | None = None
     """Keep at most this many training rows per query (None: no cap; diverse selection: K)."""
     dedup: bool = True
@@ -370,7 +369,6 @@ def validate(cfg: Config, source: str) -> None:
                 f"({cfg.eval.num_samples})"
             )
     validate_arm(cfg.arm, source)
-    check_name("rollout.backend", cfg.rollout.backend, BACKENDS.names(), source)
     if cfg.refine.attempts < 0:
         raise ConfigError(f"{source}: key refine.attempts must be >= 0")
     for label, overrides in cfg.arms.items():
@@ -389,11 +387,8 @@ def validate(cfg: Config, source: str) -> None:
 
 
 def validate_arm(arm: ArmConfig, source: str) -> None:
-    """The arm's parts by their registered names, and its numbers: no negative cap, targets
-    and waves of at least 1, a similarity in (0, 1]."""
-    for key, value, registry in (("arm.name", arm.name, FILTERS),
-                                 ("arm.sampling", arm.sampling, SAMPLINGS)):
-        check_name(key, value, registry.names(), source)
+    """The arm's numbers: no negative cap, targets and waves of at least 1, a similarity in
+    (0, 1]. Its parts' names are the registries' to check (`selftrain.loop.checks`)."""
     if arm.per_query_cap is not None and arm.per_query_cap < 0:
         raise ConfigError(f"{source}: key arm.per_query_cap must be >= 0 or null, "
                           f"got {arm.per_query_cap}")
@@ -403,12 +398,6 @@ def validate_arm(arm: ArmConfig, source: str) -> None:
     if arm.diverse.similarity is not None and not 0 < arm.diverse.similarity <= 1:
         raise ConfigError(f"{source}: key arm.diverse.similarity must be in (0, 1] (a cosine "
                           f"similarity), got {arm.diverse.similarity}")
-
-
-def check_name(key: str, value: str, names: list[str], source: str) -> None:
-    """A plug-in's name is one its registry knows (built-in, registered, entry point)."""
-    if value not in names:
-        raise ConfigError(f"{source}: key {key} must be one of {', '.join(names)}, got {value!r}")
 
 
 def validate_train(train: TrainConfig, source: str) -> None:

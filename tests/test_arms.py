@@ -12,6 +12,7 @@ from selftrain.arms.arm import Arm
 from selftrain.arms.registry import FILTERS, SAMPLINGS, register_filter
 from selftrain.backends import Generation
 from selftrain.config import ArmConfig, BalancedConfig, ConfigError, load_config
+from selftrain.loop.checks import checked_arm, preflight
 from selftrain.loop.stages import make_sample, requests_for
 from selftrain.metrics.diversity import default_solution_key
 from selftrain.tasks import make_task
@@ -203,17 +204,28 @@ def test_a_registered_filter_plugs_in_by_name(monkeypatch):
     samples = [sample(Q, 0, PATH_A), sample(Q, 1, WRONG)]
     arm = Arm.of(ArmConfig(name="test-everything"))
     assert arm.select(POOL, samples, {}, partition(), 4) == samples
-    path = REPO / "configs" / "countdown_rs.yaml"
-    assert load_config(path, ["arm.name=test-everything"]).arm.name == "test-everything"
-    with pytest.raises(ConfigError, match="key arm.name must be one of .*critique.*rs"):
-        load_config(path, ["arm.name=best"])
+    cfg = load_config(REPO / "configs" / "countdown_rs.yaml", ["arm.name=test-everything"])
+    assert checked_arm(cfg, "run").filter.eligible(samples, {}) == samples
 
 
 def test_arm_settings_are_checked_with_the_key_named(tmp_path):
     path = REPO / "configs" / "countdown_rs.yaml"
     for override, key in (("arm.max_waves=0", "arm.max_waves"),
                           ("arm.balanced.target=0", "arm.balanced.target"),
-                          ("arm.diverse.similarity=1.5", "arm.diverse.similarity"),
-                          ("arm.sampling=greedy", "arm.sampling")):
+                          ("arm.diverse.similarity=1.5", "arm.diverse.similarity")):
         with pytest.raises(ConfigError, match=key):
             load_config(path, [override])
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("arm.name=best", "run: key arm.name must be one of critique, rs, got 'best'"),
+    ("arm.name=2", "key arm.name must be one of critique, rs, got '2'"),
+    ("arm.sampling=greedy", "key arm.sampling must be one of balanced, distinct, fixed, got 'greedy'"),
+    ("rollout.backend=tgi", "key rollout.backend must be one of hf, vllm, got 'tgi'"),
+    ("arm.name=critique", "run: arm.name critique needs critic.name or critic.path"),
+])
+def test_plugin_names_are_checked_before_ray_starts(tmp_path, override, needle):
+    cfg = load_config(REPO / "configs" / "countdown_rs.yaml", [override, f"run_root={tmp_path}"])
+    with pytest.raises(ConfigError) as err:
+        preflight(cfg, "run")
+    assert needle in str(err.value)

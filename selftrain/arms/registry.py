@@ -1,6 +1,6 @@
 """The names an arm's parts go by (`arm.name` for the filter, `arm.sampling`), as registries of
-`"module:attr"` strings: listing or checking a name imports no arm code, so the config can check
-names when it loads and the implementations (`selftrain.arms.parts`, `selftrain.arms.arm`) stay above it.
+`"module:attr"` strings: listing or checking a name imports no arm code (the preflight checks the
+names before Ray starts, `selftrain.loop.checks`).
 
 A filter or sampling strategy of your own: decorate it with `register_filter(name)` /
 `register_sampling(name)`, or publish it under the entry point group `selftrain.filters` /

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from selftrain.arms.arm import Arm
+from selftrain.arms.registry import FILTERS, SAMPLINGS
+from selftrain.backends import BACKENDS
 from selftrain.config import Config, ConfigError
 from selftrain.registry import RegistryError
 
@@ -33,10 +35,7 @@ def preflight(cfg: Config, source: str) -> None:
             check_named_model(cfg.model.path)
         except ConfigError as err:
             raise ConfigError(f"{source}: {err}") from err
-    try:
-        arm = Arm.of(cfg.arm)
-    except RegistryError as err:
-        raise ConfigError(f"{source}: {err}") from err
+    arm = checked_arm(cfg, source)
     if arm.needs_critic and not (cfg.critic.name or cfg.critic.path):
         raise ConfigError(f"{source}: arm.name {cfg.arm.name} needs critic.name or critic.path")
     if arm.needs_critic:
@@ -46,3 +45,18 @@ def preflight(cfg: Config, source: str) -> None:
     checker = abilities(task).input_check
     if checker is not None:  # tasks that read files check their columns here
         checker.check()
+
+
+def checked_arm(cfg: Config, source: str) -> Arm:
+    """The arm built from `cfg.arm`, after every plug-in name of the config (filter, sampling,
+    backend) is one its registry knows: built-in, registered or an entry point."""
+    for key, value, registry in (("arm.name", cfg.arm.name, FILTERS),
+                                 ("arm.sampling", cfg.arm.sampling, SAMPLINGS),
+                                 ("rollout.backend", cfg.rollout.backend, BACKENDS)):
+        if value not in registry.names():
+            raise ConfigError(f"{source}: key {key} must be one of {', '.join(registry.names())}, "
+                              f"got {value!r}")
+    try:
+        return Arm.of(cfg.arm)
+    except RegistryError as err:
+        raise ConfigError(f"{source}: {err}") from err
