@@ -61,7 +61,8 @@ class RolloutWorker:
 
     def run(self, chunk: GenerateChunk) -> list[list[Generation]]:
         """`params.n` generations per prompt, in prompt order."""
-        who = f"rollout worker (task {self.task_spec[0]!r})"
+        spec = self.task_spec
+        who = f"rollout worker (task {spec.path or spec.name if spec else None!r})"
         try:
             if chunk.episodes:
                 return self.rollout(chunk.prompts, chunk.params, chunk.seed, chunk.weights,
