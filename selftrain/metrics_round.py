@@ -21,6 +21,7 @@ from selftrain.metrics import (
     outcome_metrics,
     tail_metrics,
 )
+from selftrain.metrics.formats import format_metrics
 from selftrain.metrics.policy import POLICY_METRICS, policy_diversity
 from selftrain.types import Query
 
@@ -72,6 +73,10 @@ def round_metrics(cfg: Config, task: Task, frames: RoundFrames, pool: list[Query
             token_ids=lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"]))
     from selftrain.tasks import abilities
 
+    formats = abilities(task).formats
+    if formats is not None:  # each solution format's share (format collapse)
+        out.update(format_metrics(train["completion"].tolist(), evals["completion"].tolist(),
+                                  formats.format_of))
     figures = abilities(task).figures
     if figures is not None:  # task-specific figures (search agents: searches_per_traj, em, ...)
         out.update(figures.extra_metrics(samples=samples, train=train, evals=evals, test=test))

@@ -8,6 +8,12 @@ solution has exactly n-1 steps. From level 3 up most queries have several soluti
 
 Prompt:      "3 7 2 -> 23\n"
 Completion:  "7*3=21\n21+2=23\n"   (the loop appends EOS)
+
+A second solution format is accepted too: one nested expression, "(7*3)+2=23\n". The checker
+reads it as the steps it stands for, in evaluation order ("7*3=21", "21+2=23"), under the same
+rules (every intermediate a positive integer, exact division, each number used once), so the
+two formats of one solution have one solution key; `format_of` tells them apart ("steps" or
+"expression"), for the format-share figures.
 """
 
 from __future__ import annotations
@@ -140,6 +146,72 @@ def parse_step(text: str) -> tuple[int, str, int, int] | None:
     return int(m[1]), m[2], int(m[3]), int(m[4])
 
 
+_TOKEN = re.compile(r"\d+|[-+*/()]")
+
+
+def expression_steps(text: str) -> list[str] | None:
+    """The steps a nested expression such as "(4*3)-2=10" stands for, in evaluation order
+    (["4*3=12", "12-2=10"]), the last step claiming the written result; None when `text` is
+    not an expression with at least two operations and a claimed result. A step's result is
+    Python's (floor division for "/"), so `check_steps` names what breaks the task's rules."""
+    lhs, eq, claim = re.sub(r"\s+", "", text).partition("=")
+    if not eq or not re.fullmatch(r"-?\d+", claim) or "".join(_TOKEN.findall(lhs)) != lhs:
+        return None
+    tokens, steps = _TOKEN.findall(lhs), []
+
+    def combine(a: int, op: str, b: int) -> int:
+        r = {"+": a + b, "-": a - b, "*": a * b, "/": a // b if b else 0}[op]
+        steps.append(f"{a}{op}{b}={r}")
+        return r
+
+    def operand(pos: int) -> tuple[int, int]:
+        if pos < len(tokens) and tokens[pos] == "(":
+            value, pos = chain(pos + 1, "+-")
+            if pos >= len(tokens) or tokens[pos] != ")":
+                raise ValueError("unbalanced parenthesis")
+            return value, pos + 1
+        if pos < len(tokens) and tokens[pos].isdigit():
+            return int(tokens[pos]), pos + 1
+        raise ValueError("operand expected")
+
+    def chain(pos: int, ops: str) -> tuple[int, int]:
+        """A left-to-right chain of `ops` ("+-": of products; "*/": of operands)."""
+        value, pos = chain(pos, "*/") if ops == "+-" else operand(pos)
+        while pos < len(tokens) and tokens[pos] in ops:
+            right, nxt = chain(pos + 1, "*/") if ops == "+-" else operand(pos + 1)
+            value, pos = combine(value, tokens[pos], right), nxt
+        return value, pos
+
+    try:
+        _, end = chain(0, "+-")
+    except (ValueError, IndexError):
+        return None
+    if end != len(tokens) or len(steps) < 2:
+        return None
+    steps[-1] = steps[-1].rsplit("=", 1)[0] + "=" + claim
+    return steps
+
+
+def _expand(steps: Sequence[str]) -> tuple[list[str], list[int]]:
+    """Simple steps for `steps`, each expression line replaced by its steps, and for every
+    simple step the index of the line it came from."""
+    out, owner = [], []
+    for i, text in enumerate(steps):
+        subs = expression_steps(text) if parse_step(text) is None else None
+        out += subs or [text]
+        owner += [i] * len(subs or [text])
+    return out, owner
+
+
+def _claimed(line: str) -> int | None:
+    """The result a step or expression line claims, or None when it is neither."""
+    parsed = parse_step(line)
+    if parsed is not None:
+        return parsed[3]
+    subs = expression_steps(line)
+    return None if subs is None else int(subs[-1].rsplit("=", 1)[1])
+
+
 def _have(pool: Counter) -> str:
     return " ".join(map(str, sorted(pool.elements()))) or "nothing"
 
@@ -173,6 +245,18 @@ def _arithmetic_problem(a: int, op: str, b: int, claimed: int) -> str:
 
 
 def check_steps(numbers: Iterable[int], target: int, steps: Sequence[str]) -> list[StepCheck]:
+    """One verdict per line: a step line is judged as in `_check_simple`; an expression line
+    by its steps (`expression_steps`), ok when all are, else the verdict of its first bad one."""
+    simple, owner = _expand(steps)
+    checks = _check_simple(numbers, target, simple)
+    out = []
+    for i in range(len(steps)):
+        mine = [c for c, o in zip(checks, owner) if o == i]
+        out.append(next((c for c in mine if not c.ok), mine[-1]))
+    return out
+
+
+def _check_simple(numbers: Iterable[int], target: int, steps: Sequence[str]) -> list[StepCheck]:
     """One verdict per step, replaying the steps on the multiset of available numbers.
 
     A legal step consumes its two operands and adds its result. An illegal one (unparseable,
@@ -244,9 +328,10 @@ def _needs_all(numbers: list[int], target: int) -> bool:
 
 
 def solution_key(steps: Iterable[str]) -> str:
-    """Canonical path: whitespace dropped, operands of + and * sorted, steps joined by "|"."""
+    """Canonical path: whitespace dropped, operands of + and * sorted, steps joined by "|"; an
+    expression line counts as the steps it stands for (so both formats of a solution match)."""
     keys = []
-    for text in steps:
+    for text in _expand(list(steps))[0]:
         parsed = parse_step(text)
         if parsed is None:
             keys.append(re.sub(r"\s+", "", text))
@@ -328,11 +413,11 @@ class CountdownTask:
         return [line.strip() for line in completion.splitlines() if line.strip()]
 
     def extract_answer(self, completion: str) -> str | None:
-        """The result of the last line that reads as a step, or None when no line does."""
+        """The result of the last line that reads as a step or an expression, or None."""
         for line in reversed(self.split_steps(completion)):
-            parsed = parse_step(line)
-            if parsed is not None:
-                return str(parsed[3])
+            claimed = _claimed(line)
+            if claimed is not None:
+                return str(claimed)
         return None
 
     def is_correct(self, query: Query, completion: str) -> bool:
@@ -343,8 +428,17 @@ class CountdownTask:
         target = query.data["target"]
         if not all(c.ok for c in check_steps(query.data["numbers"], target, steps)):
             return False
-        last = parse_step(steps[-1])
-        return last is not None and last[3] == target
+        return _claimed(steps[-1]) == target
+
+    def format_of(self, completion: str) -> str | None:
+        """"steps" (every line a step, so also any one-step answer) or "expression" (one line,
+        a nested expression); None for anything else."""
+        lines = self.split_steps(completion)
+        if lines and all(parse_step(line) is not None for line in lines):
+            return "steps"
+        if len(lines) == 1 and expression_steps(lines[0]) is not None:
+            return "expression"
+        return None
 
     def solution_key(self, steps: list[str]) -> str:
         """Two solutions are the same path when they differ only in spacing or operand order."""
