@@ -86,3 +86,26 @@ def test_format_shares_entropy_and_dominant_share_by_hand():
     empty = format_metrics(train=[], evals=["s1"], format_of=fmt)
     assert empty["format_share/steps"] is None and empty["format_entropy"] is None
     assert empty["eval_format_entropy"] == 0.0 and empty["eval_dominant_format_share"] == 1.0
+
+
+def test_the_base_models_demonstrations_mix_the_formats_by_weight():
+    from collections import Counter
+
+    from selftrain.types import Query
+
+    mixed = make_task("countdown", levels=[3, 4], formats={"steps": 0.5, "expression": 0.5})
+    demos = mixed.demonstrations([3, 4], per_query=2, seed=0, extra_per_level=20)
+    counts = Counter(mixed.format_of(d.completion) for d in demos)
+    assert set(counts) == {"steps", "expression"} and min(counts.values()) >= len(demos) // 4
+    for d in demos:  # every demonstration, in either format, is a correct solution
+        numbers, target = d.prompt.split("->")
+        q = Query(query_id="demo", difficulty=3, prompt=d.prompt,
+                  data={"numbers": [int(n) for n in numbers.split()], "target": int(target)})
+        assert mixed.is_correct(q, d.completion), d
+    only = make_task("countdown", levels=[3], formats={"expression": 1.0})
+    assert {only.format_of(d.completion) for d in only.demonstrations([3], 1, 0, 5)} == {"expression"}
+    # the default writes step lines and keeps its cache key (no formats entry)
+    assert "formats" not in make_task("countdown").describe()
+    assert mixed.describe()["formats"] == {"steps": 0.5, "expression": 0.5}
+    with pytest.raises(ValueError, match="formats must map some of"):
+        make_task("countdown", formats={"prose": 1.0})

@@ -27,11 +27,18 @@ from functools import lru_cache
 from typing import Any
 
 from selftrain.tasks.base import Demonstration
+from selftrain.tasks.countdown_lines import (
+    as_expression,
+    check_formats,
+    claimed,
+    expand,
+    expression_steps,
+    parse_step,
+)
 from selftrain.tasks.levels import LevelStreams
 from selftrain.tasks.registry import register_task
 from selftrain.types import Query
 
-_STEP = re.compile(r"(\d+)([-+*/])(\d+)=(-?\d+)")  # a negative claim parses, then fails
 _SOLVE_CAP = 20_000
 """Most solutions `reference_solutions` enumerates before sampling (level 5 stays below it)."""
 
@@ -138,80 +145,6 @@ class StepCheck:
     """A short sentence naming what failed; "" when the step is ok."""
 
 
-def parse_step(text: str) -> tuple[int, str, int, int] | None:
-    """(a, op, b, claimed result) of a step like "7*3=21" (spaces ignored), else None."""
-    m = _STEP.fullmatch(re.sub(r"\s+", "", text))
-    if m is None:
-        return None
-    return int(m[1]), m[2], int(m[3]), int(m[4])
-
-
-_TOKEN = re.compile(r"\d+|[-+*/()]")
-
-
-def expression_steps(text: str) -> list[str] | None:
-    """The steps a nested expression such as "(4*3)-2=10" stands for, in evaluation order
-    (["4*3=12", "12-2=10"]), the last step claiming the written result; None when `text` is
-    not an expression with at least two operations and a claimed result. A step's result is
-    Python's (floor division for "/"), so `check_steps` names what breaks the task's rules."""
-    lhs, eq, claim = re.sub(r"\s+", "", text).partition("=")
-    if not eq or not re.fullmatch(r"-?\d+", claim) or "".join(_TOKEN.findall(lhs)) != lhs:
-        return None
-    tokens, steps = _TOKEN.findall(lhs), []
-
-    def combine(a: int, op: str, b: int) -> int:
-        r = {"+": a + b, "-": a - b, "*": a * b, "/": a // b if b else 0}[op]
-        steps.append(f"{a}{op}{b}={r}")
-        return r
-
-    def operand(pos: int) -> tuple[int, int]:
-        if pos < len(tokens) and tokens[pos] == "(":
-            value, pos = chain(pos + 1, "+-")
-            if pos >= len(tokens) or tokens[pos] != ")":
-                raise ValueError("unbalanced parenthesis")
-            return value, pos + 1
-        if pos < len(tokens) and tokens[pos].isdigit():
-            return int(tokens[pos]), pos + 1
-        raise ValueError("operand expected")
-
-    def chain(pos: int, ops: str) -> tuple[int, int]:
-        """A left-to-right chain of `ops` ("+-": of products; "*/": of operands)."""
-        value, pos = chain(pos, "*/") if ops == "+-" else operand(pos)
-        while pos < len(tokens) and tokens[pos] in ops:
-            right, nxt = chain(pos + 1, "*/") if ops == "+-" else operand(pos + 1)
-            value, pos = combine(value, tokens[pos], right), nxt
-        return value, pos
-
-    try:
-        _, end = chain(0, "+-")
-    except (ValueError, IndexError):
-        return None
-    if end != len(tokens) or len(steps) < 2:
-        return None
-    steps[-1] = steps[-1].rsplit("=", 1)[0] + "=" + claim
-    return steps
-
-
-def _expand(steps: Sequence[str]) -> tuple[list[str], list[int]]:
-    """Simple steps for `steps`, each expression line replaced by its steps, and for every
-    simple step the index of the line it came from."""
-    out, owner = [], []
-    for i, text in enumerate(steps):
-        subs = expression_steps(text) if parse_step(text) is None else None
-        out += subs or [text]
-        owner += [i] * len(subs or [text])
-    return out, owner
-
-
-def _claimed(line: str) -> int | None:
-    """The result a step or expression line claims, or None when it is neither."""
-    parsed = parse_step(line)
-    if parsed is not None:
-        return parsed[3]
-    subs = expression_steps(line)
-    return None if subs is None else int(subs[-1].rsplit("=", 1)[1])
-
-
 def _have(pool: Counter) -> str:
     return " ".join(map(str, sorted(pool.elements()))) or "nothing"
 
@@ -247,7 +180,7 @@ def _arithmetic_problem(a: int, op: str, b: int, claimed: int) -> str:
 def check_steps(numbers: Iterable[int], target: int, steps: Sequence[str]) -> list[StepCheck]:
     """One verdict per line: a step line is judged as in `_check_simple`; an expression line
     by its steps (`expression_steps`), ok when all are, else the verdict of its first bad one."""
-    simple, owner = _expand(steps)
+    simple, owner = expand(steps)
     checks = _check_simple(numbers, target, simple)
     out = []
     for i in range(len(steps)):
@@ -331,7 +264,7 @@ def solution_key(steps: Iterable[str]) -> str:
     """Canonical path: whitespace dropped, operands of + and * sorted, steps joined by "|"; an
     expression line counts as the steps it stands for (so both formats of a solution match)."""
     keys = []
-    for text in _expand(list(steps))[0]:
+    for text in expand(list(steps))[0]:
         parsed = parse_step(text)
         if parsed is None:
             keys.append(re.sub(r"\s+", "", text))
@@ -350,6 +283,10 @@ class CountdownTask:
     Each level has one deterministic stream of distinct queries (`LevelStreams`); a query's id
     is its position in that stream. The test split is the head of the stream, the training pool
     the next `train_per_level` queries, and demonstrations come after that.
+
+    `formats`: mixture weights of the solution formats the base model's demonstrations are
+    written in, e.g. {"steps": 0.5, "expression": 0.5} (the Echo Chamber set-up: does
+    self-training keep both, or converge on one?); None writes step lines only.
     """
 
     name = "countdown"
@@ -364,6 +301,7 @@ class CountdownTask:
         max_number: int = 12,
         target_min: int = 10,
         target_max: int = 99,
+        formats: dict[str, float] | None = None,
     ) -> None:
         if not levels or min(levels) < 2:
             raise ValueError(f"countdown levels must be at least 2 numbers each, got {levels!r}")
@@ -372,6 +310,7 @@ class CountdownTask:
                 f"countdown needs max_number >= 1 and target_min <= target_max, got "
                 f"max_number={max_number}, target_min={target_min}, target_max={target_max}"
             )
+        self.formats = check_formats(formats)
         self.seed = seed
         self.max_number = max_number
         self.target_min = target_min
@@ -415,9 +354,9 @@ class CountdownTask:
     def extract_answer(self, completion: str) -> str | None:
         """The result of the last line that reads as a step or an expression, or None."""
         for line in reversed(self.split_steps(completion)):
-            claimed = _claimed(line)
-            if claimed is not None:
-                return str(claimed)
+            result = claimed(line)
+            if result is not None:
+                return str(result)
         return None
 
     def is_correct(self, query: Query, completion: str) -> bool:
@@ -428,7 +367,7 @@ class CountdownTask:
         target = query.data["target"]
         if not all(c.ok for c in check_steps(query.data["numbers"], target, steps)):
             return False
-        return _claimed(steps[-1]) == target
+        return claimed(steps[-1]) == target
 
     def format_of(self, completion: str) -> str | None:
         """"steps" (every line a step, so also any one-step answer) or "expression" (one line,
@@ -459,11 +398,25 @@ class CountdownTask:
         """Seed-SFT examples: `per_query` solutions, chosen at random with `seed`, of each of
         `extra_per_level` fresh queries per level (`LevelStreams.fresh`: a base model that
         memorised the pool would make rejection sampling look easy)."""
-        return [Demonstration(q.prompt, completion)
+        rng = random.Random(f"countdown-formats:{self.seed}:{seed}")
+        return [Demonstration(q.prompt, self._in_format(completion, rng))
                 for q in self.streams.fresh(levels, extra_per_level)
                 for completion in self.reference_solutions(q, k=per_query, seed=seed)]
 
+    def _in_format(self, completion: str, rng: random.Random) -> str:
+        """`completion` (step lines) rewritten in a format drawn from `formats`."""
+        if self.formats is None:
+            return completion
+        names = list(self.formats)
+        fmt = rng.choices(names, weights=[self.formats[n] for n in names])[0]
+        expr = as_expression(self.split_steps(completion)) if fmt == "expression" else None
+        return completion if expr is None else expr + "\n"
+
     def describe(self) -> dict[str, Any]:
         """The parameters that fix this task's queries (for config echo and run metadata)."""
-        return {"name": self.name, **self.streams.describe(), "max_number": self.max_number,
-                "target_min": self.target_min, "target_max": self.target_max}
+        out = {"name": self.name, **self.streams.describe(), "max_number": self.max_number,
+               "target_min": self.target_min, "target_max": self.target_max}
+        if self.formats is not None:  # absent by default, so existing base models stay cached
+            out["formats"] = dict(self.formats)
+        return out
+
