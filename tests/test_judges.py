@@ -94,3 +94,42 @@ def test_a_judge_typo_fails_the_preflight_before_ray_starts(tmp_path):
     cfg = load_config("configs/countdown_rs.yaml", ["judge.name=minilm", f"run_root={tmp_path}"])
     with pytest.raises(ConfigError, match="unknown judge 'minilm'; known judges: .*embedding"):
         preflight(cfg, "countdown_rs.yaml")
+
+
+def test_the_in_process_lm_judge_reads_yes_against_no_from_the_logits(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from selftrain.judges.lm import TEMPLATE
+
+    tokenizer = build_char_tokenizer()
+    torch.manual_seed(1)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2, intermediate_size=64,
+                                 max_position_embeddings=256)).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    model = LlamaForCausalLM.from_pretrained(tmp_path).eval()
+    pairs = sorted({tuple(sorted((a, b))) for g in GROUPS for a in g for b in g if a != b})
+    last = {}
+    for a, b in pairs:  # one prompt at a time, no padding: the next-token logits
+        with torch.no_grad():
+            ids = tokenizer(TEMPLATE.format(a=a, b=b), return_tensors="pt")
+            last[a, b] = model(**ids).logits[0, -1]
+    # a random model has no opinion: take as "yes" and "no" two letters on which its
+    # preference differs between pairs, so both verdicts occur
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    yes_word, no_word = next((u, v) for u in letters for v in letters if u != v and 0 < sum(
+        float(x[tokenizer.convert_tokens_to_ids(u)] - x[tokenizer.convert_tokens_to_ids(v)]) > 0
+        for x in last.values()) < len(pairs))
+    y, n = tokenizer.convert_tokens_to_ids([yes_word, no_word])
+    margin = {p: float(x[y] - x[n]) for p, x in last.items()}
+
+    judge = build_judge("lm-local", None, {"model": str(tmp_path), "yes": yes_word + "es",
+                                           "no": no_word + "o", "batch_size": 4}, task=None)
+    # batched with left padding: the same margins
+    assert judge.yes_margin(pairs) == pytest.approx([margin[p] for p in pairs], abs=1e-4)
+    same = {p for p, m in margin.items() if m > 0}
+    assert 0 < len(same) < len(pairs)
+    assert judge.classes(GROUPS) == [components(g, same) for g in GROUPS]
+    with pytest.raises(Exception, match="start with the same token"):
+        build_judge("lm-local", None, {"model": str(tmp_path), "yes": " yes", "no": " no"},
+                    task=None).classes([["a", "b"]])

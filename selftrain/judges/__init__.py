@@ -6,8 +6,9 @@ classes a judge puts a query's samples into. Judges plug in like critics: the co
 `judge.path` (`module:Class`), constructed as `Judge(task=task, **judge.args)`.
 
 Built-ins: `solution-key` (the task's solution key, the default), `embedding` (MiniLM cosine
-at or above a threshold), `classifier` (a pair classifier, as DARLING's DeBERTa) and `lm` (a
-served LM asked whether two answers are the same). The pair judges form classes as the
+at or above a threshold), `classifier` (a pair classifier, as DARLING's DeBERTa), `lm` (a
+served LM asked whether two answers are the same) and `lm-local` (the same question to a causal
+LM in-process). The pair judges form classes as the
 connected components of the "same" pairs (union-find), so the result does not depend on the
 order of the samples.
 """
@@ -43,6 +44,7 @@ JUDGES: Registry[Callable[..., Judge]] = Registry(
         "embedding": "selftrain.judges.builtin:EmbeddingJudge",
         "classifier": "selftrain.judges.classifier:ClassifierJudge",
         "lm": "selftrain.judges.lm:LMJudge",
+        "lm-local": "selftrain.judges.lm_local:LocalLMJudge",
     },
     error=JudgeLoadError,
 )
