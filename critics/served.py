@@ -133,6 +133,11 @@ class OpenAICritic:
             out.append(crit)
         return out
 
+    def ask(self, prompts: list[str]) -> list[Reply]:
+        """The served model's answers to raw `prompts`, bounded as critiques are (other users
+        of the endpoint, such as the `lm` equivalence judge, send their own prompts)."""
+        return run_sync(self._ask_all(prompts))
+
     async def _ask_all(self, prompts: list[str]) -> list[Reply]:
         limit = asyncio.Semaphore(self.concurrency)
         pool = httpx.Limits(max_connections=self.concurrency)

@@ -12,10 +12,14 @@ process and on the same data, the same work runs without the loop:
 - the round: round 1's wall time against the sum of its compute (raw generation of pool and
   test prompts, raw SFT, and the metrics stage's own time), so the rest is the loop's overhead;
 - memory: peak RSS (VmHWM) of the driver, a rollout worker and a training rank;
-- scaling: round 1's wall time at four pool sizes, and how far each is from a straight line.
+- scaling: round 1's wall time at four pool sizes, and how far each is from a straight line;
+- the policy's diversity figures (selftrain/metrics/policy.py) on round 1's eval.parquet, with
+  an empty embedding cache (an upper bound: in the loop, texts the training set shares are
+  already embedded), as a share of round 1's wall time (goal: at most 10%).
 
 Writes runs/bench/benchmark.json (stable keys: `ratios.generate_vs_raw`,
-`ratios.finetune_vs_raw`, `ratios.round_overhead_share`, `scaling`) and prints a table.
+`ratios.finetune_vs_raw`, `ratios.round_overhead_share`, `ratios.policy_diversity_share`,
+`scaling`) and prints a table.
 
     .venv/bin/python scripts/benchmark.py [--sizes 60,120,240,480] [--out runs/bench]
 """
@@ -163,10 +167,33 @@ def measure(out: Path, per_level: int) -> dict[str, Any]:
                      "rows": len(pd.read_parquet(folder / "round_0" / "train.parquet"))},
         "round": {"wall_seconds": run["round_seconds"], "compute_seconds": compute,
                   "stages": {s: e["seconds"] for s, e in stages.items()},
-                  "eval_rows": len(evals)},
+                  "eval_rows": len(evals),
+                  "policy_diversity_seconds": policy_diversity_seconds(folder, cfg)},
         "peak_rss_mib": run["memory"] | {"driver": peak_rss_mib(os.getpid())},
         "base_model": base,
     }
+
+
+def policy_diversity_seconds(folder: Path, cfg) -> float:
+    """Seconds of the policy's diversity figures on round 1's test samples, MiniLM loaded but
+    no text embedded yet, with the run's judge and the policy's tokenizer."""
+    from transformers import AutoTokenizer
+
+    from selftrain.judges import build_judge
+    from selftrain.metrics import embed
+    from selftrain.metrics.policy import policy_diversity
+    from selftrain.tasks import make_task
+
+    evals = pd.read_parquet(folder / "round_1" / "eval.parquet")
+    tokenizer = AutoTokenizer.from_pretrained(folder / "round_1" / "checkpoint")
+    judge = build_judge(cfg.judge.name, cfg.judge.path, cfg.judge.args,
+                        make_task(cfg.task.name, **cfg.task.args))
+    embed.Embedder().encode(["load the model"])
+    embed._cache.clear()
+    start = time.perf_counter()
+    policy_diversity(evals, judge=judge, token_ids=lambda texts: tokenizer(
+        texts, add_special_tokens=False)["input_ids"])
+    return time.perf_counter() - start
 
 
 def scaling(out: Path, sizes: list[int], model: str) -> dict[str, Any]:
@@ -194,6 +221,8 @@ def report(result: dict[str, Any]) -> Table:
     rows = [("generate: loop / raw model.generate (tokens/s)", f"{r['generate_vs_raw']:.2f}"),
             ("finetune: raw SFT loop / loop's stage (seconds)", f"{r['finetune_vs_raw']:.2f}"),
             ("rs round: overhead share of wall time", f"{r['round_overhead_share']:.2f}"),
+            ("rs round: policy diversity figures' share of wall time",
+             f"{r['policy_diversity_share']:.2f}"),
             ("scaling: worst distance from a line", f"{result['scaling']['max_relative_deviation']:.2f}")]
     rows += [(f"peak RSS {k} (MiB)", f"{v:.0f}") for k, v in result["peak_rss_mib"].items()]
     for name, value in rows:
@@ -216,6 +245,8 @@ def main() -> None:
             "generate_vs_raw": m["generate"]["loop_tok_per_s"] / m["generate"]["raw_tok_per_s"],
             "finetune_vs_raw": m["finetune"]["raw_seconds"] / m["finetune"]["loop_seconds"],
             "round_overhead_share": 1 - m["round"]["compute_seconds"] / m["round"]["wall_seconds"],
+            "policy_diversity_share": (m["round"]["policy_diversity_seconds"]
+                                       / m["round"]["wall_seconds"]),
         },
         **m,
         "scaling": scaling(out, [int(s) for s in args.sizes.split(",")], m["base_model"]),

@@ -263,6 +263,19 @@ class MetricsConfig:
 
 
 @dataclass
+class JudgeConfig:
+    """The semantic equivalence judge of the policy's class figures (`eval_classes`,
+    `effective_div`, `passing_pair_div`); see selftrain/judges."""
+
+    name: str | None = "solution-key"
+    """Registry name: solution-key, embedding, classifier, lm (or an entry point in group
+    `selftrain.judges`)."""
+    path: str | None = None
+    """Import path `module:Class` of a judge outside the package (wins over `name`)."""
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class CompareConfig:
     """How `selftrain compare` runs its arms x seeds and states their differences."""
 
@@ -311,6 +324,8 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     """Figures to skip (heavy ones, such as embed_div)."""
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    """Which test-split samples count as one solution class."""
     critic_train: CriticTrainConfig = field(default_factory=CriticTrainConfig)
     """For `train-critic` only: how the prm and lm critics are trained against the oracle, and
     how they are scored."""

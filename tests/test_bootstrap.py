@@ -65,6 +65,37 @@ def test_interval_over_seeds_worked_by_hand():
     assert (d.diff, d.lo, d.hi, d.seeds) == (0.5, 0.0, 1.0, 2)
 
 
+def test_what_a_comparison_could_detect_worked_by_hand():
+    # The two seeds above: resampled differences 0, 1/2, 1 with probabilities 1/4, 1/2, 1/4,
+    # so the bootstrap SD is sqrt(3/8 - 1/4) = sqrt(1/8), and mde = (1.960 + 0.842) sqrt(1/8)
+    # = 0.99 (the resamples only approximate the SD). Per-seed differences 0 and 1: mean 1/2,
+    # sample SD sqrt(1/2); seeds_needed = ceil((2.8016 * 0.7071 / 0.5)^2) = ceil(15.70) = 16.
+    pairs = [SeedPair(_test_table([0.5]), _test_table([0.5])),
+             SeedPair(_test_table([1.0]), _test_table([0.0]))]
+    d = paired_bootstrap(pairs, FIGURES["pass@1"], resamples=4000, seed=0)
+    z = 1.959964 + 0.841621
+    assert d.mde == pytest.approx(z * (1 / 8) ** 0.5, rel=0.03)
+    assert d.seeds_needed == 16 == int(np.ceil((z * 0.5 ** 0.5 / 0.5) ** 2))
+    # one seed of two test queries differing by 1 and 0: a query resample has the same three
+    # outcomes, so the same mde; seeds_needed needs 2 seeds
+    one = paired_bootstrap([SeedPair(_test_table([1.0, 0.0]), _test_table([0.0, 0.0]))],
+                           FIGURES["pass@1"], resamples=4000, seed=0)
+    assert one.seeds_needed is None and one.mde == pytest.approx(z * (1 / 8) ** 0.5, rel=0.03)
+    same = paired_bootstrap(pairs[:1] * 2, FIGURES["pass@1"])
+    assert same.seeds_needed is None and same.mde == 0.0
+
+
+def test_a_null_verdict_reads_with_what_it_could_detect():
+    cell = {"arm": "critique", "reference": "rs", "round": 1, "figure": "pass@1",
+            "key": "pass@1", "seeds": [0, 1], "diff": 0.01, "lo": -0.05, "hi": 0.07,
+            "verdict": "no difference detected", "mde": 0.0812, "seeds_needed": 40}
+    lines = comparison_markdown({"confidence": 0.95, "resamples": 2000, "cells": [cell]})
+    assert any("no difference detected (detectable: ±0.08)" in line for line in lines)
+    lines = comparison_markdown({"confidence": 0.95, "resamples": 2000,
+                                 "cells": [{**cell, "verdict": "higher", "lo": 0.01}]})
+    assert any("] higher |" in line for line in lines)
+
+
 def test_identical_arms_contain_zero_and_a_shift_excludes_it():
     rng = np.random.default_rng(3)
     levels = [1] * 20 + [2] * 20

@@ -9,9 +9,13 @@ import pandas as pd
 import pytest
 from conftest import small_config
 
+from selftrain.judges.builtin import SolutionKeyJudge
 from selftrain.loop.driver import run_arm
 from selftrain.metrics import outcome_metrics, tail_metrics
+from selftrain.metrics.policy import policy_diversity
+from selftrain.models.tiny_model import build_char_tokenizer
 from selftrain.runfolder.folder import verify
+from selftrain.tasks import make_task
 
 SAMPLE_COLUMNS = {"sample_id", "query_id", "difficulty", "prompt", "completion", "steps", "answer",
                   "correct", "origin", "parent_id", "num_tokens"}
@@ -71,6 +75,14 @@ def test_metrics_equal_a_recomputation_from_parquet(rs_run):
         expected = tail_metrics(pool, samples, train, cfg.rollout.num_samples)
         expected |= outcome_metrics(evals, [1, 2])
         for key, value in expected.items():
+            assert metrics[key] == pytest.approx(value), key
+        # the policy's diversity on the test split, from eval.parquet (the embedded model's
+        # tokenizer is the character one)
+        task = make_task(cfg.task.name, **cfg.task.args)
+        policy = policy_diversity(evals, judge=SolutionKeyJudge(task), token_ids=lambda t: (
+            build_char_tokenizer()(t, add_special_tokens=False)["input_ids"]))
+        assert policy["eval_classes"] >= 1
+        for key, value in policy.items():
             assert metrics[key] == pytest.approx(value), key
         for stage in ("generate", "filter", "evaluate"):
             assert metrics[f"time/{stage}"] >= 0

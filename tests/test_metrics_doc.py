@@ -31,9 +31,12 @@ def documented_keys() -> set[str]:
 
 def doc_name(key: str) -> str:
     """`coverage@3` -> `coverage@L`, `pass@4` -> `pass@k`, `maj@4` -> `maj@n`, `time/x` ->
-    `time/<stage>`: the key as the doc's tables name it."""
+    `time/<stage>`, `format_share/steps` -> `format_share/<name>`: the key as the doc's tables
+    name it."""
     if key.startswith("time/"):
         return "time/<stage>"
+    if key.startswith(("format_share/", "eval_format_share/")):
+        return key.split("/")[0] + "/<name>"
     name, _, suffix = key.partition("@")
     if not suffix or key == "pass@1":
         return key
@@ -75,7 +78,8 @@ def _round_keys(config: str) -> set[str]:
 
 def test_every_metrics_json_key_is_in_docs_metrics_md():
     keys = _round_keys("countdown_rs.yaml") | _round_keys("multihop_compare.yaml") | DRIVER_KEYS
-    assert {"searches_per_traj", "acc@3", "maj@4", "time/refine", "embed_div"} <= keys
+    assert {"searches_per_traj", "acc@3", "maj@4", "time/refine", "embed_div",
+            "eval_embed_div_passing", "effective_div", "format_share/steps"} <= keys
     documented = documented_keys()
     missing = sorted({doc_name(k) for k in keys} - documented)
     assert not missing, f"metrics.json keys without a row in docs/metrics.md: {missing}"

@@ -38,13 +38,13 @@ def test_abilities_of_the_built_in_tasks(tmp_path):
     have = {name: sorted(k for k, v in vars(a).items() if v is not None)
             for name, a in found.items()}
     assert have == {
-        "countdown": ["embedded_model"],
+        "countdown": ["embedded_model", "formats"],
         "multihop": ["agent", "embedded_model", "figures"],
         # its embedded model is base_model_task's; without one, describe() says what to set
         "searchqa": ["agent", "embedded_model", "figures", "input_check"],
-        "math": ["chat_message", "embedded_model", "input_check", "policy_levels"],
+        "math": ["chat_message", "embedded_model", "formats", "input_check", "policy_levels"],
         # the hooks are there, but levels come from the data: the driver must not ask
-        "math with levels": ["chat_message", "embedded_model", "input_check"],
+        "math with levels": ["chat_message", "embedded_model", "formats", "input_check"],
     }
 
 

@@ -42,6 +42,14 @@ def preflight(cfg: Config, source: str) -> None:
         critic = build_critic(cfg.critic.name, cfg.critic.path, cfg.critic.args, task)
         if isinstance(critic, PreflightCheck):  # e.g. a served critic's endpoint is reachable
             critic.check()
+    from selftrain.judges import JudgeLoadError, build_judge
+    from selftrain.metrics.policy import POLICY_METRICS
+
+    if POLICY_METRICS - set(cfg.metrics.disabled):  # the judge of the policy's class figures
+        try:
+            build_judge(cfg.judge.name, cfg.judge.path, cfg.judge.args, task)
+        except JudgeLoadError as err:
+            raise ConfigError(f"{source}: {err}") from err
     checker = abilities(task).input_check
     if checker is not None:  # tasks that read files check their columns here
         checker.check()

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from selftrain.judges import build_judge
 from selftrain.metrics import (
     DIVERSITY_METRICS,
     correct_per_query,
@@ -20,6 +21,8 @@ from selftrain.metrics import (
     outcome_metrics,
     tail_metrics,
 )
+from selftrain.metrics.formats import format_metrics
+from selftrain.metrics.policy import POLICY_METRICS, policy_diversity
 from selftrain.types import Query
 
 if TYPE_CHECKING:  # annotations only: reading a round's files needs no task or config code
@@ -63,8 +66,17 @@ def round_metrics(cfg: Config, task: Task, frames: RoundFrames, pool: list[Query
         train, samples, solution_key=task.solution_key, split_steps=task.split_steps,
         token_ids=lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"],
         vocab_size=len(tokenizer), enabled=DIVERSITY_METRICS - disabled))
+    if POLICY_METRICS - disabled:  # what the policy itself writes: the test split's samples
+        judge = build_judge(cfg.judge.name, cfg.judge.path, cfg.judge.args, task)
+        out.update(policy_diversity(
+            evals, judge=judge, enabled=POLICY_METRICS - disabled,
+            token_ids=lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"]))
     from selftrain.tasks import abilities
 
+    formats = abilities(task).formats
+    if formats is not None:  # each solution format's share (format collapse)
+        out.update(format_metrics(train["completion"].tolist(), evals["completion"].tolist(),
+                                  formats.format_of))
     figures = abilities(task).figures
     if figures is not None:  # task-specific figures (search agents: searches_per_traj, em, ...)
         out.update(figures.extra_metrics(samples=samples, train=train, evals=evals, test=test))

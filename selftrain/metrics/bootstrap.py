@@ -8,12 +8,19 @@ difficulty level so every resample keeps the split's mix of levels. Both arms ge
 query resample, since they share their queries: the interval is for the difference, not for
 each arm. Each resample recomputes F from one row per query with the metric functions'
 own code (selftrain/metrics/per_query.py). docs/metrics.md states the conventions.
+
+A null verdict says little without what the comparison could have detected: `mde` is the
+smallest true difference detected with 80% probability, (z_{1-alpha/2} + z_{0.8}) times the
+SD of the bootstrap distribution, and `seeds_needed` the seeds a difference of the observed
+size would need, from the spread of the per-seed differences.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -68,6 +75,35 @@ class Difference:
     seeds: int
     undefined_resamples: int
     """Resamples where F was undefined (e.g. no query with 2 accepted rows), left out."""
+    mde: float | None = None
+    """Minimum detectable difference at 80% power (`detectable`)."""
+    seeds_needed: int | None = None
+    """Seeds to detect `diff` at 80% power (`seeds_needed`); None with fewer than 2 seeds or
+    diff = 0."""
+
+
+POWER = 0.8
+
+
+def detectable(bootstrap_diffs: np.ndarray, confidence: float) -> float:
+    """`mde`: (z_{1-alpha/2} + z_{power}) x SD of the bootstrap differences (numpy's std, the
+    SD of the resamples themselves): 2.8 SD at 95%."""
+    return _z_sum(confidence) * float(np.std(bootstrap_diffs))
+
+
+def seeds_needed(seed_diffs: Sequence[float], confidence: float) -> int | None:
+    """`seeds_needed`: ceil(((z_{1-alpha/2} + z_{power}) x s_d / |d|)^2), d the mean and s_d
+    the sample SD (n - 1) of the per-seed differences; None with fewer than 2 seeds or d = 0."""
+    d = float(np.mean(seed_diffs)) if len(seed_diffs) else 0.0
+    if len(seed_diffs) < 2 or d == 0:
+        return None
+    s_d = float(np.std(seed_diffs, ddof=1))
+    return math.ceil((_z_sum(confidence) * s_d / abs(d)) ** 2)
+
+
+def _z_sum(confidence: float) -> float:
+    normal = NormalDist()
+    return normal.inv_cdf(1 - (1 - confidence) / 2) + normal.inv_cdf(POWER)
 
 
 def verdict(lo: float | None, hi: float | None) -> str:
@@ -127,4 +163,6 @@ def paired_bootstrap(pairs: Sequence[SeedPair], figure: Figure, *, resamples: in
     if len(finite):
         lo, hi = (float(x) for x in np.percentile(finite, [tail, 100 - tail]))
     return Difference(float(np.mean(point)), lo, hi, verdict(lo, hi), len(kept),
-                      int(resamples - len(finite)))
+                      int(resamples - len(finite)),
+                      mde=detectable(finite, confidence) if len(finite) else None,
+                      seeds_needed=seeds_needed(point, confidence))

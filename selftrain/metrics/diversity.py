@@ -207,6 +207,40 @@ def _check_enabled(enabled: Collection[str], vocab_size: int) -> set[str]:
     return enabled
 
 
+def group_diversity(
+    completions: Sequence[str],
+    groups: Sequence[np.ndarray],
+    *,
+    enabled: Collection[str],
+    token_ids: TokenIds,
+    vocab_size: int = 0,
+    embedder: Embedder | None = None,
+) -> dict[str, list[float | None]]:
+    """`distinct_n`, `ead`, `self_bleu` and `embed_div` (those in `enabled`) of each group of
+    `completions` (index arrays, each of 2 or more): one value per group, None where a group
+    has no n-gram. Tokens and embeddings are computed once for all completions, so the
+    training set and the test split pay one tokenizer and one MiniLM call each."""
+    out: dict[str, list[float | None]] = {}
+    enabled = set(enabled)
+    if enabled & {"distinct_n", "ead", "self_bleu"}:
+        grams = [_ngrams(ids) for ids in (token_ids(list(completions)) if completions else [])]
+        stats = [_unique_and_total([grams[i] for i in idx]) for idx in groups]
+        if "distinct_n" in enabled:
+            out["distinct_n"] = [_distinct_n(s) for s in stats]
+        if "ead" in enabled:
+            out["ead"] = [_ead(s, vocab_size) for s in stats]
+        if "self_bleu" in enabled:
+            out["self_bleu"] = [_self_bleu([grams[i] for i in idx]) for idx in groups]
+    if "embed_div" in enabled:
+        # One batched call for the whole round; the groups then only slice rows.
+        values: list[float | None] = []
+        if len(groups):  # the model is loaded only when there is something to embed
+            emb = (embedder or Embedder()).encode(completions).astype(np.float64)
+            values = [_embed_div(emb[idx]) for idx in groups]
+        out["embed_div"] = values
+    return out
+
+
 def diversity_metrics(
     train: pd.DataFrame,
     samples: pd.DataFrame,
@@ -244,23 +278,10 @@ def diversity_metrics(
         out["distinct_paths"] = distinct_paths(paths_per_query(train["query_id"], keys))
         out["distinct_paths_pooled"] = float(len(set(keys))) if len(keys) >= 2 else None
 
-    if enabled & {"distinct_n", "ead", "self_bleu"}:
-        grams = [_ngrams(ids) for ids in (token_ids(completions) if completions else [])]
-        stats = [_unique_and_total([grams[i] for i in idx]) for idx in groups]
-        if "distinct_n" in enabled:
-            put("distinct_n", [_distinct_n(s) for s in stats])
-        if "ead" in enabled:
-            put("ead", [_ead(s, vocab_size) for s in stats])
-        if "self_bleu" in enabled:
-            put("self_bleu", [_self_bleu([grams[i] for i in idx]) for idx in groups])
-
-    if "embed_div" in enabled:
-        # One batched call for the whole round; the groups then only slice rows.
-        values: list[float | None] = []
-        if groups:  # the model is loaded only when there is something to embed
-            emb = (embedder or Embedder()).encode(completions).astype(np.float64)
-            values = [_embed_div(emb[idx]) for idx in groups]
-        put("embed_div", values)
+    per_group = group_diversity(completions, groups, enabled=enabled, token_ids=token_ids,
+                                vocab_size=vocab_size, embedder=embedder)
+    for name, values in per_group.items():
+        put(name, values)
 
     if "answer_entropy" in enabled:
         out["answer_entropy"] = _answer_entropy(samples)

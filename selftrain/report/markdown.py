@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from selftrain.metrics.keys import ARM_TABLE_KEYS, COUNT_KEYS, hardest_key, resolve_key
 from selftrain.report.comparison import comparison_markdown
 from selftrain.report.figures import FIGURES, ArmStyle, ByArm, arm_styles, fig_histograms
+from selftrain.report.policy_figures import POLICY_FIGURES
 from selftrain.report.runs import RunMetrics, Stat, find_runs, metric_keys, series
 
 
@@ -52,7 +53,7 @@ def _experiment_section(exp: str, by_arm: ByArm, styles: dict[str, ArmStyle],
                         out_dir: Path) -> list[str]:
     lines = [f"## Experiment `{exp}`", ""]
     n = 0
-    for name, title, make, sentence in FIGURES:
+    for name, title, make, sentence in FIGURES + POLICY_FIGURES:
         fig = make(exp, by_arm, styles)
         if fig is None:
             continue

@@ -16,6 +16,8 @@ started to implement is complete and has the documented parameters. The driver t
 - `ChatMessage` (`user_message`): with `model.chat_template` on, the user turn to render is
   another text than the base-model prompt (math asks an instruct model to reason step by step
   and box its answer).
+- `SolutionFormats` (`format_of`): names the format of a completion (countdown's step lines
+  against one nested expression), for the format-share figures.
 """
 
 from __future__ import annotations
@@ -159,6 +161,16 @@ class ChatMessage(Protocol):
     def user_message(self, query: Query) -> str: ...
 
 
+@runtime_checkable
+class SolutionFormats(Protocol):
+    """A task whose completions come in formats it can tell apart; the round's metrics then
+    state each format's share of the training set and of the test samples."""
+
+    def format_of(self, completion: str) -> str | None:
+        """The format's name, or None when the completion has none of the task's formats."""
+        ...
+
+
 ABILITIES: dict[str, type] = {
     "agent": AgentTask,
     "figures": TaskFigures,
@@ -166,6 +178,7 @@ ABILITIES: dict[str, type] = {
     "input_check": InputCheck,
     "embedded_model": EmbeddedModel,
     "chat_message": ChatMessage,
+    "formats": SolutionFormats,
 }
 """Field of `Abilities` -> the protocol a task implements to have it."""
 
@@ -181,6 +194,7 @@ class Abilities:
     input_check: InputCheck | None
     embedded_model: EmbeddedModel | None
     chat_message: ChatMessage | None
+    formats: SolutionFormats | None
 
 
 def _members(protocol: type) -> list[str]:

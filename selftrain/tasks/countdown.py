@@ -8,6 +8,12 @@ solution has exactly n-1 steps. From level 3 up most queries have several soluti
 
 Prompt:      "3 7 2 -> 23\n"
 Completion:  "7*3=21\n21+2=23\n"   (the loop appends EOS)
+
+A second solution format is accepted too: one nested expression, "(7*3)+2=23\n". The checker
+reads it as the steps it stands for, in evaluation order ("7*3=21", "21+2=23"), under the same
+rules (every intermediate a positive integer, exact division, each number used once), so the
+two formats of one solution have one solution key; `format_of` tells them apart ("steps" or
+"expression"), for the format-share figures.
 """
 
 from __future__ import annotations
@@ -21,11 +27,18 @@ from functools import lru_cache
 from typing import Any
 
 from selftrain.tasks.base import Demonstration
+from selftrain.tasks.countdown_lines import (
+    as_expression,
+    check_formats,
+    claimed,
+    expand,
+    expression_steps,
+    parse_step,
+)
 from selftrain.tasks.levels import LevelStreams
 from selftrain.tasks.registry import register_task
 from selftrain.types import Query
 
-_STEP = re.compile(r"(\d+)([-+*/])(\d+)=(-?\d+)")  # a negative claim parses, then fails
 _SOLVE_CAP = 20_000
 """Most solutions `reference_solutions` enumerates before sampling (level 5 stays below it)."""
 
@@ -132,14 +145,6 @@ class StepCheck:
     """A short sentence naming what failed; "" when the step is ok."""
 
 
-def parse_step(text: str) -> tuple[int, str, int, int] | None:
-    """(a, op, b, claimed result) of a step like "7*3=21" (spaces ignored), else None."""
-    m = _STEP.fullmatch(re.sub(r"\s+", "", text))
-    if m is None:
-        return None
-    return int(m[1]), m[2], int(m[3]), int(m[4])
-
-
 def _have(pool: Counter) -> str:
     return " ".join(map(str, sorted(pool.elements()))) or "nothing"
 
@@ -173,6 +178,18 @@ def _arithmetic_problem(a: int, op: str, b: int, claimed: int) -> str:
 
 
 def check_steps(numbers: Iterable[int], target: int, steps: Sequence[str]) -> list[StepCheck]:
+    """One verdict per line: a step line is judged as in `_check_simple`; an expression line
+    by its steps (`expression_steps`), ok when all are, else the verdict of its first bad one."""
+    simple, owner = expand(steps)
+    checks = _check_simple(numbers, target, simple)
+    out = []
+    for i in range(len(steps)):
+        mine = [c for c, o in zip(checks, owner) if o == i]
+        out.append(next((c for c in mine if not c.ok), mine[-1]))
+    return out
+
+
+def _check_simple(numbers: Iterable[int], target: int, steps: Sequence[str]) -> list[StepCheck]:
     """One verdict per step, replaying the steps on the multiset of available numbers.
 
     A legal step consumes its two operands and adds its result. An illegal one (unparseable,
@@ -244,9 +261,10 @@ def _needs_all(numbers: list[int], target: int) -> bool:
 
 
 def solution_key(steps: Iterable[str]) -> str:
-    """Canonical path: whitespace dropped, operands of + and * sorted, steps joined by "|"."""
+    """Canonical path: whitespace dropped, operands of + and * sorted, steps joined by "|"; an
+    expression line counts as the steps it stands for (so both formats of a solution match)."""
     keys = []
-    for text in steps:
+    for text in expand(list(steps))[0]:
         parsed = parse_step(text)
         if parsed is None:
             keys.append(re.sub(r"\s+", "", text))
@@ -265,6 +283,10 @@ class CountdownTask:
     Each level has one deterministic stream of distinct queries (`LevelStreams`); a query's id
     is its position in that stream. The test split is the head of the stream, the training pool
     the next `train_per_level` queries, and demonstrations come after that.
+
+    `formats`: mixture weights of the solution formats the base model's demonstrations are
+    written in, e.g. {"steps": 0.5, "expression": 0.5} (the Echo Chamber set-up: does
+    self-training keep both, or converge on one?); None writes step lines only.
     """
 
     name = "countdown"
@@ -279,6 +301,7 @@ class CountdownTask:
         max_number: int = 12,
         target_min: int = 10,
         target_max: int = 99,
+        formats: dict[str, float] | None = None,
     ) -> None:
         if not levels or min(levels) < 2:
             raise ValueError(f"countdown levels must be at least 2 numbers each, got {levels!r}")
@@ -287,6 +310,7 @@ class CountdownTask:
                 f"countdown needs max_number >= 1 and target_min <= target_max, got "
                 f"max_number={max_number}, target_min={target_min}, target_max={target_max}"
             )
+        self.formats = check_formats(formats)
         self.seed = seed
         self.max_number = max_number
         self.target_min = target_min
@@ -328,11 +352,11 @@ class CountdownTask:
         return [line.strip() for line in completion.splitlines() if line.strip()]
 
     def extract_answer(self, completion: str) -> str | None:
-        """The result of the last line that reads as a step, or None when no line does."""
+        """The result of the last line that reads as a step or an expression, or None."""
         for line in reversed(self.split_steps(completion)):
-            parsed = parse_step(line)
-            if parsed is not None:
-                return str(parsed[3])
+            result = claimed(line)
+            if result is not None:
+                return str(result)
         return None
 
     def is_correct(self, query: Query, completion: str) -> bool:
@@ -343,8 +367,17 @@ class CountdownTask:
         target = query.data["target"]
         if not all(c.ok for c in check_steps(query.data["numbers"], target, steps)):
             return False
-        last = parse_step(steps[-1])
-        return last is not None and last[3] == target
+        return claimed(steps[-1]) == target
+
+    def format_of(self, completion: str) -> str | None:
+        """"steps" (every line a step, so also any one-step answer) or "expression" (one line,
+        a nested expression); None for anything else."""
+        lines = self.split_steps(completion)
+        if lines and all(parse_step(line) is not None for line in lines):
+            return "steps"
+        if len(lines) == 1 and expression_steps(lines[0]) is not None:
+            return "expression"
+        return None
 
     def solution_key(self, steps: list[str]) -> str:
         """Two solutions are the same path when they differ only in spacing or operand order."""
@@ -365,11 +398,25 @@ class CountdownTask:
         """Seed-SFT examples: `per_query` solutions, chosen at random with `seed`, of each of
         `extra_per_level` fresh queries per level (`LevelStreams.fresh`: a base model that
         memorised the pool would make rejection sampling look easy)."""
-        return [Demonstration(q.prompt, completion)
+        rng = random.Random(f"countdown-formats:{self.seed}:{seed}")
+        return [Demonstration(q.prompt, self._in_format(completion, rng))
                 for q in self.streams.fresh(levels, extra_per_level)
                 for completion in self.reference_solutions(q, k=per_query, seed=seed)]
 
+    def _in_format(self, completion: str, rng: random.Random) -> str:
+        """`completion` (step lines) rewritten in a format drawn from `formats`."""
+        if self.formats is None:
+            return completion
+        names = list(self.formats)
+        fmt = rng.choices(names, weights=[self.formats[n] for n in names])[0]
+        expr = as_expression(self.split_steps(completion)) if fmt == "expression" else None
+        return completion if expr is None else expr + "\n"
+
     def describe(self) -> dict[str, Any]:
         """The parameters that fix this task's queries (for config echo and run metadata)."""
-        return {"name": self.name, **self.streams.describe(), "max_number": self.max_number,
-                "target_min": self.target_min, "target_max": self.target_max}
+        out = {"name": self.name, **self.streams.describe(), "max_number": self.max_number,
+               "target_min": self.target_min, "target_max": self.target_max}
+        if self.formats is not None:  # absent by default, so existing base models stay cached
+            out["formats"] = dict(self.formats)
+        return out
+

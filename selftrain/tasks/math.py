@@ -32,7 +32,12 @@ from typing import Any
 
 from selftrain.tasks.base import Demonstration
 from selftrain.tasks.data import DataSplits, QueryIds, check_splits, parse_level, require_columns
-from selftrain.tasks.math_answers import ANSWER_FORMATS, answers_match, extract_final_answer
+from selftrain.tasks.math_answers import (
+    ANSWER_FORMATS,
+    answer_marker,
+    answers_match,
+    extract_final_answer,
+)
 from selftrain.tasks.registry import register_task
 from selftrain.types import Query
 
@@ -271,6 +276,10 @@ class MathTask:
     def extract_answer(self, completion: str) -> str | None:
         """The last "#### x", "\\boxed{x}" or "The answer is x" of the completion, normalized."""
         return extract_final_answer(completion, "auto")
+
+    def format_of(self, completion: str) -> str | None:
+        """How the final answer is stated: "boxed", "answer_is" or "gsm8k" (`answer_marker`)."""
+        return answer_marker(completion)
 
     def is_correct(self, query: Query, completion: str) -> bool:
         return answers_match(query.data["answer"], self.extract_answer(completion),

@@ -85,6 +85,13 @@ def extract_final_answer(text: str, answer_format: str = "auto") -> str | None:
     return normalize_math_answer(max(found, key=lambda hit: hit[0])[1]) or None
 
 
+def answer_marker(text: str) -> str | None:
+    """The marker that states the final answer of `text`, as "auto" reads it (the last one):
+    "boxed", "answer_is" or "gsm8k" ("#### x"); None when there is none."""
+    found = [(hit[0], name) for name, f in _EXTRACTORS.items() if (hit := f(text)) is not None]
+    return max(found)[1] if found else None
+
+
 def normalize_math_answer(answer: str) -> str:
     """Canonical text of a final answer, so equal answers are equal strings (for `maj@n`).
 
