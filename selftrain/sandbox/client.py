@@ -23,7 +23,8 @@ _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
 class Sandbox:
     """A warm server process and the lock that serialises batches to it. `isolation="auto"`
     uses namespaces when the kernel allows them (else falls back, logs a warning, and says so
-    in every result); "rlimits" forces the fallback."""
+    in every result); "rlimits" forces the fallback; "userns" takes the path of a non-root
+    caller (a user namespace, capabilities dropped) even as root."""
 
     def __init__(self, parallel: int | None = None, isolation: str = "auto") -> None:
         self.parallel = parallel or os.cpu_count() or 1

@@ -46,10 +46,11 @@ class Running:
 
 
 class Server:
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, user_namespace: bool) -> None:
         self.mode = mode
         self.note = ""
         self.root = os.geteuid() == 0
+        self.user_namespace = user_namespace
         self.mountpoint = tempfile.mkdtemp(prefix="selftrain-sandbox-")
         self.stdlib = isolate.stdlib_dirs()
         self.exited: dict[int, int] = {}
@@ -65,9 +66,11 @@ class Server:
         os.setsid()
         limits = isolate.Limits(**job["limits"])
         if self.mode == "rlimits":
+            if self.root:
+                isolate.drop_privileges(as_root=True)
             self._program(job, limits, wfd)
         try:
-            isolate.enter_namespaces(user=not self.root)
+            isolate.enter_namespaces(user=self.user_namespace)
         except OSError as exc:
             runner.report(wfd, {"status": "error", "setup_error": f"namespaces: {exc}"})
             os._exit(0)
@@ -76,7 +79,7 @@ class Server:
             try:
                 isolate.prctl(isolate.PR_SET_PDEATHSIG, signal.SIGKILL)
                 isolate.build_root(self.mountpoint, limits.tmp_mb)
-                isolate.drop_privileges(as_root=self.root)
+                isolate.drop_privileges(as_root=not self.user_namespace)
             except OSError as exc:
                 runner.report(wfd, {"status": "error", "setup_error": f"sandbox root: {exc}"})
                 os._exit(0)
@@ -100,8 +103,10 @@ class Server:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         sys.path[:] = self.stdlib
         isolate.set_rlimits(limits)
+        me = os.getpid()
         verdict = runner.run(job["program"], job["tests"], limits.output_chars)
-        runner.report(_FD_RESULT, verdict)
+        if os.getpid() == me:  # a child the program forked does not speak for it
+            runner.report(_FD_RESULT, verdict)
         os._exit(0)
 
     # ---- the server side ------------------------------------------------------------------
@@ -109,6 +114,8 @@ class Server:
         rfd, wfd = os.pipe()
         cfd_r, cfd_w = os.pipe()
         workdir = tempfile.mkdtemp(prefix="job-") if self.mode == "rlimits" else None
+        if workdir and self.root:
+            os.chown(workdir, isolate.NOBODY, isolate.NOBODY)
         job = {**job, "workdir": workdir}
         now = time.monotonic()
         pid = os.fork()
@@ -257,11 +264,13 @@ def _death(status: int, mode: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--isolation", choices=("auto", "rlimits"), default="auto")
+    parser.add_argument("--isolation", choices=("auto", "userns", "rlimits"), default="auto",
+                        help="userns: a user namespace even when root (the non-root path)")
     args = parser.parse_args()
     isolate.prctl(isolate.PR_SET_PDEATHSIG, signal.SIGKILL)
     isolate.prctl(isolate.PR_SET_CHILD_SUBREAPER, 1)
-    server = Server("namespaces" if args.isolation == "auto" else "rlimits")
+    server = Server("rlimits" if args.isolation == "rlimits" else "namespaces",
+                    user_namespace=args.isolation == "userns" or os.geteuid() != 0)
     out = sys.stdout.buffer
     try:
         server.probe()
