@@ -178,12 +178,12 @@ def test_no_network_to_a_loopback_server(run):
 
 
 def test_killing_its_parent_hurts_nobody(run, sandbox):
-    server_pid = sandbox._proc.pid
+    server_pid = sandbox.server_pid
     program = (f"import os, signal\nfor pid in [os.getppid(), 1, {server_pid}, {os.getpid()}]:\n"
                "    try:\n        os.kill(pid, signal.SIGKILL)\n    except OSError:\n        pass")
     result = run(program, "assert True")
     assert result.status in ("passed", "error")
-    assert sandbox._proc.poll() is None
+    assert sandbox.alive() and sandbox.server_pid == server_pid
 
 
 def test_exits_before_or_inside_the_tests_are_errors(run):

@@ -34,6 +34,15 @@ class Sandbox:
         self.isolation = ""
         self.note = ""
 
+    @property
+    def server_pid(self) -> int:
+        """The warm server's pid (started if it is not running)."""
+        with self._lock:
+            return self._ensure().pid
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
     def _ensure(self) -> subprocess.Popen:
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
