@@ -62,8 +62,8 @@ class Sandbox:
         return self._proc
 
     def run(self, programs: Sequence[str], tests: Sequence[str | list[str]],
-            limits: Limits) -> list[ExecResult]:
-        jobs = [{"program": p, "tests": split_tests(t), "limits": asdict(limits)}
+            limits: Limits, trace: bool = False) -> list[ExecResult]:
+        jobs = [{"program": p, "tests": split_tests(t), "limits": asdict(limits), "trace": trace}
                 for p, t in zip(programs, tests, strict=True)]
         if not jobs:
             return []
@@ -96,15 +96,17 @@ def default_sandbox() -> Sandbox:
 
 
 def execute(program: str, test: str | list[str], *, timeout_s: float, memory_mb: int,
-            sandbox: Sandbox | None = None, **limits: int) -> ExecResult:
+            sandbox: Sandbox | None = None, trace: bool = False, **limits: int) -> ExecResult:
     """Run `program`, then each statement of `test`, in the sandbox (one fresh process in fresh
-    namespaces); other `limits` as in `Limits` (file_mb, tmp_mb, nproc, nofile, output_chars)."""
+    namespaces); other `limits` as in `Limits` (file_mb, tmp_mb, nproc, nofile, output_chars);
+    `trace` records, for a failed test, the program's last line that ran (`trace_line`)."""
     return execute_many([program], [test], timeout_s=timeout_s, memory_mb=memory_mb,
-                        sandbox=sandbox, **limits)[0]
+                        sandbox=sandbox, trace=trace, **limits)[0]
 
 
 def execute_many(programs: Sequence[str], tests: Sequence[str | list[str]], *, timeout_s: float,
-                 memory_mb: int, sandbox: Sandbox | None = None, **limits: int) -> list[ExecResult]:
+                 memory_mb: int, sandbox: Sandbox | None = None, trace: bool = False,
+                 **limits: int) -> list[ExecResult]:
     """`execute` for many programs at once (the server runs `sandbox.parallel` at a time)."""
     chosen = replace(Limits(), timeout_s=timeout_s, memory_mb=memory_mb, **limits)
-    return (sandbox or default_sandbox()).run(programs, tests, chosen)
+    return (sandbox or default_sandbox()).run(programs, tests, chosen, trace=trace)

@@ -23,6 +23,9 @@ class ExecResult:
     """The exception's last line, e.g. "ZeroDivisionError: division by zero"."""
     error_line: int | None = None
     """The program's line (1-based) where the exception was raised, when it was in the program."""
+    trace_line: int | None = None
+    """For a failed test run with tracing: the program's last line that ran before the test's
+    assert failed (where the value it checked was last changed or returned)."""
     output: str = ""
     """What the program printed (stdout and stderr), capped."""
     duration_s: float = 0.0

@@ -67,10 +67,26 @@ def _status(exc: BaseException, in_test: bool) -> str:
     return "error"
 
 
-def run(program: str, tests: list[str], output_cap: int) -> dict:
+class LineTrace:
+    """The last line of the program that ran (sys.settrace on the program's frames only): for a
+    failed test, the line after which the value the test saw was final."""
+
+    def __init__(self) -> None:
+        self.last: int | None = None
+
+    def __call__(self, frame, event, arg):  # sys.settrace calls it so
+        if frame.f_code.co_filename != PROGRAM:
+            return None
+        if event == "line":
+            self.last = frame.f_lineno
+        return self
+
+
+def run(program: str, tests: list[str], output_cap: int, trace: bool = False) -> dict:
     """The verdict of `program` against `tests` (every BaseException is caught: a SystemExit in
-    a test is an error, not an exit)."""
+    a test is an error, not an exit). With `trace`, a failed verdict carries `trace_line`."""
     out = CappedOutput(output_cap)
+    tracer = LineTrace()
     sys.stdout = sys.stderr = out
     namespace: dict = {"__name__": "__main__"}
     verdict: dict = {"status": "passed"}
@@ -78,12 +94,18 @@ def run(program: str, tests: list[str], output_cap: int) -> dict:
     try:
         exec(compile(program, PROGRAM, "exec"), namespace)
         for current in tests:
+            tracer.last = None
+            sys.settrace(tracer if trace else None)
             exec(compile(current, TEST, "exec"), namespace)
+            sys.settrace(None)
     except BaseException as exc:  # noqa: B036 -- the program may raise anything, SystemExit too
         in_test = current is not None
         verdict = {"status": _status(exc, in_test), "failing_test": current if in_test else None,
                    "exception": traceback.format_exception_only(type(exc), exc)[-1].strip()[:500],
                    "error_line": _error_line(exc)}
+        sys.settrace(None)
+        if trace and verdict["status"] == "failed":
+            verdict["trace_line"] = tracer.last
     verdict["output"] = out.text()
     return verdict
 

@@ -104,7 +104,8 @@ class Server:
         sys.path[:] = self.stdlib
         isolate.set_rlimits(limits)
         me = os.getpid()
-        verdict = runner.run(job["program"], job["tests"], limits.output_chars)
+        verdict = runner.run(job["program"], job["tests"], limits.output_chars,
+                             trace=bool(job.get("trace")))
         if os.getpid() == me:  # a child the program forked does not speak for it
             runner.report(_FD_RESULT, verdict)
         os._exit(0)
