@@ -19,6 +19,7 @@ from critics.protocol import Critic
 ENTRY_POINT_GROUP = "selftrain.critics"
 
 BUILTIN_CRITICS: dict[str, str] = {
+    "code-exec": "critics.code_exec:CodeExecCritic",
     "countdown-oracle": "critics.countdown_oracle:CountdownOracle",
     "lm": "critics.lm:LMCritic",
     "multihop-oracle": "critics.multihop_oracle:MultihopOracle",

@@ -1,0 +1,120 @@
+"""The embedded code task, its execution critic and the code figures, on hand-made programs
+with known answers (no Ray, no model)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from critics import CritiqueRequest
+from critics.registry import build_critic
+from selftrain.metrics import code as figures
+from selftrain.tasks import make_task
+
+SUM_EVENS = "# if x % 2 == 0 | sum\ndef f(xs):\n"
+
+
+@pytest.fixture(scope="module")
+def task():
+    return make_task("code", seed=0, levels=[2, 3], train_per_level=6, test_per_level=4)
+
+
+def test_normalisation_ignores_names_formatting_and_docstrings():
+    a = "def f(xs):\n    '''doc'''\n    ys = [x * 2 for x in xs]  # twice\n    return sum(ys)\n"
+    b = "def f(items):\n    out=[v*2 for v in items]\n    return sum(out)"
+    c = "def f(xs):\n    return sum(map(lambda x: x * 2, xs))"
+    assert figures.normalise_program(a) == figures.normalise_program(b)
+    assert figures.normalise_program(a) != figures.normalise_program(c)
+    # two queries: {a, b, c} -> 2 distinct, {c} -> 1; mean 1.5
+    assert figures.distinct_programs([[a, b, c], [c]]) == 1.5
+    # the passing group counts a query with none passing as 0
+    assert figures.distinct_programs([[a], []], passing=True) == 0.5
+    assert figures.distinct_programs([[a], []]) == 1.0
+
+
+def test_ast_distinct_n_by_hand():
+    assert figures.node_types("x = 1") == ["Module", "Assign", "Name", "Store", "Constant"]
+    # identical programs: n=1: 5 unique of 10, n=2: 4 of 8, n=3: 3 of 6, n=4: 2 of 4 -> 0.5
+    assert figures.ast_distinct_n([["x = 1", "y = 2"]]) == pytest.approx(0.5)
+    assert figures.ast_distinct_n([["x = 1"], ["y = 2"]]) is None  # no query with 2 programs
+    # "x = 1" vs "x" (Module Expr Name Load), "def (" does not parse and is left out:
+    # n=1 7 unique of 9; n=2..4 all unique (7/7, 5/5, 3/3)
+    expected = (7 / 9 + 1 + 1 + 1) / 4
+    assert figures.ast_distinct_n([["x = 1", "x", "def ("]]) == pytest.approx(expected)
+
+
+def test_behaviour_classes_and_status_shares_by_hand():
+    assert figures.behaviour_classes([["1|2", "1|2", "1|3"], ["!error"]]) == 1.5
+    assert figures.behaviour_classes([[], ["a"]], passing=True) == 0.5
+    shares = figures.status_shares(["passed", "timeout", "error", "error", "failed"])
+    assert shares == {"exec_timeout_share": 0.2, "exec_memory_share": 0.0, "exec_error_share": 0.4}
+    assert figures.status_shares([])["exec_error_share"] is None
+
+
+def test_reference_solutions_vary_and_pass(task):
+    for query in task.queries("test"):
+        solutions = task.reference_solutions(query, k=4)
+        assert len(solutions) == 4
+        assert len({task.solution_key(task.split_steps(s)) for s in solutions}) == 4
+        assert all(task.is_correct(query, s) for s in solutions)
+        assert query.prompt.endswith("def f(xs):\n")
+        assert len(query.data["tests"]) == 3 and len(query.data["extra_inputs"]) == 5
+    levels = {q.difficulty for q in task.queries("train")}
+    assert levels == {2, 3}
+    shortest = {q.difficulty: min(len(task.split_steps(s)) for s in task.reference_solutions(q, 50))
+                for q in task.queries("train")}
+    assert shortest == {2: 2, 3: 3}  # one line per operation at the shortest
+
+
+def _query_for(task, ops, tests, extra):
+    from selftrain.types import Query
+    return Query("code-hand-0", 2, SUM_EVENS,
+                 data={"ops": ops, "tests": tests, "extra_inputs": extra})
+
+
+def test_execution_critic_flags_the_line_that_went_wrong(task):
+    query = _query_for(task, [["filter", "x % 2 == 0"], ["final", "sum"]],
+                       ["assert f([1, 2, 4]) == 6", "assert f([3]) == 0"], [[[1, 2]], [[]]])
+    critic = build_critic("code-exec", None, {}, task)
+    bodies = {
+        "right": "    xs = [x for x in xs if x % 2 == 0]\n    return sum(xs)\n",
+        "raises": "    xs = [x for x in xs if x % 2 == 0]\n    xs = xs / 0\n    return sum(xs)\n",
+        "wrong": "    xs = [x for x in xs if x % 2 == 1]\n\n    return sum(xs)\n",
+        "syntax": "    xs = [x for x in xs if x % 2 == 0]\n    return sum(xs))\n",
+        "loops": "    while True:\n        pass\n",
+    }
+    requests = [CritiqueRequest(name, query, task.split_steps(body), body)
+                for name, body in bodies.items()]
+    task.runner.timeout_s = 0.5
+    try:
+        out = {c.sample_id: c for c in critic.critique(requests)}
+    finally:
+        task.runner.timeout_s = 2.0
+    assert out["right"].first_error == -1
+    assert out["raises"].first_error == 1 and "TypeError" in out["raises"].verdicts[1].feedback
+    # the wrong filter makes no exception: the test's value was final at the return line
+    assert out["wrong"].first_error == 1 and "assert f([1, 2, 4]) == 6" in out["wrong"].feedback
+    assert out["syntax"].first_error == 1
+    assert out["loops"].first_error == 1 and "time" in out["loops"].verdicts[1].feedback
+    assert task.is_correct(query, bodies["right"]) and not task.is_correct(query, bodies["wrong"])
+
+
+def test_code_figures_of_a_round(task):
+    query = task.queries("test")[0]
+    refs = task.reference_solutions(query, k=2)
+    wrong = "    return 12345\n"
+    crash = "    return 1 / 0\n"
+    samples = pd.DataFrame({"query_id": [query.query_id] * 4, "origin": ["sample"] * 3 + ["refine"],
+                            "completion": [refs[0], wrong, crash, refs[1]]})
+    evals = pd.DataFrame({"query_id": [query.query_id] * 3, "completion": [refs[0], refs[1], wrong],
+                          "correct": [True, True, False]})
+    train = pd.DataFrame({"query_id": [query.query_id] * 2, "completion": refs,
+                          "correct": [True, True]})
+    got = task.extra_metrics(samples=samples, train=train, evals=evals, test=[query])
+    assert got["distinct_programs"] == 2 and got["distinct_programs_passing"] == 2
+    assert got["behaviour_classes"] == 1  # two correct programs, same outputs on extra inputs
+    assert got["eval_distinct_programs"] == 3 and got["eval_distinct_programs_passing"] == 2
+    assert got["eval_behaviour_classes"] == 2 and got["eval_behaviour_classes_passing"] == 1
+    assert got["exec_error_share"] == pytest.approx(1 / 3)
+    assert got["exec_timeout_share"] == got["exec_memory_share"] == 0.0
+    assert got["eval_ast_distinct_n"] is not None and 0 < got["eval_ast_distinct_n"] <= 1
