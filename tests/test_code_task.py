@@ -3,6 +3,8 @@ with known answers (no Ray, no model)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -118,3 +120,47 @@ def test_code_figures_of_a_round(task):
     assert got["exec_error_share"] == pytest.approx(1 / 3)
     assert got["exec_timeout_share"] == got["exec_memory_share"] == 0.0
     assert got["eval_ast_distinct_n"] is not None and 0 < got["eval_ast_distinct_n"] <= 1
+
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def test_mbpp_layout_from_a_local_file():
+    task = make_task("code_data", train=str(DATA / "mbpp_fixture.jsonl"),
+                     test=str(DATA / "mbpp_fixture.jsonl"), layout="mbpp")
+    queries = task.queries("test")
+    assert [q.query_id for q in queries][:2] == ["test-1", "test-2"]
+    assert queries[0].prompt.startswith('"""\nWrite a function to return the sum of the squares')
+    assert "assert sum_squares([1, 2, 3]) == 14" in queries[0].prompt
+    # levels from the reference's length: 2 lines -> 1, 5 -> 2, 9 -> 3, 11 -> 4
+    assert [q.difficulty for q in queries] == [1, 2, 1, 2, 3, 4]
+    for q in queries:
+        (reference,) = task.reference_solutions(q)
+        assert task.is_correct(q, reference), q.query_id
+        assert not task.is_correct(q, reference.replace("return", "return 'wrong'  #", 1))
+    assert queries[0].data["calls"] == ["sum_squares([1, 2, 3])", "sum_squares([])",
+                                        "sum_squares([-2])"]
+    demos = task.demonstrations([1], extra_per_level=1)
+    assert len(demos) == 1 and demos[0].completion.startswith("def sum_squares")
+
+
+def test_humaneval_layout_and_its_critic():
+    task = make_task("code_data", train=str(DATA / "humaneval_fixture.jsonl"),
+                     test=str(DATA / "humaneval_fixture.jsonl"), layout="humaneval")
+    first, second = task.queries("test")
+    assert first.prompt.startswith("def add_one(xs):") and task.body_offset(first) == 5
+    assert task.is_correct(first, "    return [x + 1 for x in xs]\n")
+    assert not task.is_correct(first, "    return [x + 2 for x in xs]\n")
+    assert first.data["calls"] == ["add_one([1, 2])", "add_one([])", "add_one([-1])"]
+    body = "    if not words:\n        return None\n    return min(words, key=len)\n"
+    (critique,) = build_critic("code-exec", None, {}, task).critique(
+        [CritiqueRequest("s", second, task.split_steps(body), body)])
+    assert critique.first_error == 2  # the line that returned the wrong word
+
+
+def test_code_data_names_a_missing_column(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "x", "code": "def f(): pass"}\n')
+    task = make_task("code_data", train=str(bad), test=str(bad))
+    with pytest.raises(ValueError, match="test_list"):
+        task.queries("train")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from selftrain.tasks import code, countdown, math, multihop, searchqa  # noqa: F401  (register themselves)
+from selftrain.tasks import code, code_data, countdown, math, multihop, searchqa  # noqa: F401  (register themselves)
 from selftrain.tasks.base import (
     Abilities,
     AgentTask,

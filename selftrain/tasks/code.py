@@ -143,5 +143,5 @@ class CodeTask:
                       test: Sequence[Query]) -> dict[str, float | None]:
         """The code figures (docs/metrics.md, "Code")."""
         queries = {q.query_id: q for q in [*self.queries("train"), *test]}
-        return code_figures(self, self.runner, lambda q: behaviour_test("f", q.data["extra_inputs"]),
+        return code_figures(self, self.runner, lambda q: behaviour_test([f"f({xs!r})" for [xs] in q.data["extra_inputs"]]),
                             samples=samples, train=train, evals=evals, queries=queries)

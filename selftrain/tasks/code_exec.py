@@ -35,11 +35,11 @@ class ExecutableTask(Protocol):
                      trace: bool = False) -> list[ExecResult]: ...
 
 
-def behaviour_test(entry_point: str, inputs: list) -> str:
-    """One test statement that prints the program's output on each input (an exception's type
-    is an output) as one line: the program's behaviour vector."""
-    return (f"_outs = []\nfor _x in {inputs!r}:\n    try:\n"
-            f"        _outs.append(repr({entry_point}(*_x)))\n"
+def behaviour_test(calls: Sequence[str]) -> str:
+    """One test statement that prints the value of each call (`f([1, 2])`; an exception's type
+    is a value) as one line: the program's behaviour vector."""
+    thunks = ", ".join(f"lambda: {c}" for c in calls)
+    return (f"_outs = []\nfor _c in [{thunks}]:\n    try:\n        _outs.append(repr(_c()))\n"
             "    except Exception as _e:\n        _outs.append('!' + type(_e).__name__)\n"
             f"print({_SEP!r}.join(_outs))")
 
