@@ -54,7 +54,7 @@ class CodeExecCritic:
             flagged = n
         else:
             line = result.error_line if result.status == "error" else result.trace_line
-            offset = self.task.body_offset(req.query)
+            offset = self.task.body_offset(req.query, completion)
             step = _step_of_line(completion, None if line is None else line - offset)
             if step is None:  # raised in a test, in the header, or no trace: judge the end
                 step = 0 if line is not None and line <= offset else n - 1

@@ -148,7 +148,7 @@ def test_humaneval_layout_and_its_critic():
     task = make_task("code_data", train=str(DATA / "humaneval_fixture.jsonl"),
                      test=str(DATA / "humaneval_fixture.jsonl"), layout="humaneval")
     first, second = task.queries("test")
-    assert first.prompt.startswith("def add_one(xs):") and task.body_offset(first) == 5
+    assert first.prompt.startswith("def add_one(xs):") and task.body_offset(first, "") == 5
     assert task.is_correct(first, "    return [x + 1 for x in xs]\n")
     assert not task.is_correct(first, "    return [x + 2 for x in xs]\n")
     assert first.data["calls"] == ["add_one([1, 2])", "add_one([])", "add_one([-1])"]
@@ -164,3 +164,18 @@ def test_code_data_names_a_missing_column(tmp_path):
     task = make_task("code_data", train=str(bad), test=str(bad))
     with pytest.raises(ValueError, match="test_list"):
         task.queries("train")
+
+
+def test_chat_answers_are_read_from_their_code_block():
+    task = make_task("code_data", train=str(DATA / "mbpp_fixture.jsonl"),
+                     test=str(DATA / "mbpp_fixture.jsonl"), layout="mbpp")
+    query = task.queries("test")[0]
+    assert "Your code should pass these tests:\nassert sum_squares([1, 2, 3]) == 14" in \
+        task.user_message(query)
+    answer = ("Here is the function:\n```python\ndef sum_squares(nums):\n"
+              "    return sum(n * 2 for n in nums)\n```\nIt squares each number.")
+    assert not task.is_correct(query, answer)
+    assert task.is_correct(query, answer.replace("n * 2", "n * n"))
+    (critique,) = build_critic("code-exec", None, {}, task).critique(
+        [CritiqueRequest("s", query, task.split_steps(answer), answer)])
+    assert critique.first_error == 3  # "    return sum(n * 2 ...)", the 4th line of the answer

@@ -91,7 +91,7 @@ class CodeTask:
     def tests_of(self, query: Query) -> list[str]:
         return list(query.data["tests"])
 
-    def body_offset(self, query: Query) -> int:
+    def body_offset(self, query: Query, completion: str) -> int:
         return HEADER.count("\n")
 
     def run_programs(self, queries: Sequence[Query], completions: Sequence[str],

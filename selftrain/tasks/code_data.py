@@ -7,6 +7,8 @@ MBPP:      prompt = the description and the first test in a docstring; the compl
            whole program; the tests are `test_list` (and `challenge_test_list` when present).
 HumanEval: prompt = the signature and docstring; the completion is the body; the test is
            `test` followed by `check(<entry_point>)`.
+With `model.chat_template: true` the user turn asks for a fenced code block and the program is
+the first block of the answer (`user_message`, `program_of`).
 Levels: `level_column`, or (default) the reference program's non-empty lines in
 `length_buckets` (`lines <= 3` is level 1, ...).
 """
@@ -14,6 +16,7 @@ Levels: `level_column`, or (default) the reference program's non-empty lines in
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,6 +50,18 @@ def test_calls(tests: Sequence[str], rename: dict[str, str] | None = None) -> li
                     call.func.id = rename[call.func.id]
                 calls.append(ast.unparse(call))
     return calls
+
+
+_FENCE = re.compile(r"```[a-zA-Z0-9_+-]*\n(.*?)(?:```|\Z)", re.S)
+
+
+def fenced_code(completion: str) -> tuple[str, int] | None:
+    """The first fenced code block of a chat model's answer, and how many completion lines
+    come before its first line; None when there is no fence."""
+    m = _FENCE.search(completion)
+    if m is None:
+        return None
+    return m.group(1), completion[: m.start(1)].count("\n")
 
 
 def _lines(code: str) -> int:
@@ -90,7 +105,8 @@ class CodeDataTask:
         if self.layout == "mbpp":
             tests = list(row["test_list"]) + list(row.get("challenge_test_list") or [])
             prompt = f'"""\n{row["text"].strip()}\n{row["test_list"][0]}\n"""\n'
-            data = {"header": "", "tests": tests, "reference": row["code"].replace("\r\n", "\n"),
+            data = {"header": "", "tests": tests, "text": row["text"].strip(),
+                    "reference": row["code"].replace("\r\n", "\n"),
                     "setup": row.get("test_setup_code") or "", "calls": test_calls(tests)}
         else:
             entry = row["entry_point"]
@@ -125,14 +141,35 @@ class CodeDataTask:
     # -- programs
 
     def program_of(self, query: Query, completion: str) -> str:
-        return query.data["header"] + completion
+        """The header (HumanEval's prompt) and the completion; from a chat model, the header
+        and the first fenced code block (a whole function redefines the prompt's stub)."""
+        fenced = fenced_code(completion)
+        if fenced is None:
+            return query.data["header"] + completion
+        header = query.data["header"]
+        return (header + "\n" if header else "") + fenced[0]
 
     def tests_of(self, query: Query) -> list[str]:
         setup = [query.data["setup"]] if query.data["setup"] else []
         return setup + list(query.data["tests"])
 
-    def body_offset(self, query: Query) -> int:
-        return query.data["header"].count("\n")
+    def body_offset(self, query: Query, completion: str) -> int:
+        """Program line n is completion line n - body_offset."""
+        header = query.data["header"].count("\n")
+        fenced = fenced_code(completion)
+        if fenced is None:
+            return header
+        return (header + 1 if header else 0) - fenced[1]
+
+    def user_message(self, query: Query) -> str:
+        """The instruct policy's user turn (`model.chat_template: true`): the task and its
+        tests, the answer asked for in a fenced code block."""
+        if query.data["header"]:
+            return ("Complete this Python function. Answer with the whole function in one "
+                    f"```python code block.\n\n```python\n{query.data['header']}```")
+        tests = "\n".join(query.data["tests"][:3])
+        return (f"{query.data['text']}\nYour code should pass these tests:\n{tests}\n"
+                "Answer with the Python code in one ```python code block.")
 
     def run_programs(self, queries: Sequence[Query], completions: Sequence[str],
                      trace: bool = False) -> list[ExecResult]:

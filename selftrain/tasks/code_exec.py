@@ -27,8 +27,8 @@ class ExecutableTask(Protocol):
         """The test statements a program must pass."""
         ...
 
-    def body_offset(self, query: Query) -> int:
-        """Lines of the program before the completion's first line."""
+    def body_offset(self, query: Query, completion: str) -> int:
+        """Program line n is line n - body_offset of the completion (the header's lines)."""
         ...
 
     def run_programs(self, queries: Sequence[Query], completions: Sequence[str],
