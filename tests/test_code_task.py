@@ -179,3 +179,26 @@ def test_chat_answers_are_read_from_their_code_block():
     (critique,) = build_critic("code-exec", None, {}, task).critique(
         [CritiqueRequest("s", query, task.split_steps(answer), answer)])
     assert critique.first_error == 3  # "    return sum(n * 2 ...)", the 4th line of the answer
+
+
+def test_oracle_critic_searches_the_subset(task):
+    query = next(q for q in task.queries("test") if q.difficulty == 3)
+    oracle = build_critic("code-oracle", None, {}, task)
+    ops = query.data["ops"]
+    references = task.reference_solutions(query, k=6)
+    wrong_first = references[0].replace(ops[0][1], "x + 99", 1)
+    requests = [CritiqueRequest(f"r{i}", query, task.split_steps(r), r)
+                for i, r in enumerate([*references, wrong_first])]
+    out = oracle.critique(requests)
+    assert all(c.passed for c in out[:-1])
+    # the first operation's line is the first wrong one, and every later line follows it
+    assert out[-1].first_error == next(i for i, s in enumerate(task.split_steps(wrong_first))
+                                       if "x + 99" in s)
+    assert all(not v.ok for v in out[-1].verdicts[out[-1].first_error:])
+    # spaces inside a line do not matter; a line that ends the program too early does
+    spaced = references[0].replace(" in xs", "  in  xs")
+    assert spaced != references[0]
+    short = "    return xs\n"
+    got = oracle.critique([CritiqueRequest("a", query, task.split_steps(spaced), spaced),
+                           CritiqueRequest("b", query, task.split_steps(short), short)])
+    assert got[0].passed and got[1].first_error == 0
