@@ -241,3 +241,34 @@ def test_fallback_says_so():
         box.close()
     assert (ok.status, loop.status) == ("passed", "timeout")
     assert ok.isolation == "rlimits" and "disabled" in ok.isolation_note
+
+
+def test_a_dead_server_leaves_no_program_behind():
+    """The caller's process dies (here: its server is killed) while a program sleeps."""
+    import signal
+    import time
+
+    box = Sandbox(parallel=2)
+    errors = []
+
+    def sleeper():
+        try:
+            execute_many(["import time\ntime.sleep(60)"] * 2, ["", ""], timeout_s=30,
+                         memory_mb=256, sandbox=box)
+        except RuntimeError as err:
+            errors.append(err)
+
+    thread = threading.Thread(target=sleeper)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while os.geteuid() == 0 and not nobody_processes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(box.server_pid_now(), signal.SIGKILL)
+    thread.join(timeout=10)
+    assert errors and "died" in str(errors[0])
+    deadline = time.monotonic() + 5
+    while os.geteuid() == 0 and nobody_processes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if os.geteuid() == 0:
+        assert nobody_processes() == []
+    assert execute(*CANARY, sandbox=box, **LIMITS).status == "passed"  # a new server starts

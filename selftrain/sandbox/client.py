@@ -40,6 +40,10 @@ class Sandbox:
         with self._lock:
             return self._ensure().pid
 
+    def server_pid_now(self) -> int | None:
+        """The server's pid without waiting for a batch in flight (None when not started)."""
+        return self._proc.pid if self._proc is not None else None
+
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

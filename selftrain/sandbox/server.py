@@ -64,10 +64,14 @@ class Server:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setsid()
+        # When the server dies, so does C, and with C, P (the kernel clears this setting when
+        # credentials change, so P sets it again after dropping privileges).
+        isolate.prctl(isolate.PR_SET_PDEATHSIG, signal.SIGKILL)
         limits = isolate.Limits(**job["limits"])
         if self.mode == "rlimits":
             if self.root:
                 isolate.drop_privileges(as_root=True)
+                isolate.prctl(isolate.PR_SET_PDEATHSIG, signal.SIGKILL)
             self._program(job, limits, wfd)
         try:
             isolate.enter_namespaces(user=self.user_namespace)
@@ -80,6 +84,7 @@ class Server:
                 isolate.prctl(isolate.PR_SET_PDEATHSIG, signal.SIGKILL)
                 isolate.build_root(self.mountpoint, limits.tmp_mb)
                 isolate.drop_privileges(as_root=not self.user_namespace)
+                isolate.prctl(isolate.PR_SET_PDEATHSIG, signal.SIGKILL)
             except OSError as exc:
                 runner.report(wfd, {"status": "error", "setup_error": f"sandbox root: {exc}"})
                 os._exit(0)
