@@ -73,35 +73,43 @@ def behaviour_vectors(runner: ProgramRunner, programs: Sequence[str],
     return [r.output if r.status == "passed" else f"!{r.status}" for r in results]
 
 
+def _group_figures(prefix: str, ids: list[str], programs: list[str], vectors: list[str],
+                   passing: list[bool]) -> dict[str, float | None]:
+    """The three diversity figures of one frame, all programs and passing ones; the passing
+    group keeps every query of the frame (none passing counts 0)."""
+    out: dict[str, float | None] = {}
+    for suffix, only_passing in (("", False), ("_passing", True)):
+        progs: dict[str, list[str]] = {q: [] for q in ids}
+        vecs: dict[str, list[str]] = {q: [] for q in ids}
+        for q, program, vector, ok in zip(ids, programs, vectors, passing):
+            if ok or not only_passing:
+                progs[q].append(program)
+                vecs[q].append(vector)
+        out[f"{prefix}distinct_programs{suffix}"] = figures.distinct_programs(
+            list(progs.values()), passing=only_passing)
+        out[f"{prefix}ast_distinct_n{suffix}"] = figures.ast_distinct_n(list(progs.values()))
+        out[f"{prefix}behaviour_classes{suffix}"] = figures.behaviour_classes(
+            list(vecs.values()), passing=only_passing)
+    return out
+
+
 def code_figures(task: ExecutableTask, runner: ProgramRunner,
                  behaviour_test_of: Callable[[Query], str], *, samples: pd.DataFrame,
                  train: pd.DataFrame, evals: pd.DataFrame,
                  queries: dict[str, Query]) -> dict[str, float | None]:
-    """The figures of docs/metrics.md "Code" for one round: on the training set (train rows),
-    the test split (`eval_`), all and passing (`_passing`), and the exec shares of first-pass
-    samples."""
+    """The figures of docs/metrics.md "Code" for one round: on the training set (train rows)
+    and the test split (`eval_`), all and passing (`_passing`; a row passes when the sandbox
+    passes it), and the exec shares of first-pass samples."""
     out: dict[str, float | None] = {}
-    for prefix, frame, passing_col in (("", train, "correct"), ("eval_", evals, "correct")):
-        if frame is None or frame.empty:
-            frame = pd.DataFrame({"query_id": [], "completion": [], passing_col: []})
-        rows = frame[frame["query_id"].isin(queries)]
-        programs = [task.program_of(queries[q], c) for q, c in zip(rows["query_id"], rows["completion"])]
-        vectors = behaviour_vectors(runner, programs,
-                                    [behaviour_test_of(queries[q]) for q in rows["query_id"]])
-        passing = rows[passing_col].astype(bool).tolist() if passing_col in rows else [True] * len(rows)
-        ids = rows["query_id"].tolist()
-        group_ids = sorted(set(ids))  # the passing group keeps queries with none passing (0)
-        for suffix, keep in (("", None), ("_passing", True)):
-            progs = {q: [p for p, i, ok in zip(programs, ids, passing) if i == q and (keep is None or ok)]
-                     for q in group_ids}
-            vecs = {q: [v for v, i, ok in zip(vectors, ids, passing) if i == q and (keep is None or ok)]
-                    for q in group_ids}
-            is_passing = keep is not None
-            out[f"{prefix}distinct_programs{suffix}"] = figures.distinct_programs(
-                list(progs.values()), passing=is_passing)
-            out[f"{prefix}ast_distinct_n{suffix}"] = figures.ast_distinct_n(list(progs.values()))
-            out[f"{prefix}behaviour_classes{suffix}"] = figures.behaviour_classes(
-                list(vecs.values()), passing=is_passing)
+    for prefix, frame in (("", train), ("eval_", evals)):
+        rows = frame[frame["query_id"].isin(queries)] if frame is not None and len(frame) else None
+        ids = [] if rows is None else rows["query_id"].tolist()
+        completions = [] if rows is None else rows["completion"].tolist()
+        chosen = [queries[q] for q in ids]
+        programs = [task.program_of(q, c) for q, c in zip(chosen, completions)]
+        vectors = behaviour_vectors(runner, programs, [behaviour_test_of(q) for q in chosen])
+        passing = [r.passed for r in task.run_programs(chosen, completions)]
+        out.update(_group_figures(prefix, ids, programs, vectors, passing))
     first = samples[samples["origin"] == "sample"] if "origin" in samples else samples
     first = first[first["query_id"].isin(queries)]
     results = task.run_programs([queries[q] for q in first["query_id"]], first["completion"].tolist())
