@@ -23,6 +23,7 @@ def code_run(tmp_path_factory, ray_cluster, model_cache):
     tmp = tmp_path_factory.mktemp("code")
     cfg = small_config(tmp, model_cache, f"task.args={json.dumps(CODE_TASK)}",
                        "rollout.max_new_tokens=72", "model.tiny.sft_steps=300",
+                       "arm.name=critique", "refine.attempts=2",
                        config="code_compare.yaml")
     history = run_arm(cfg, "critique")
     return cfg, history, tmp / "runs" / cfg.experiment / "critique" / "seed0"
@@ -57,7 +58,11 @@ def test_code_round_through_the_loop(code_run):
         statuses = [r.status for r in task.run_programs(
             [queries[q] for q in first["query_id"]], first["completion"].tolist())]
         assert metrics["exec_error_share"] == pytest.approx(figures.status_shares(statuses)["exec_error_share"])
-    critiques = pd.read_parquet(run / "round_0" / "critiques.parquet")
+    critiques = pd.read_parquet(run / "round_0" / "critiques.parquet").set_index("sample_id")
     assert (critiques["critic"] == "code-exec").all() and len(critiques) > 0
+    samples = pd.read_parquet(run / "round_0" / "samples.parquet").set_index("sample_id")
+    failed = samples[(samples["origin"] == "sample") & ~samples["correct"]].index
+    assert len(failed) > 0 and (critiques.loc[failed, "first_error"] >= 0).all()
+    assert (samples["origin"] == "refine").any()  # repairs resumed from the flagged line
     # the base model learned the format: some programs pass
     assert json.loads((run / "round_0" / "metrics.json").read_text())["pass@1"] > 0
