@@ -5,6 +5,7 @@ critic worker, the code figures in metrics.json equal to a recomputation."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -66,3 +67,24 @@ def test_code_round_through_the_loop(code_run):
     assert (samples["origin"] == "refine").any()  # repairs resumed from the flagged line
     # the base model learned the format: some programs pass
     assert json.loads((run / "round_0" / "metrics.json").read_text())["pass@1"] > 0
+
+
+def test_mbpp_layout_through_the_loop(tmp_path, ray_cluster, model_cache):
+    """The committed MBPP-layout fixture through one rs round, the policy a tiny model built
+    from its reference programs (the CPU stand-in for an instruct coder)."""
+    data = str(Path(__file__).resolve().parent / "data" / "mbpp_fixture.jsonl")
+    args = {"train": data, "test": data, "layout": "mbpp"}
+    cfg = small_config(tmp_path, model_cache, f"task.args={json.dumps(args)}",
+                       "model.tiny.sft_levels=[1,2,3,4]", "model.tiny.sft_steps=150",
+                       "model.tiny.sft_batch_size=8", "rollout.max_new_tokens=96",
+                       "arm.name=rs", "rounds=0", config="code_compare.yaml")
+    history = run_arm(cfg, "rs")
+    run = tmp_path / "runs" / cfg.experiment / "rs" / "seed0"
+    assert verify(run) == []
+    task = make_task(cfg.task.name, **cfg.task.args)
+    queries = {q.query_id: q for q in task.queries("test")}
+    evals = pd.read_parquet(run / "round_0" / "eval.parquet")
+    again = task.run_programs([queries[q] for q in evals["query_id"]], evals["completion"].tolist())
+    assert [r.passed for r in again] == evals["correct"].tolist()
+    assert history[0]["eval_distinct_programs"] is not None
+    assert history[0]["pass@1"] > 0  # it learned the six programs it was built from
