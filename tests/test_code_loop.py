@@ -74,8 +74,8 @@ def test_mbpp_layout_through_the_loop(tmp_path, ray_cluster, model_cache):
     from its reference programs (the CPU stand-in for an instruct coder)."""
     data = str(Path(__file__).resolve().parent / "data" / "mbpp_fixture.jsonl")
     args = {"train": data, "test": data, "layout": "mbpp"}
-    cfg = small_config(tmp_path, model_cache, f"task.args={json.dumps(args)}",
-                       "model.tiny.sft_levels=[1,2,3,4]", "model.tiny.sft_steps=150",
+    cfg = small_config(tmp_path, model_cache, "task.name=code_data",
+                       f"task.args={json.dumps(args)}", "model.tiny.sft_levels=[1,2,3,4]", "model.tiny.sft_steps=150",
                        "model.tiny.sft_batch_size=8", "rollout.max_new_tokens=96",
                        "arm.name=rs", "rounds=0", config="code_compare.yaml")
     history = run_arm(cfg, "rs")
