@@ -202,3 +202,15 @@ def test_oracle_critic_searches_the_subset(task):
     got = oracle.critique([CritiqueRequest("a", query, task.split_steps(spaced), spaced),
                            CritiqueRequest("b", query, task.split_steps(short), short)])
     assert got[0].passed and got[1].first_error == 0
+
+
+def test_code_data_levels_from_the_base_policy():
+    data = str(DATA / "mbpp_fixture.jsonl")
+    task = make_task("code_data", train=data, test=data, policy_levels=True, difficulty_buckets=2)
+    assert task.needs_policy_difficulty
+    rates = {"train-1": 1.0, "train-2": 0.5, "test-1": 0.0, "test-2": 0.75}
+    # below: 3, 1, 0, 2 of 4 -> level 2 - floor(2 * below / 4)
+    assert task.assign_difficulty(rates) == {"train-1": 1, "train-2": 2, "test-1": 2, "test-2": 1}
+    assert [q.difficulty for q in task.queries("test")][:2] == [2, 1]
+    with pytest.raises(ValueError, match="unknown query ids"):
+        task.assign_difficulty({"test-99": 0.5})

@@ -9,8 +9,9 @@ HumanEval: prompt = the signature and docstring; the completion is the body; the
            `test` followed by `check(<entry_point>)`.
 With `model.chat_template: true` the user turn asks for a fenced code block and the program is
 the first block of the answer (`user_message`, `program_of`).
-Levels: `level_column`, or (default) the reference program's non-empty lines in
-`length_buckets` (`lines <= 3` is level 1, ...).
+Levels: `level_column`; or `policy_levels: true`, the base policy's round-0 solve rates in
+`difficulty_buckets` quantile levels (as `math`); or (default) the reference program's
+non-empty lines in `length_buckets` (`lines <= 3` is level 1, ...).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
@@ -27,6 +29,7 @@ from selftrain.sandbox import ExecResult
 from selftrain.tasks.base import Demonstration
 from selftrain.tasks.code_exec import ProgramRunner, behaviour_test, code_figures
 from selftrain.tasks.data import DataSplits, QueryIds, check_splits, parse_level, require_columns
+from selftrain.tasks.math import quantile_levels
 from selftrain.tasks.registry import register_task
 from selftrain.types import Query
 
@@ -79,7 +82,8 @@ class CodeDataTask:
                  layout: str = "mbpp", level_column: str | None = None,
                  length_buckets: Sequence[int] = (3, 6, 10), id_column: str | None = "task_id",
                  max_train: int | None = None, max_test: int | None = None, seed: int = 0,
-                 timeout_s: float = 5.0, memory_mb: int = 512, cache_dir: str | None = None) -> None:
+                 timeout_s: float = 5.0, memory_mb: int = 512, cache_dir: str | None = None,
+                 policy_levels: bool = False, difficulty_buckets: int = 3) -> None:
         if layout not in LAYOUTS:
             raise ValueError(f"code_data layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
         self.layout = layout
@@ -87,8 +91,12 @@ class CodeDataTask:
                                {"train": max_train, "test": max_test}, seed, cache_dir)
         self.level_column, self.id_column = level_column, id_column
         self.length_buckets = tuple(length_buckets)
+        if policy_levels and level_column is not None:
+            raise ValueError("code_data: set level_column or policy_levels, not both")
+        self.policy_levels, self.difficulty_buckets = policy_levels, difficulty_buckets
         self.runner = ProgramRunner(timeout_s, memory_mb)
         self._splits: dict[str, list[Query]] = {}
+        self._assigned: dict[str, int] = {}
 
     # -- loading
 
@@ -134,9 +142,31 @@ class CodeDataTask:
         check_splits(self)
 
     def queries(self, split: str) -> list[Query]:
+        """The split's queries, with levels from `assign_difficulty` once it has run."""
         if split not in self._splits:
             self._splits[split] = self._load(split)
-        return list(self._splits[split])
+        return [replace(q, difficulty=self._assigned.get(q.query_id, q.difficulty))
+                for q in self._splits[split]]
+
+    # -- levels from the base policy (policy_levels: true)
+
+    @property
+    def needs_policy_difficulty(self) -> bool:
+        return self.policy_levels
+
+    def assign_difficulty(self, solve_rates: dict[str, float]) -> dict[str, int]:
+        """Quantile levels of the base policy's solve rates (level 1 = most often solved), pool
+        and test together; `queries()` returns them from now on."""
+        known = {q.query_id for split in ("train", "test") for q in self.queries(split)}
+        unknown = sorted(set(solve_rates) - known)
+        if unknown:
+            raise ValueError(f"code_data assign_difficulty: unknown query ids, e.g. {unknown[:3]}")
+        levels = quantile_levels(dict(solve_rates), self.difficulty_buckets) if solve_rates else {}
+        self._assigned.update(levels)
+        return levels
+
+    def set_difficulty(self, levels: dict[str, int]) -> None:
+        self._assigned.update({q: int(v) for q, v in levels.items()})
 
     # -- programs
 
@@ -209,7 +239,8 @@ class CodeDataTask:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "layout": self.layout, "sources": self.data.sources,
                 "limits": self.data.limits, "seed": self.data.seed,
-                "level_column": self.level_column, "length_buckets": list(self.length_buckets)}
+                "level_column": self.level_column, "length_buckets": list(self.length_buckets),
+                "policy_levels": self.policy_levels, "difficulty_buckets": self.difficulty_buckets}
 
     def extra_metrics(self, *, samples: pd.DataFrame, train: pd.DataFrame, evals: pd.DataFrame,
                       test: Sequence[Query]) -> dict[str, float | None]:
