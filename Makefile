@@ -33,3 +33,4 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python scripts/benchmark.py
+	$(VENV)/bin/python scripts/sandbox_bench.py

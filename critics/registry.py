@@ -18,6 +18,8 @@ from selftrain.registry import Registry, RegistryError
 ENTRY_POINT_GROUP = "selftrain.critics"
 
 BUILTIN_CRITICS: dict[str, str] = {
+    "code-exec": "critics.code_exec:CodeExecCritic",
+    "code-oracle": "critics.code_oracle:CodeOracle",
     "countdown-oracle": "critics.countdown_oracle:CountdownOracle",
     "lm": "critics.lm:LMCritic",
     "multihop-oracle": "critics.multihop_oracle:MultihopOracle",

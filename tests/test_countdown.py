@@ -216,7 +216,7 @@ def test_the_registry_builds_countdown_by_name():
     assert TASKS.resolve("countdown") is CountdownTask
     task = make_task("countdown", seed=3, train_per_level=2, test_per_level=1, levels=(2, 3))
     assert task.describe()["seed"] == 3 and len(task.queries("train")) == 4
-    with pytest.raises(ValueError, match="known tasks: countdown"):
+    with pytest.raises(ValueError, match="known tasks: .*countdown"):
         make_task("countdwn")
 
 

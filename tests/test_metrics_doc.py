@@ -77,9 +77,11 @@ def _round_keys(config: str) -> set[str]:
 
 
 def test_every_metrics_json_key_is_in_docs_metrics_md():
-    keys = _round_keys("countdown_rs.yaml") | _round_keys("multihop_compare.yaml") | DRIVER_KEYS
+    keys = (_round_keys("countdown_rs.yaml") | _round_keys("multihop_compare.yaml")
+            | _round_keys("code_compare.yaml") | DRIVER_KEYS)
     assert {"searches_per_traj", "acc@3", "maj@4", "time/refine", "embed_div",
-            "eval_embed_div_passing", "effective_div", "format_share/steps"} <= keys
+            "eval_embed_div_passing", "effective_div", "format_share/steps",
+            "eval_behaviour_classes_passing", "exec_error_share"} <= keys
     documented = documented_keys()
     missing = sorted({doc_name(k) for k in keys} - documented)
     assert not missing, f"metrics.json keys without a row in docs/metrics.md: {missing}"

@@ -19,6 +19,8 @@ class TaskLoadError(RegistryError):
 
 
 BUILTIN_TASKS: dict[str, str] = {
+    "code": "selftrain.tasks.code:CodeTask",
+    "code_data": "selftrain.tasks.code_data:CodeDataTask",
     "countdown": "selftrain.tasks.countdown:CountdownTask",
     "math": "selftrain.tasks.math:MathTask",
     "multihop": "selftrain.tasks.multihop:MultihopTask",
