@@ -20,6 +20,7 @@ from rich.table import Table
 from selftrain.checks import preflight
 from selftrain.config import Config, ConfigError, apply_overrides, dump_yaml
 from selftrain.metrics.keys import ARM_TABLE_KEYS, COUNT_KEYS, resolve_key
+from selftrain.minutes import Minutes
 from selftrain.run import BudgetTarget, arm_dir
 from selftrain.runfolder import atomic_write_bytes, atomic_write_json
 from selftrain.storage import storage_for
@@ -102,20 +103,37 @@ def run_compare(cfg: Config, *, resume: bool = False, overwrite: bool = False,
     exp_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(exp_dir / "compare.yaml", dump_yaml(cfg).encode())
     storage.upload(exp_dir / "compare.yaml")
+    minutes = Minutes()
+    with minutes.part("base model (build or cache)"):
+        _base_model(runs[0].cfg)
     if cfg.compare.max_concurrent > 1 and len(runs) > 1:
         from selftrain.launcher import run_side_by_side
 
-        run_side_by_side(cfg, runs, exp_dir, resume=resume, overwrite=overwrite)
+        with minutes.part("arms, side by side"):
+            run_side_by_side(cfg, runs, exp_dir, resume=resume, overwrite=overwrite)
     else:
-        _run_in_turn(runs, resume=resume, overwrite=overwrite)
+        _run_in_turn(runs, resume=resume, overwrite=overwrite, minutes=minutes)
     results = read_results(runs)
     for k in sorted({k for seeds in results.values() for h in seeds.values() for k in h}):
         console.print(arms_round_table(cfg.experiment, k, results))
-    summarize(cfg, runs, exp_dir, report=report)
+    with minutes.part("comparison and report"):
+        summarize(cfg, runs, exp_dir, report=report)
+    console.print(minutes.table(f"{cfg.experiment}: where the time went"))
     return results
 
 
-def _run_in_turn(runs: list[PlannedRun], *, resume: bool, overwrite: bool) -> None:
+def _base_model(cfg: Config) -> None:
+    """Build (or copy the shipped) embedded base model once, before any arm starts, so its
+    time is its own line and side-by-side runs never build it concurrently."""
+    if cfg.model.path is None:
+        from selftrain.model_source import resolve_model
+        from selftrain.tasks import make_task
+
+        resolve_model(cfg, make_task(cfg.task.name, **cfg.task.args))
+
+
+def _run_in_turn(runs: list[PlannedRun], *, resume: bool, overwrite: bool,
+                 minutes: Minutes) -> None:
     from selftrain.loop import run_arm
 
     for run in runs:
@@ -123,8 +141,9 @@ def _run_in_turn(runs: list[PlannedRun], *, resume: bool, overwrite: bool) -> No
         target = run.target_folder
         # --resume continues the runs that started; one the interrupted compare never
         # reached starts now.
-        run_arm(run.cfg, run.label, resume=resume and _started(run), overwrite=overwrite,
-                budget=BudgetTarget(target) if target else None)
+        with minutes.part(f"arm {run.name}"):
+            run_arm(run.cfg, run.label, resume=resume and _started(run), overwrite=overwrite,
+                    budget=BudgetTarget(target) if target else None)
 
 
 def read_results(runs: list[PlannedRun]) -> Results:
