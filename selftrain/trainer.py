@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+import torch
 
 from selftrain.config import TrainConfig
 from selftrain.finetune import FinetuneJob, RankTrainer, examples_from_rows
@@ -52,7 +53,8 @@ class TrainerWorker:
 
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "rank": self.rank,
-                "node": ray.get_runtime_context().get_node_id()}
+                "node": ray.get_runtime_context().get_node_id(),
+                "torch_threads": torch.get_num_threads()}
 
     def address(self) -> str:
         """tcp://host:port for the process group's rendezvous (asked of rank 0)."""
