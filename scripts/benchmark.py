@@ -16,7 +16,7 @@ each repetition). Figures:
   `ratios.round_overhead_share` (share of round 1's wall time not spent in the raw compute):
   medians at the demo size; `spreads` keeps every repetition with min / median / max;
 - `fits`: per stage, seconds = fixed + per_item x items by least squares over every run, for
-  the loop and the raw side; `ratios.generate_slope_vs_raw`, `ratios.finetune_slope_vs_raw`
+  the loop (less the once-per-run `warm_wait`) and the raw side; `ratios.generate_slope_vs_raw`, `ratios.finetune_slope_vs_raw`
   (raw per-item seconds / loop per-item seconds) and `fixed_seconds` per stage;
 - `parts`: where a stage's seconds went at the demo size (`time/<stage>/<part>`: weight_load,
   compute, dispatch_gather, write), from the stage's own timer, the workers' chunk clocks and
@@ -93,13 +93,20 @@ def one_run(out: Path, size: int, rep: int) -> dict[str, Any]:
     }
 
 
+def per_round_seconds(run: dict[str, Any], stage: str) -> float:
+    """The stage's seconds less what only round 1 of a run pays: the finetune's wait for the
+    training ranks' start-up load (`warm_wait`), which is there only when round 0 was shorter
+    than that load (small pools), and would read as a fixed cost of every finetune."""
+    return run["loop"]["stages"][stage] - run["loop"]["parts"].get(f"time/{stage}/warm_wait", 0.0)
+
+
 def fits(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Fixed and per-item seconds of every stage, loop side and (generate, evaluate,
-    finetune) raw side, over all runs."""
+    """Fixed and per-item seconds of every stage (per round: `per_round_seconds`), loop side
+    and (generate, evaluate, finetune) raw side, over all runs."""
     out: dict[str, Any] = {}
     for stage in STAGES:
         items = [r["items"][stage] for r in runs]
-        loop = fixed_and_per_item(items, [r["loop"]["stages"][stage] for r in runs])
+        loop = fixed_and_per_item(items, [per_round_seconds(r, stage) for r in runs])
         out[stage] = {"items": stage_items(stage), "loop": loop}
         if stage in ("generate", "evaluate", "finetune"):
             out[stage]["raw"] = fixed_and_per_item(items, [r["raw"][f"{stage}_seconds"]

@@ -102,6 +102,8 @@ class Round:
             job = finetune_job(train, init_path=run.base if train.init == "base" else policy,
                                train_path=run.folder.round_dir(self.k - 1) / "train.parquet",
                                out_path=ckpt, seed=self.cfg.seed + self.k)
+            with st.part("warm_wait"):
+                run.trainer.wait_warm()
             with st.part("dispatch_compute"):
                 ranks = run.trainer.finetune(job)
             st.record([ckpt], init=train.init, init_path=job.init_path, loss=ranks[0]["loss"],

@@ -65,10 +65,14 @@ def test_every_figure_is_recomputed_from_its_repetitions(bench):
             r["raw"]["generate_seconds"] / r["loop"]["stages"]["generate"])
     fit = result["fits"]["generate"]["loop"]
     xs = [r["items"]["generate"] for r in runs]
-    ys = [r["loop"]["stages"]["generate"] for r in runs]
+    ys = [r["loop"]["stages"]["generate"] for r in runs]  # no warm_wait in generate
     slope = statistics.linear_regression(xs, ys).slope
     assert fit["per_item_seconds"] == pytest.approx(slope)
     assert result["ratios"]["fixed_seconds"]["generate"] == fit["fixed_seconds"]
+    ft = [r["loop"]["stages"]["finetune"] - r["loop"]["parts"]["time/finetune/warm_wait"]
+          for r in runs]
+    assert result["fits"]["finetune"]["loop"]["per_item_seconds"] == pytest.approx(
+        statistics.linear_regression([r["items"]["finetune"] for r in runs], ft).slope)
     raw_fit = result["fits"]["generate"]["raw"]
     assert result["ratios"]["generate_slope_vs_raw"] == pytest.approx(
         raw_fit["per_item_seconds"] / fit["per_item_seconds"])
@@ -83,4 +87,5 @@ def test_parts_say_where_a_stages_seconds_went(bench):
                 assert f"time/{stage}/{part}" in parts
             # the named parts cover the stage's own clock: what is left ("other") is small
             assert abs(parts[f"time/{stage}/other"]) <= 0.05 + 0.1 * stages[stage]
+        assert "time/finetune/warm_wait" in parts
         assert parts["time/generate/compute"] > 0 and parts["time/finetune/compute"] > 0
