@@ -1,6 +1,6 @@
 """Where the rollout worker's and the training rank's seconds go in a benchmark run (py-spy).
 
-    .venv/bin/pip install py-spy
+    .venv/bin/pip install -c constraints.txt -e ".[profile]"   # py-spy
     .venv/bin/python scripts/profile_workers.py [--out runs/bench-profile]
 
 Runs `scripts/benchmark.py --sizes 30,60 --reps 1`, attaches `py-spy record` (200 Hz, raw
