@@ -19,8 +19,9 @@ REPO = Path(__file__).resolve().parent.parent
 # a real Ray cluster or the session's tiny base model (built and seed-SFT'd, minutes on 2
 # cores), directly or through another fixture, or when it is named below.
 SLOW_FIXTURES = {"ray_cluster", "model_cache", "two_nodes"}
-SLOW_FILES: set[str] = {"test_gpu_check.py"}  # in-process CPU runs of the GPU check (~30 s)
-SLOW_TESTS: set[str] = set()
+SLOW_FILES: set[str] = {"test_gpu_check.py",  # in-process CPU runs of the GPU check (~30 s)
+                        "test_benchmark.py"}  # make bench --quick: Ray runs at two sizes
+SLOW_TESTS: set[str] = {"test_a_rebuild_gives_the_shipped_files"}  # rebuilds a base model
 
 
 def pytest_collection_modifyitems(config, items):

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+import torch
 
 from selftrain.cluster.groups import ActorGroup
 from selftrain.config import TrainConfig
@@ -52,7 +53,8 @@ class TrainerWorker:
 
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "rank": self.rank,
-                "node": ray.get_runtime_context().get_node_id()}
+                "node": ray.get_runtime_context().get_node_id(),
+                "torch_threads": torch.get_num_threads()}
 
     def address(self) -> str:
         """tcp://host:port for the process group's rendezvous (asked of rank 0)."""
@@ -134,9 +136,19 @@ class TrainerGroup:
                 self.group = self._start()
         raise AssertionError("unreachable")
 
-    def _run(self, job: FinetuneJob) -> list[dict[str, Any]]:
+    def wait_warm(self) -> None:
+        """Wait for the ranks' start-up load (once per run): when round 0 is shorter than it,
+        round 1's finetune waits here, and its record says so (part `warm_wait`)."""
+        from ray.exceptions import RayActorError
+
         warming, self._warming = self._warming, []
-        ray.get(warming)
+        try:
+            ray.get(warming)
+        except RayActorError:  # a rank died loading: the finetune's attempt fails and restarts
+            pass
+
+    def _run(self, job: FinetuneJob) -> list[dict[str, Any]]:
+        self.wait_warm()
         refs = [a.finetune.remote(job) for a in self.group.actors]
         pending = list(refs)
         while pending:  # the first failure ends the wait: other ranks may block in a collective

@@ -12,6 +12,8 @@ raised it, so the driver can tell the user the cause rather than Ray's wrapping 
 from __future__ import annotations
 
 import os
+import time
+from collections import deque
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -58,6 +60,7 @@ class RolloutWorker:
         self.task_spec = task  # the driver's spec: agent tasks build their environment from it
         self.storage = storage or LocalStorage(".")
         self._env = None
+        self.chunks: deque[dict[str, Any]] = deque(maxlen=4096)
 
     def run(self, chunk: GenerateChunk) -> list[list[Generation]]:
         """`params.n` generations per prompt, in prompt order."""
@@ -123,11 +126,25 @@ class RolloutWorker:
     def generate(self, prompts: list[str], params: SamplingConfig, seed: int,
                  weights: str) -> list[list[Generation]]:
         """Generate with the policy at `weights`, loading it first if this worker holds another."""
+        start = time.perf_counter()
         self._use(weights)
-        return self.backend.generate(prompts, params, seed)
+        loaded = time.perf_counter()
+        out = self.backend.generate(prompts, params, seed)
+        self.chunks.append({"seed": seed, "weights": weights, "prompts": len(prompts),
+                            "weight_load": loaded - start,
+                            "compute": time.perf_counter() - loaded})
+        return out
+
+    def clock(self) -> list[dict[str, Any]]:
+        """The latest chunks' seconds (weight load, compute), by chunk seed: a benchmark
+        attributes them to stages, since every stage's chunk seeds are known."""
+        return list(self.chunks)
 
     def info(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "node": _node_id(), "weights": self.weights}
+        import torch
+
+        return {"pid": os.getpid(), "node": _node_id(), "weights": self.weights,
+                "torch_threads": torch.get_num_threads()}
 
 
 class CriticWorker:

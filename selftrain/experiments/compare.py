@@ -18,6 +18,7 @@ from rich.table import Table
 
 from selftrain.config import Config, dump_yaml
 from selftrain.experiments.launcher import run_side_by_side
+from selftrain.experiments.minutes import Minutes
 from selftrain.experiments.plan import PlannedRun, arm_configs, plan, started
 from selftrain.loop.checks import preflight
 from selftrain.metrics.keys import ARM_TABLE_KEYS, COUNT_KEYS, resolve_key
@@ -41,18 +42,35 @@ def run_compare(cfg: Config, *, resume: bool = False, overwrite: bool = False,
     exp_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(exp_dir / "compare.yaml", dump_yaml(cfg).encode())
     storage.upload(exp_dir / "compare.yaml")
+    minutes = Minutes()
+    with minutes.part("base model (build or cache)"):
+        _base_model(runs[0].cfg)
     if cfg.compare.max_concurrent > 1 and len(runs) > 1:
-        run_side_by_side(cfg, runs, exp_dir, resume=resume, overwrite=overwrite)
+        with minutes.part("arms, side by side"):
+            run_side_by_side(cfg, runs, exp_dir, resume=resume, overwrite=overwrite)
     else:
-        _run_in_turn(runs, resume=resume, overwrite=overwrite)
+        _run_in_turn(runs, resume=resume, overwrite=overwrite, minutes=minutes)
     results = read_results(runs)
     for k in sorted({k for seeds in results.values() for h in seeds.values() for k in h}):
         console.print(arms_round_table(cfg.experiment, k, results))
-    summarize(cfg, runs, exp_dir, report=report)
+    with minutes.part("comparison and report"):
+        summarize(cfg, runs, exp_dir, report=report)
+    console.print(minutes.table(f"{cfg.experiment}: where the time went"))
     return results
 
 
-def _run_in_turn(runs: list[PlannedRun], *, resume: bool, overwrite: bool) -> None:
+def _base_model(cfg: Config) -> None:
+    """Build (or copy the shipped) embedded base model once, before any arm starts, so its
+    time is its own line and side-by-side runs never build it concurrently."""
+    if cfg.model.path is None:
+        from selftrain.models.source import resolve_model
+        from selftrain.tasks import build_task
+
+        resolve_model(cfg, build_task(cfg.task.name, cfg.task.path, cfg.task.args))
+
+
+def _run_in_turn(runs: list[PlannedRun], *, resume: bool, overwrite: bool,
+                 minutes: Minutes) -> None:
     from selftrain.loop.driver import run_arm
 
     for run in runs:
@@ -60,8 +78,9 @@ def _run_in_turn(runs: list[PlannedRun], *, resume: bool, overwrite: bool) -> No
         target = run.target_folder
         # --resume continues the runs that started; one the interrupted compare never
         # reached starts now.
-        run_arm(run.cfg, run.label, resume=resume and started(run), overwrite=overwrite,
-                budget=BudgetTarget(target) if target else None)
+        with minutes.part(f"arm {run.name}"):
+            run_arm(run.cfg, run.label, resume=resume and started(run), overwrite=overwrite,
+                    budget=BudgetTarget(target) if target else None)
 
 
 def read_results(runs: list[PlannedRun]) -> Results:

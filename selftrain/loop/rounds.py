@@ -45,12 +45,25 @@ class StageRecord:
     round: Round
     name: str
     started: float = field(default_factory=time.time)
+    parts: dict[str, float] = field(default_factory=dict)
+    """Seconds of the stage's named parts (`part()`): the manifest's `parts`, never metrics."""
+
+    @contextmanager
+    def part(self, name: str) -> Iterator[None]:
+        """Time a part of the stage (dispatch and compute, writes), so a benchmark can tell a
+        stage's fixed seconds from its compute."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.parts[name] = round(self.parts.get(name, 0.0) + time.perf_counter() - start, 4)
 
     def record(self, files: list[Path], **info: Any) -> None:
         seconds = round(time.time() - self.started, 3)
         self.round.times[self.name] = seconds
+        extra = {"parts": self.parts} if self.parts else {}
         self.round.run.folder.mark_done(self.round.k, self.name, files, seconds=seconds,
-                                        started=round(self.started, 3), **info)
+                                        started=round(self.started, 3), **extra, **info)
 
 
 class Round:
@@ -94,9 +107,12 @@ class Round:
             job = finetune_job(train, init_path=run.base if train.init == "base" else policy,
                                train_path=run.folder.round_dir(self.k - 1) / "train.parquet",
                                out_path=ckpt, seed=self.cfg.seed + self.k)
-            ranks = run.trainer.finetune(job)
-            st.record([ckpt], init=train.init, loss=ranks[0]["loss"], steps=ranks[0]["steps"],
-                      workers=ranks)
+            with st.part("warm_wait"):
+                run.trainer.wait_warm()
+            with st.part("dispatch_compute"):
+                ranks = run.trainer.finetune(job)
+            st.record([ckpt], init=train.init, init_path=job.init_path, loss=ranks[0]["loss"],
+                      steps=ranks[0]["steps"], workers=ranks)
         if not train.keep_checkpoints and self.k >= 2:
             previous = run.folder.round_dir(self.k - 1) / "checkpoint"
             run.folder.prune(self.k - 1, "finetune", previous)
@@ -111,9 +127,11 @@ class Round:
         run, cfg = self.run, self.cfg
         with self.stage("generate") as st:
             target = run.budget.tokens(self.k) if run.budget is not None else None
-            samples, info = stages.generate_pool(cfg, run.arm, run.task, run.rollout, run.pool,
-                                                 policy, self.k, target)
-            write_parquet(path, [s.row() for s in samples])
+            with st.part("dispatch_compute"):
+                samples, info = stages.generate_pool(cfg, run.arm, run.task, run.rollout, run.pool,
+                                                     policy, self.k, target)
+            with st.part("write"):
+                write_parquet(path, [s.row() for s in samples])
             st.record([path], **info)
         return samples
 
@@ -185,7 +203,8 @@ class Round:
                                               critiques, self.cfg.rollout.num_samples)
             tokens = _completion_tokens(self.run.tokenizer, kept)
             rows = [train_row(s, n) for s, n in zip(kept, tokens)]
-            write_parquet(path, rows, schema=TRAIN_SCHEMA)
+            with st.part("write"):
+                write_parquet(path, rows, schema=TRAIN_SCHEMA)
             st.record([path])
 
     def evaluate(self, policy: str) -> None:
@@ -195,8 +214,10 @@ class Round:
             return
         run = self.run
         with self.stage("evaluate") as st:
-            write_parquet(path, stages.evaluate(self.cfg, run.task, run.rollout, run.test, policy,
-                                                self.k))
+            with st.part("dispatch_compute"):
+                rows = stages.evaluate(self.cfg, run.task, run.rollout, run.test, policy, self.k)
+            with st.part("write"):
+                write_parquet(path, rows)
             st.record([path])
 
     def metrics(self, policy: str) -> dict[str, Any]:

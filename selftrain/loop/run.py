@@ -104,9 +104,12 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
             if budget is None and folder.manifest.get("budget_from"):
                 budget = BudgetTarget(folder.path / folder.manifest["budget_from"])
             start_ray(cfg, folder.path.parents[2] / ".ray")
-            _start_groups(cfg, arm, base, storage, groups)
+            # the ranks first: their start-up load (imports, model, one step; seconds) then
+            # overlaps the rollout workers' start as well as round 0, so round 1's finetune
+            # does not wait for it (its `warm_wait` part) on small pools
             trainer = TrainerGroup(cfg.train, storage, timeout_s=cfg.ray.schedule_timeout_s,
                                    warm_with=base)
+            _start_groups(cfg, arm, base, storage, groups)
             tracker = Tracker(cfg, folder, label)
             pool, test, skipped = _fitting_queries(cfg, task, folder, base, prompts)
             run = RunContext(cfg=cfg, label=label, arm=arm, task=task, folder=folder, base=base,

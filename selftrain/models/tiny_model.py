@@ -6,7 +6,7 @@ about a million parameters (head dim 32, so vLLM can load it too) and a tokenize
 with `save_pretrained`. It is then finetuned on solver-written demonstrations of the task's
 easier levels only, so that the hard levels are genuinely hard for it: the starting point of
 tail narrowing. The folder is built once and
-cached under a key of everything that shapes it.
+cached under a key of everything that shapes it; the demo's is shipped (`models.shipped`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from selftrain.config import TinyModelConfig
 from selftrain.device import single_cpu_thread
+from selftrain.models.shipped import copy_shipped
 from selftrain.tasks.base import EmbeddedModel
 from selftrain.train.sft import SFTExample, SFTSettings, train_sft
 
@@ -99,7 +100,8 @@ def ensure_tiny_model(task: EmbeddedModel, cfg: TinyModelConfig, cache_dir: str 
         return path
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    build_base_model(task, cfg, tmp)
+    if not copy_shipped(path.name, tmp):  # the repository ships the demo's model
+        build_base_model(task, cfg, tmp)
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)  # atomic: a half-built model is never taken for a cached one
     return path

@@ -17,6 +17,7 @@ the device only ever holds shards and the layer being computed.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,10 +97,20 @@ class RankTrainer:
 
         reset_peak_memory(self.device)
         read_before = self.read_mib
+        clock = [time.perf_counter()]
+
+        def lap() -> float:  # seconds since the last lap: the rank's parts of the stage
+            clock.append(time.perf_counter())
+            return round(clock[-1] - clock[-2], 4)
+
         self.prepare(job.init_path, job.settings.seed)
+        parts = {"weight_load": lap()}
         rows = pd.read_parquet(job.train_path).to_dict("records")
         stats = self.train(examples_from_rows(rows), job.settings)
+        parts["compute"] = lap()
         self.save(Path(job.out_path))
+        parts["write"] = lap()
+        stats = stats | {"parts": parts}
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         return stats | peak_memory_mib(self.device) | {
             "examples": len(rows), "strategy": self.cfg.strategy, "precision": self.precision,
