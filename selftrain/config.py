@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import yaml
 
+from selftrain.objectives import OBJECTIVES
 from selftrain.typed_yaml import (
     ConfigError,
     build,
@@ -194,6 +195,25 @@ class LoraConfig:
 
 
 @dataclass
+class DPOConfig:
+    """`train.objective: dpo`: the preference loss and the pairs the arm builds (selftrain/dpo.py,
+    selftrain/pairs.py)."""
+
+    beta: float = 0.1
+    """How far the policy may move from the reference: the scale of the implicit reward."""
+    nll_weight: float = 0.0
+    """Weight of the chosen side's negative log-likelihood per token (Iterative RPO: 1.0)."""
+    reference: Literal["round_start", "base"] = "round_start"
+    """The reference model: the weights the round's finetune starts from, or the base model."""
+    loss: Literal["sigmoid", "ipo"] = "sigmoid"
+    pairs_per_query: int = 4
+    """At most this many pairs per query and round."""
+    step_pairs: Literal["first_step", "continuation"] = "continuation"
+    """Step pairs (critique arm): the repair's and the original's whole continuations from the
+    wrong step, or only their first step (Step-DPO)."""
+
+
+@dataclass
 class TrainConfig:
     resources: ResourceConfig = field(default_factory=ResourceConfig)
     init: Literal["base", "previous"] = "base"
@@ -227,6 +247,10 @@ class TrainConfig:
     adapter (drawn from the round's seed) on the weights it starts from (`init`: the base model,
     or the previous round's merged policy); its checkpoint is the merged model, which every
     backend loads as plain weights, with the adapter beside it in checkpoint/adapter/."""
+    objective: str = "sft"
+    """What each round's finetune learns (a registry name, selftrain/objectives.py): "sft" (the
+    previous round's train.parquet) or "dpo" (its pairs.parquet, `train.dpo`)."""
+    dpo: DPOConfig = field(default_factory=DPOConfig)
 
 
 @dataclass
@@ -445,6 +469,7 @@ def validate_train(train: TrainConfig, source: str) -> None:
             f"{source}: key train.resources.num_gpus is {res.num_gpus} with {res.num_workers} "
             f"workers: ranks could share a GPU, which NCCL refuses. Give each rank a whole GPU "
             f"(num_gpus: 1), or train on one worker.")
+    validate_dpo(train, source)
     lora = train.lora
     if lora is None:
         return
@@ -457,3 +482,15 @@ def validate_train(train: TrainConfig, source: str) -> None:
     if not lora.target_modules:
         raise ConfigError(f"{source}: key train.lora.target_modules is empty: name the linear "
                           f"layers that get adapters, e.g. [q_proj, v_proj]")
+
+
+def validate_dpo(train: TrainConfig, source: str) -> None:
+    """The objective's name is known, and the DPO numbers make sense."""
+    if train.objective not in OBJECTIVES.names():
+        raise ConfigError(f"{source}: key train.objective is {train.objective!r}; known "
+                          f"objectives: {OBJECTIVES.known()}")
+    dpo = train.dpo
+    if dpo.beta <= 0 or dpo.nll_weight < 0 or dpo.pairs_per_query < 1:
+        raise ConfigError(f"{source}: keys train.dpo.beta must be > 0, train.dpo.nll_weight >= 0 "
+                          f"and train.dpo.pairs_per_query >= 1; got beta={dpo.beta}, "
+                          f"nll_weight={dpo.nll_weight}, pairs_per_query={dpo.pairs_per_query}")

@@ -23,7 +23,8 @@ from typing import Any
 
 import torch
 
-from selftrain.config import TrainConfig
+from selftrain.config import DPOConfig, TrainConfig
+from selftrain.objectives import make_objective
 from selftrain.sft import SFTExample, SFTSettings
 
 
@@ -36,6 +37,11 @@ class FinetuneJob:
     train_path: str
     out_path: str
     settings: SFTSettings
+    objective: str = "sft"
+    """`train.objective`: what the round learns from `train_path` (selftrain/objectives.py)."""
+    dpo: DPOConfig | None = None
+    reference_path: str | None = None
+    """dpo: the reference model's weights (None: `init_path`, the round's start)."""
 
 
 def examples_from_rows(rows: list[dict[str, Any]]) -> list[SFTExample]:
@@ -69,6 +75,19 @@ def check_setup(cfg: TrainConfig, model_path: str) -> None:
         decoder_layers(model)
 
 
+class SFTObjective:
+    """`train.objective: sft`: the completions of the previous round's train.parquet."""
+
+    data_file = "train.parquet"
+
+    def train(self, trainer: RankTrainer, job: FinetuneJob) -> dict[str, Any]:
+        import pandas as pd
+
+        trainer.prepare(job.init_path, job.settings.seed)
+        rows = pd.read_parquet(job.train_path).to_dict("records")
+        return trainer.train(examples_from_rows(rows), job.settings) | {"examples": len(rows)}
+
+
 class RankTrainer:
     """The policy on one rank of the training process group, and each round's finetune of it."""
 
@@ -85,24 +104,22 @@ class RankTrainer:
         """The checkpoint whose weights the model holds; None when it holds none (mid-round)."""
         self.read_mib = 0.0
         """MiB of weight files this rank has read (reported per round: under fsdp, rank 0's)."""
+        self.reference_passes = 0
+        """Passes over a round's pairs with the reference model (dpo: one per round)."""
         self.precision, self.autocast = precision(cfg.strategy, cfg.bf16, device)
 
     def finetune(self, job: FinetuneJob) -> dict[str, Any]:
-        """Start from `job.init_path`, train on this rank's shard of the training set, write the
-        checkpoint (rank 0). Returns this rank's stats, with its peak memory."""
-        import pandas as pd
-
+        """Train as the job's objective says (from `job.init_path`, on this rank's shard of its
+        data), write the checkpoint (rank 0). Returns this rank's stats, with its peak memory."""
         from selftrain.device import peak_memory_mib, reset_peak_memory
 
         reset_peak_memory(self.device)
         read_before = self.read_mib
-        self.prepare(job.init_path, job.settings.seed)
-        rows = pd.read_parquet(job.train_path).to_dict("records")
-        stats = self.train(examples_from_rows(rows), job.settings)
+        stats = make_objective(job.objective).train(self, job)
         self.save(Path(job.out_path))
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         return stats | peak_memory_mib(self.device) | {
-            "examples": len(rows), "strategy": self.cfg.strategy, "precision": self.precision,
+            "strategy": self.cfg.strategy, "precision": self.precision,
             "lora": self.adapters is not None, "trainable_params": trainable,
             "weights_read_mib": round(self.read_mib - read_before, 1)}
 

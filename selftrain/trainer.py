@@ -152,10 +152,13 @@ class TrainerGroup:
 
 
 def finetune_job(cfg: TrainConfig, *, init_path: str, train_path: Path, out_path: Path,
-                 seed: int) -> FinetuneJob:
-    """The job of one round from the config's train section."""
+                 seed: int, base: str | None = None) -> FinetuneJob:
+    """The job of one round from the config's train section (`base`: the base model, which
+    `train.dpo.reference: base` compares with)."""
     settings = SFTSettings(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
                            warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
                            max_length=cfg.max_length, seed=seed)
-    return FinetuneJob(str(init_path), str(train_path), str(out_path), settings)
+    reference = str(base) if cfg.dpo.reference == "base" and base is not None else None
+    return FinetuneJob(str(init_path), str(train_path), str(out_path), settings,
+                       objective=cfg.objective, dpo=cfg.dpo, reference_path=reference)
 
