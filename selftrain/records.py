@@ -16,6 +16,14 @@ TRAIN_SCHEMA = pa.schema([
     ("loss_mask", pa.list_(pa.list_(pa.int64()))), ("completion_tokens", pa.int64()),
 ])
 
+PAIRS_FILE = "pairs.parquet"
+"""A dpo round's training data: preference pairs (selftrain/pairs.py), in TRL's layout."""
+PAIR_SCHEMA = pa.schema([
+    ("prompt", pa.string()), ("chosen", pa.string()), ("rejected", pa.string()),
+    ("query_id", pa.string()), ("difficulty", pa.int64()), ("origin", pa.string()),
+    ("chosen_id", pa.string()), ("rejected_id", pa.string()),
+])
+
 
 def read_samples(path: Path, origin: str | None = None) -> list[Sample]:
     df = pd.read_parquet(path)
