@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from selftrain.config import DPOConfig
 from selftrain.optim import adamw_with_schedule, optimizer_step, state_mib
 from selftrain.sft import IGNORE, SFTExample, SFTSettings, collate, epoch_shard, tokenize_example
+from selftrain.sharding import reshard
 
 if TYPE_CHECKING:
     from selftrain.finetune import FinetuneJob, RankTrainer
@@ -140,6 +141,7 @@ def reference_logps(model: torch.nn.Module, pairs: Sequence[EncodedPair], batch_
             c, r = forward_pairs(model, [pairs[i] for i in todo], pad_id, device, autocast)
             if idx:
                 out[idx] = torch.stack([c.sum, c.tokens, r.sum, r.tokens], -1).double().cpu()
+    reshard(model)
     if world_size > 1:
         out = out.to(device)
         dist.all_reduce(out)
