@@ -14,6 +14,7 @@ one line naming the file. Nothing recorded and intact is rewritten.
 from __future__ import annotations
 
 from selftrain.config import Config
+from selftrain.objectives import make_objective
 from selftrain.runfolder import RunFolder
 from selftrain.tracking import console
 
@@ -69,7 +70,7 @@ def _needed_before(folder: RunFolder, cfg: Config, last: int) -> set[str]:
     needed.add("round_0/difficulty.json")
     start = last + 1 if folder.is_done(last, "metrics") else last
     if not folder.is_done(start, "finetune") and start >= 1:
-        needed.add(f"round_{start - 1}/train.parquet")
+        needed.add(f"round_{start - 1}/{make_objective(cfg.train.objective).data_file}")
         if cfg.train.init == "previous" and start >= 2:
             needed.add(f"round_{start - 1}/checkpoint")
     return needed
