@@ -20,7 +20,8 @@ from selftrain.stages import solution_partition
 from selftrain.tasks import make_task
 
 
-def test_a_step_dpo_arm_trains_on_its_own_pairs(tmp_path, model_cache):
+def test_step_dpo_arm(tmp_path, ray_cluster, model_cache):
+    """Round 0 builds pairs, round 1 trains on them (reference once), figures recomputed."""
     cfg = small_config(tmp_path, model_cache, "tracking.enabled=false", "arm.name=critique",
                        "train.objective=dpo", "refine.attempts=2",
                        config="countdown_prefs.yaml")
