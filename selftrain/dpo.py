@@ -242,8 +242,6 @@ class DPOObjective:
         assert job.dpo is not None, "a dpo job carries train.dpo"
         rows = pd.read_parquet(job.train_path).to_dict("records")
         trainer.prepare(job.reference_path or job.init_path, job.settings.seed)
-        if trainer.tokenizer.pad_token_id is None:
-            trainer.tokenizer.pad_token = trainer.tokenizer.eos_token
         pairs = encode_pairs(trainer.tokenizer, rows, job.settings.max_length)
         with adapters_off(trainer):
             reference = reference_logps(trainer.model, pairs, job.settings.batch_size,
