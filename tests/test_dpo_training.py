@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pandas as pd
 import pytest
 import torch
 from finetune_helpers import one_rank_group, tiny_policy
@@ -60,8 +61,6 @@ def counted(monkeypatch):
 
 
 def base_logps(base, pairs_path) -> torch.Tensor:
-    import pandas as pd
-
     tok = AutoTokenizer.from_pretrained(base)
     pairs = dpo.encode_pairs(tok, pd.read_parquet(pairs_path).to_dict("records"), 256)
     model = AutoModelForCausalLM.from_pretrained(base).eval()
@@ -98,8 +97,9 @@ def test_the_lora_reference_is_the_base_model_through_disabled_adapters(files, c
     torch.set_num_threads(1)
     cfg = replace(CFG, lora=LORA, strategy=strategy, dpo=replace(CFG.dpo, reference="base"))
     trainer = RankTrainer(cfg, 0, 1, CPU)
-    trainer.finetune(finetune_job(cfg, init_path=str(base), train_path=pairs,
-                                  out_path=tmp / f"lora-{strategy}-r1", seed=1, base=str(base)))
+    r1 = trainer.finetune(finetune_job(cfg, init_path=str(base), train_path=pairs,
+                                       out_path=tmp / f"lora-{strategy}-r1", seed=1,
+                                       base=str(base)))
     trainer.finetune(finetune_job(cfg, init_path=str(tmp / f"lora-{strategy}-r1"),
                                   train_path=pairs, out_path=tmp / f"lora-{strategy}-r2", seed=2,
                                   base=str(base)))
@@ -116,9 +116,14 @@ def test_the_lora_reference_is_the_base_model_through_disabled_adapters(files, c
     with dpo.adapters_off(trainer):
         off = reference_logps(trainer.model, *args)
     on = reference_logps(trainer.model, *args)
-    r1 = AutoModelForCausalLM.from_pretrained(tmp / f"lora-{strategy}-r1").eval()
-    torch.testing.assert_close(off, reference_logps(r1, *args), rtol=1e-5, atol=1e-4)
+    merged = AutoModelForCausalLM.from_pretrained(tmp / f"lora-{strategy}-r1").eval()
+    torch.testing.assert_close(off, reference_logps(merged, *args), rtol=1e-5, atol=1e-4)
     assert (on - off).abs().max() > 1e-3  # the adapter does change the outputs
+    # no second model for the reference: a DPO round holds what an SFT round holds
+    sft = trainer.train([SFTExample(r["prompt"], r["chosen"]) for r in
+                         pd.read_parquet(pairs).to_dict("records")],
+                        SFTSettings(epochs=1, lr=1e-2, batch_size=16, seed=0))
+    assert r1["state_mib"] <= 1.1 * sft["state_mib"] and r1["param_mib"] == sft["param_mib"]
 
 
 def test_dpo_under_fsdp_trains_as_under_ddp_on_one_rank(files):
