@@ -116,10 +116,11 @@ class RankTrainer:
         reset_peak_memory(self.device)
         read_before = self.read_mib
         stats = make_objective(job.objective).train(self, job)
+        examples = stats.pop("examples", None)  # where an SFT round's record always had it
         self.save(Path(job.out_path))
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         return stats | peak_memory_mib(self.device) | {
-            "strategy": self.cfg.strategy, "precision": self.precision,
+            "examples": examples, "strategy": self.cfg.strategy, "precision": self.precision,
             "lora": self.adapters is not None, "trainable_params": trainable,
             "weights_read_mib": round(self.read_mib - read_before, 1)}
 
