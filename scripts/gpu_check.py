@@ -1,6 +1,7 @@
 """CUDA smoke test on the tiny model: generation, a bf16 finetune step, critics, then a round's
 finetune with FSDP (bf16 mixed precision, activation checkpointing) and with LoRA, each checked
-by loading its checkpoint into the generation backend.
+by loading its checkpoint into the generation backend, then a DPO round under each (the
+reference a full model under FSDP, the same model with its adapters off under LoRA).
 
 Runs the plain worker classes in-process, exactly as Ray would run them inside actors (the FSDP
 and LoRA steps on a one-rank torch process group), so it needs no Ray, vLLM or wandb: torch,
@@ -14,10 +15,11 @@ available or a piece did not run on the GPU.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -58,9 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     with one_rank_group(tmp, device):
         check_round(backend, "fsdp", model_path, train, tmp / "fsdp", sizes, device)
         check_round(backend, "lora", model_path, train, tmp / "lora", sizes, device)
+        pairs = preference_pairs(train, tmp / "pairs.parquet")
+        check_dpo("fsdp", model_path, pairs, tmp / "dpo-fsdp", sizes, device)
+        check_dpo("lora", model_path, pairs, tmp / "dpo-lora", sizes, device)
     if device.type == "cuda":
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
-    print(f"OK: generation, bf16 finetune, critics, FSDP and LoRA rounds ran on {device.type}")
+    print(f"OK: generation, bf16 finetune, critics, FSDP and LoRA rounds (SFT and DPO) ran on "
+          f"{device.type}")
     return 0
 
 
@@ -202,6 +208,51 @@ def check_round(backend, kind: str, base: Path, train: Path, out: Path, sizes: S
           f"{stats['tokens'] / dt:,.0f} tokens/s with the save, loss {stats['loss']:.3f}, "
           f"{stats['trainable_params']:,} trainable params, memory MiB {memory}; "
           f"checkpoint generates {gens[0][0].num_tokens} tokens")
+
+
+def preference_pairs(train: Path, out: Path) -> Path:
+    """pairs.parquet from the training set: each solution chosen, the next row's rejected."""
+    import pandas as pd
+
+    rows = pd.read_parquet(train)
+    pd.DataFrame({"prompt": rows["prompt"], "chosen": rows["completion"],
+                  "rejected": rows["completion"].shift(1, fill_value=rows["completion"].iloc[-1]),
+                  }).to_parquet(out)
+    return out
+
+
+def check_dpo(kind: str, base: Path, pairs: Path, out: Path, sizes: Sizes,
+              device: torch.device) -> None:
+    """6 and 7. A DPO round (`train.objective: dpo`, reference: the round's start): one
+    reference pass, then the steps; under LoRA the reference pass runs with the adapters off,
+    so the rank holds one model, whose parameters do not grow."""
+    from selftrain.config import DPOConfig, LoraConfig, TrainConfig
+    from selftrain.train.rank_trainer import FinetuneJob, RankTrainer
+    from selftrain.train.sft import SFTSettings
+
+    cfg = (TrainConfig(strategy="fsdp", bf16=True, activation_checkpointing=True) if kind == "fsdp"
+           else TrainConfig(bf16=True, lora=LoraConfig(r=8)))
+    rank = RankTrainer(cfg, 0, 1, device)
+    settings = SFTSettings(lr=1e-3, batch_size=32, max_steps=sizes.train_steps, seed=0)
+    job = FinetuneJob(str(base), str(pairs), str(out), settings, objective="dpo",
+                      dpo=DPOConfig(beta=0.1, nll_weight=1.0))
+    t0 = time.perf_counter()
+    stats = rank.finetune(job)
+    dt = time.perf_counter() - t0
+    params = sum(p.numel() for p in rank.model.parameters())
+    rank.finetune(replace(job, out_path=str(out) + "-again"))
+    problem = round_problem(kind, rank, stats, out, device)
+    if rank.reference_passes != 2 or stats["reference_passes"] != 1:
+        problem = f"{rank.reference_passes} reference passes in two rounds, not 2"
+    elif sum(p.numel() for p in rank.model.parameters()) != params:
+        problem = "the model grew between rounds (a second copy for the reference?)"
+    elif not all(math.isfinite(stats[k]) for k in ("train/loss", "train/rewards/margins")):
+        problem = f"non-finite DPO figures {stats}"
+    if problem:
+        raise SystemExit(f"FAIL: dpo-{kind} round: {problem}")
+    print(f"dpo-{kind}: {stats['steps']} steps ({stats['precision']}) in {dt:.1f}s, one reference "
+          f"pass per round, loss {stats['train/loss']:.3f}, margin "
+          f"{stats['train/rewards/margins']:.3f}, accuracy {stats['train/rewards/accuracies']:.2f}")
 
 
 def round_problem(kind: str, rank, stats: dict, out: Path, device: torch.device) -> str | None:

@@ -14,6 +14,13 @@ from typing import Any, Literal
 import yaml
 
 from selftrain.critic_train_config import CriticTrainConfig
+from selftrain.train_config import (
+    DPOConfig,
+    LoraConfig,
+    ResourceConfig,
+    TrainConfig,
+    validate_train,
+)
 from selftrain.typed_yaml import (
     ConfigError,
     build,
@@ -25,12 +32,10 @@ from selftrain.typed_yaml import (
     to_dict,
 )
 
-__all__ = ["Config", "ConfigError", "CriticTrainConfig", "apply_overrides", "checked_section",
-           "dump_yaml", "from_dict", "get_dotted", "load_config", "parse_override", "to_dict"]
+__all__ = ["Config", "ConfigError", "CriticTrainConfig", "DPOConfig", "LoraConfig", "ResourceConfig",
+           "TrainConfig", "apply_overrides", "checked_section", "dump_yaml", "from_dict", "get_dotted", "load_config", "parse_override", "to_dict"]
 
 # Keys with a fixed set of values are `Literal` fields; the loader checks them (typed_yaml).
-PlacementStrategy = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
-
 
 @dataclass
 class TaskConfig:
@@ -82,17 +87,6 @@ class ModelConfig:
     inside the assistant turn (selftrain/loop/prompts.py). For every task."""
     system_prompt: str | None = None
     """With chat_template: a system turn before the user's."""
-
-
-@dataclass
-class ResourceConfig:
-    """Resources of one Ray actor group."""
-
-    num_workers: int = 1
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    placement_strategy: PlacementStrategy = "PACK"
-    """Ray placement-group strategy for the group: PACK, SPREAD, STRICT_PACK or STRICT_SPREAD."""
 
 
 @dataclass
@@ -186,55 +180,6 @@ class RefineConfig:
     """R: refinement attempts per failed sample."""
     template: str = "{prompt}{attempt}# critique: {feedback}\n"
     """Prompt template of `rewrite` mode; fields: prompt, attempt, feedback."""
-
-
-@dataclass
-class LoraConfig:
-    """LoRA adapters (peft) on the policy's linear layers; see selftrain/train/lora.py."""
-
-    r: int = 16
-    alpha: float = 32.0
-    """Scale of the adapter's update: alpha / r."""
-    dropout: float = 0.0
-    target_modules: list[str] = field(default_factory=lambda: [
-        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-    """Names (last part) of the linear layers that get adapters; Llama/Qwen/Mistral names."""
-
-
-@dataclass
-class TrainConfig:
-    resources: ResourceConfig = field(default_factory=ResourceConfig)
-    init: Literal["base", "previous"] = "base"
-    """Where each round's finetune starts: "base" (ReST-EM) or "previous" (STaR-continued)."""
-    max_length: int = 256
-    """Tokens of prompt + completion a training row keeps."""
-    bf16: bool = False
-    """bf16 compute: under fsdp on a GPU with bf16, the gathered weights are bf16 (the shards,
-    gradient reduction and AdamW stay fp32); otherwise (ddp, or fsdp on the CPU) bf16 autocast
-    over fp32 weights. Checkpoints are fp32 either way."""
-    epochs: int = 3
-    lr: float = 1e-3
-    batch_size: int = 32
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.0
-    keep_checkpoints: bool = True
-    """False keeps only the newest round's checkpoint: a round's checkpoint is deleted once the
-    next round's finetune is recorded (the manifest marks it pruned; `verify` skips it)."""
-    max_failures: int = 1
-    """A training rank that dies mid-finetune restarts the group and redoes the round's
-    finetune, at most this many times per round."""
-    strategy: Literal["ddp", "fsdp"] = "ddp"
-    """How the ranks share the policy: "ddp" (each rank holds all weights, gradients and
-    optimizer state) or "fsdp" (FSDP2: each rank holds a 1/num_workers shard of them; each
-    decoder layer is gathered only while it computes)."""
-    activation_checkpointing: bool = False
-    """Recompute each decoder layer's activations in the backward pass instead of keeping them:
-    less memory for about a third more compute."""
-    lora: LoraConfig | None = None
-    """Train LoRA adapters only (None: all weights), with ddp or fsdp. Each round trains a fresh
-    adapter (drawn from the round's seed) on the weights it starts from (`init`: the base model,
-    or the previous round's merged policy); its checkpoint is the merged model, which every
-    backend loads as plain weights, with the adapter beside it in checkpoint/adapter/."""
 
 
 @dataclass
@@ -413,25 +358,3 @@ def validate_arm(arm: ArmConfig, source: str) -> None:
     if arm.diverse.similarity is not None and not 0 < arm.diverse.similarity <= 1:
         raise ConfigError(f"{source}: key arm.diverse.similarity must be in (0, 1] (a cosine "
                           f"similarity), got {arm.diverse.similarity}")
-
-
-def validate_train(train: TrainConfig, source: str) -> None:
-    """The finetune's combinations that cannot run, caught before Ray starts."""
-    res = train.resources
-    if res.num_workers > 1 and 0 < res.num_gpus < 1:
-        raise ConfigError(
-            f"{source}: key train.resources.num_gpus is {res.num_gpus} with {res.num_workers} "
-            f"workers: ranks could share a GPU, which NCCL refuses. Give each rank a whole GPU "
-            f"(num_gpus: 1), or train on one worker.")
-    lora = train.lora
-    if lora is None:
-        return
-    if lora.r < 1 or lora.alpha <= 0:
-        raise ConfigError(f"{source}: keys train.lora.r and train.lora.alpha must be positive, got "
-                          f"r={lora.r}, alpha={lora.alpha}")
-    if not 0 <= lora.dropout < 1:
-        raise ConfigError(f"{source}: key train.lora.dropout must lie in [0, 1), got "
-                          f"{lora.dropout}")
-    if not lora.target_modules:
-        raise ConfigError(f"{source}: key train.lora.target_modules is empty: name the linear "
-                          f"layers that get adapters, e.g. [q_proj, v_proj]")

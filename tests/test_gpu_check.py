@@ -16,7 +16,9 @@ def test_gpu_check_runs_every_step_on_the_cpu():
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = {line.split(":")[0]: line for line in done.stdout.splitlines() if ":" in line}
-    assert {"generate", "train", "critics", "fsdp", "lora", "OK"} <= set(lines), done.stdout
+    assert {"generate", "train", "critics", "fsdp", "lora", "dpo-fsdp", "dpo-lora",
+            "OK"} <= set(lines), done.stdout
+    assert "one reference pass per round" in lines["dpo-lora"]
     assert "checkpoint generates" in lines["fsdp"] and "checkpoint generates" in lines["lora"]
     assert "81,920 trainable params" in lines["lora"]  # r=8 on 7 projections of 4 layers
 

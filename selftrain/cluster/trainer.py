@@ -5,8 +5,9 @@ Starting a worker group, a process group and a model costs seconds per round (Ra
 trainer ranks once, as verl and OpenRLHF keep their actor groups: `TrainerGroup` places
 `train.resources.num_workers` ranks with a placement group (multi-node as the other groups),
 they join one torch process group (gloo on CPU, NCCL on GPU) and keep the policy in memory
-between rounds. Each round, every rank reads `train.parquet`, starts from the base model or the
-previous policy (`train.init`), trains its shard of the data (`train.strategy`: DDP, or FSDP
+between rounds. Each round, every rank reads `train.parquet` (`pairs.parquet` under
+`train.objective: dpo`), starts from the base model or the previous policy (`train.init`),
+trains its shard of the data (`train.strategy`: DDP, or FSDP
 with the model sharded too; `train.lora`: adapters only) and rank 0 writes the checkpoint to a
 temporary name and renames it, so a crash never leaves a half checkpoint that a resumed run
 could take for a finished one. What a rank does each round, and what it keeps in memory between
@@ -84,10 +85,13 @@ class TrainerWorker:
         self.policy.warm(path)
 
     def finetune(self, job: FinetuneJob) -> dict[str, Any]:
-        """SFT on this rank's shard of the job's training set; rank 0 saves the result."""
+        """The job's objective (SFT, DPO) on this rank's shard of its data; rank 0 saves the
+        result."""
         assert self.policy is not None, "join() the process group first"
         self.storage.ensure_local(job.init_path)  # on object storage: fetch what this node lacks
         self.storage.ensure_local(job.train_path)
+        if job.reference_path:  # dpo with `reference: base`
+            self.storage.ensure_local(job.reference_path)
         stats = self.policy.finetune(job)
         if self.rank == 0:
             out = Path(job.out_path)
@@ -164,10 +168,13 @@ class TrainerGroup:
 
 
 def finetune_job(cfg: TrainConfig, *, init_path: str, train_path: Path, out_path: Path,
-                 seed: int) -> FinetuneJob:
-    """The job of one round from the config's train section."""
+                 seed: int, base: str | None = None) -> FinetuneJob:
+    """The job of one round from the config's train section (`base`: the base model, which
+    `train.dpo.reference: base` compares with)."""
     settings = SFTSettings(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
                            warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
                            max_length=cfg.max_length, seed=seed)
-    return FinetuneJob(str(init_path), str(train_path), str(out_path), settings)
+    reference = str(base) if cfg.dpo.reference == "base" and base is not None else None
+    return FinetuneJob(str(init_path), str(train_path), str(out_path), settings,
+                       objective=cfg.objective, dpo=cfg.dpo, reference_path=reference)
 

@@ -7,6 +7,7 @@ from selftrain.arms.registry import FILTERS, SAMPLINGS
 from selftrain.backends import BACKENDS
 from selftrain.config import Config, ConfigError
 from selftrain.registry import RegistryError
+from selftrain.train.objectives import OBJECTIVES
 
 
 def preflight(cfg: Config, source: str) -> None:
@@ -60,7 +61,8 @@ def checked_arm(cfg: Config, source: str) -> Arm:
     backend) is one its registry knows: built-in, registered or an entry point."""
     for key, value, registry in (("arm.name", cfg.arm.name, FILTERS),
                                  ("arm.sampling", cfg.arm.sampling, SAMPLINGS),
-                                 ("rollout.backend", cfg.rollout.backend, BACKENDS)):
+                                 ("rollout.backend", cfg.rollout.backend, BACKENDS),
+                                 ("train.objective", cfg.train.objective, OBJECTIVES)):
         if value not in registry.names():
             raise ConfigError(f"{source}: key {key} must be one of {', '.join(registry.names())}, "
                               f"got {value!r}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 from selftrain.config import Config
 from selftrain.runfolder.folder import RunFolder
 from selftrain.tracking import console
+from selftrain.train.objectives import make_objective
 
 FIGURES = ("metrics.json", "histograms.json", "examples.json")
 
@@ -69,7 +70,7 @@ def _needed_before(folder: RunFolder, cfg: Config, last: int) -> set[str]:
     needed.add("round_0/difficulty.json")
     start = last + 1 if folder.is_done(last, "metrics") else last
     if not folder.is_done(start, "finetune") and start >= 1:
-        needed.add(f"round_{start - 1}/train.parquet")
+        needed.add(f"round_{start - 1}/{make_objective(cfg.train.objective).data_file}")
         if cfg.train.init == "previous" and start >= 2:
             needed.add(f"round_{start - 1}/checkpoint")
     return needed

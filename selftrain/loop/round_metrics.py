@@ -22,7 +22,9 @@ from selftrain.metrics import (
     tail_metrics,
 )
 from selftrain.metrics.formats import format_metrics
+from selftrain.metrics.pairs import pair_metrics
 from selftrain.metrics.policy import POLICY_METRICS, policy_diversity
+from selftrain.runfolder.schemas import PAIRS_FILE, TRAIN_SCHEMA
 from selftrain.types import Query
 
 if TYPE_CHECKING:  # annotations only: reading a round's files needs no task or config code
@@ -38,14 +40,19 @@ class RoundFrames:
     train: pd.DataFrame
     evals: pd.DataFrame
     critiques: pd.DataFrame | None
+    pairs: pd.DataFrame | None = None
+    """pairs.parquet, in a round whose objective learns from pairs (it then has no train rows)."""
 
     @classmethod
     def read(cls, round_dir: Path) -> RoundFrames:
-        crit_path = round_dir / "critiques.parquet"
+        crit_path, pairs_path = round_dir / "critiques.parquet", round_dir / PAIRS_FILE
+        train_path = round_dir / "train.parquet"
         return cls(samples=pd.read_parquet(round_dir / "samples.parquet"),
-                   train=pd.read_parquet(round_dir / "train.parquet"),
+                   train=(pd.read_parquet(train_path) if train_path.exists()
+                          else TRAIN_SCHEMA.empty_table().to_pandas()),
                    evals=pd.read_parquet(round_dir / "eval.parquet"),
-                   critiques=pd.read_parquet(crit_path) if crit_path.exists() else None)
+                   critiques=pd.read_parquet(crit_path) if crit_path.exists() else None,
+                   pairs=pd.read_parquet(pairs_path) if pairs_path.exists() else None)
 
 
 def round_metrics(cfg: Config, task: Task, frames: RoundFrames, pool: list[Query],
@@ -85,9 +92,18 @@ def round_metrics(cfg: Config, task: Task, frames: RoundFrames, pool: list[Query
     out["critic_tokens"] = 0 if critiques is None else int(critiques["critic_tokens"].sum())
     out["train_tokens"] = int(train["completion_tokens"].sum()) if len(train) else 0
     out["samples_per_query"] = samples_per_query
+    if frames.pairs is not None:
+        out.update(pair_metrics(pool_df, samples, frames.pairs))
     for stage, seconds in times.items():
         out[f"time/{stage}"] = seconds
     return {k: v for k, v in out.items() if k.split("@")[0].split("/")[0] not in disabled}
+
+
+def finetune_figures(finetune: dict[str, Any]) -> dict[str, Any]:
+    """The objective's figures of a round's finetune (dpo: `train/loss`, `train/rewards/...`),
+    as rank 0 reported them in the manifest's record (the ranks already summed them)."""
+    workers = finetune.get("workers") or [{}]
+    return {key: v for key, v in workers[0].items() if key.startswith("train/")}
 
 
 def round_histograms(task: Task, frames: RoundFrames, pool: list[Query],

@@ -20,18 +20,28 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from selftrain.arms.pairs import build_pairs
 from selftrain.cluster.trainer import finetune_job
 from selftrain.errors import StageError
 from selftrain.loop import stages
-from selftrain.loop.round_metrics import RoundFrames, example_rows, round_histograms, round_metrics
+from selftrain.loop.round_metrics import (
+    RoundFrames,
+    example_rows,
+    finetune_figures,
+    round_histograms,
+    round_metrics,
+)
 from selftrain.runfolder.folder import atomic_write_json, write_parquet, write_table
 from selftrain.runfolder.schemas import (
+    PAIR_SCHEMA,
+    PAIRS_FILE,
     TRAIN_SCHEMA,
     first_pass,
     read_critiques,
     read_samples,
     train_row,
 )
+from selftrain.train.objectives import make_objective
 from selftrain.types import Critique, Sample
 
 if TYPE_CHECKING:
@@ -98,15 +108,16 @@ class Round:
         return self.run.folder.is_done(self.k, "metrics")
 
     def finetune(self, policy: str) -> str:
-        """SFT on the previous round's training set, from the base model or from `policy`."""
+        """The objective (`train.objective`: SFT, DPO) on what the previous round's filter wrote,
+        from the base model or from `policy`."""
         ckpt = self.dir / "checkpoint"
         if self.done("finetune"):
             return str(ckpt)
         run, train = self.run, self.cfg.train
         with self.stage("finetune") as st:
             job = finetune_job(train, init_path=run.base if train.init == "base" else policy,
-                               train_path=run.folder.round_dir(self.k - 1) / "train.parquet",
-                               out_path=ckpt, seed=self.cfg.seed + self.k)
+                               train_path=run.folder.round_dir(self.k - 1) / self.data_file,
+                               out_path=ckpt, seed=self.cfg.seed + self.k, base=run.base)
             with st.part("warm_wait"):
                 run.trainer.wait_warm()
             with st.part("dispatch_compute"):
@@ -193,11 +204,19 @@ class Round:
             st.record([samples_path, critiques_path], refinements=len(refinements))
         return samples, critiques
 
+    @property
+    def data_file(self) -> str:
+        """What the filter writes and the next round's finetune learns from."""
+        return make_objective(self.cfg.train.objective).data_file
+
     def filter(self, samples: list[Sample], critiques: dict[str, Critique]) -> None:
-        """The arm's filter and selection turn samples and refinements into train.parquet."""
+        """The arm's filter and selection turn samples and refinements into train.parquet
+        (or, for an objective that learns from pairs, into pairs.parquet)."""
         path = self.dir / "train.parquet"
         if self.done("filter"):
             return
+        if self.data_file == PAIRS_FILE:
+            return self._pairs(samples, critiques)
         with self.stage("filter") as st:
             kept = stages.select_training_set(self.run.arm, self.run.task, self.run.pool, samples,
                                               critiques, self.cfg.rollout.num_samples)
@@ -206,6 +225,15 @@ class Round:
             with st.part("write"):
                 write_parquet(path, rows, schema=TRAIN_SCHEMA)
             st.record([path])
+
+    def _pairs(self, samples: list[Sample], critiques: dict[str, Critique]) -> None:
+        """Preference pairs (selftrain/arms/pairs.py): the arm's filter decides chosen and rejected."""
+        path = self.dir / PAIRS_FILE
+        with self.stage("filter") as st:
+            pairs = build_pairs(self.cfg, samples, critiques,
+                                self.run.arm.partition(self.run.task.solution_key))
+            write_parquet(path, [p.row() for p in pairs], schema=PAIR_SCHEMA)
+            st.record([path], pairs=len(pairs))
 
     def evaluate(self, policy: str) -> None:
         """n samples per test query into eval.parquet."""
@@ -232,6 +260,8 @@ class Round:
             metrics = round_metrics(self.cfg, run.task, frames, run.pool, run.test, per_query,
                                     self.times, run.tokenizer)
             metrics["skipped_prompts"] = sum(run.skipped.values())
+            if k > 0:  # the objective's own figures (dpo: train/*) of the finetune that made it
+                metrics |= finetune_figures(run.folder.stage_info(k, "finetune"))
             atomic_write_json(self.dir / "histograms.json",
                               round_histograms(run.task, frames, run.pool, per_query))
             atomic_write_json(self.dir / "examples.json", example_rows(frames, k))

@@ -28,6 +28,14 @@ TRAIN_SCHEMA = pa.schema([
 """train.parquet: what a finetune reads (`loss_mask`: character spans of the completion left
 out of the loss; `completion_tokens`: the policy tokenizer's count)."""
 
+PAIRS_FILE = "pairs.parquet"
+"""A dpo round's training data: preference pairs (selftrain/arms/pairs.py), in TRL's layout."""
+PAIR_SCHEMA = pa.schema([
+    ("prompt", pa.string()), ("chosen", pa.string()), ("rejected", pa.string()),
+    ("query_id", pa.string()), ("difficulty", pa.int64()), ("origin", pa.string()),
+    ("chosen_id", pa.string()), ("rejected_id", pa.string()),
+])
+
 
 def train_row(sample: Sample, completion_tokens: int) -> dict[str, Any]:
     """One row of train.parquet: a kept sample or refinement."""

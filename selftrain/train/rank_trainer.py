@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-from selftrain.config import TrainConfig
+from selftrain.config import DPOConfig, TrainConfig
+from selftrain.train.objectives import make_objective
 from selftrain.train.sft import SFTExample, SFTSettings
 
 
@@ -37,6 +38,11 @@ class FinetuneJob:
     train_path: str
     out_path: str
     settings: SFTSettings
+    objective: str = "sft"
+    """`train.objective`: what the round learns from `train_path` (selftrain/train/objectives.py)."""
+    dpo: DPOConfig | None = None
+    reference_path: str | None = None
+    """dpo: the reference model's weights (None: `init_path`, the round's start)."""
 
 
 def examples_from_rows(rows: list[dict[str, Any]]) -> list[SFTExample]:
@@ -70,6 +76,19 @@ def check_setup(cfg: TrainConfig, model_path: str) -> None:
         decoder_layers(model)
 
 
+class SFTObjective:
+    """`train.objective: sft`: the completions of the previous round's train.parquet."""
+
+    data_file = "train.parquet"
+
+    def train(self, trainer: RankTrainer, job: FinetuneJob) -> dict[str, Any]:
+        import pandas as pd
+
+        trainer.prepare(job.init_path, job.settings.seed)
+        rows = pd.read_parquet(job.train_path).to_dict("records")
+        return trainer.train(examples_from_rows(rows), job.settings) | {"examples": len(rows)}
+
+
 class RankTrainer:
     """The policy on one rank of the training process group, and each round's finetune of it."""
 
@@ -86,34 +105,33 @@ class RankTrainer:
         """The checkpoint whose weights the model holds; None when it holds none (mid-round)."""
         self.read_mib = 0.0
         """MiB of weight files this rank has read (reported per round: under fsdp, rank 0's)."""
+        self.reference_passes = 0
+        """Passes over a round's pairs with the reference model (dpo: one per round)."""
+        self.load_seconds = 0.0
+        """Seconds `prepare` spent bringing weights in during the current finetune."""
         self.precision, self.autocast = precision(cfg.strategy, cfg.bf16, device)
 
     def finetune(self, job: FinetuneJob) -> dict[str, Any]:
-        """Start from `job.init_path`, train on this rank's shard of the training set, write the
-        checkpoint (rank 0). Returns this rank's stats, with its peak memory."""
-        import pandas as pd
-
+        """Train as the job's objective says (from `job.init_path`, on this rank's shard of its
+        data), write the checkpoint (rank 0). Returns this rank's stats, with its peak memory."""
         from selftrain.device import peak_memory_mib, reset_peak_memory
 
         reset_peak_memory(self.device)
         read_before = self.read_mib
-        clock = [time.perf_counter()]
-
-        def lap() -> float:  # seconds since the last lap: the rank's parts of the stage
-            clock.append(time.perf_counter())
-            return round(clock[-1] - clock[-2], 4)
-
-        self.prepare(job.init_path, job.settings.seed)
-        parts = {"weight_load": lap()}
-        rows = pd.read_parquet(job.train_path).to_dict("records")
-        stats = self.train(examples_from_rows(rows), job.settings)
-        parts["compute"] = lap()
+        self.load_seconds = 0.0
+        start = time.perf_counter()
+        stats = make_objective(job.objective).train(self, job)
+        trained = time.perf_counter()
+        examples = stats.pop("examples", None)  # where an SFT round's record always had it
         self.save(Path(job.out_path))
-        parts["write"] = lap()
+        # the rank's parts of the stage: weights read by `prepare`, the objective's loop, the save
+        parts = {"weight_load": round(self.load_seconds, 4),
+                 "compute": round(trained - start - self.load_seconds, 4),
+                 "write": round(time.perf_counter() - trained, 4)}
         stats = stats | {"parts": parts}
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         return stats | peak_memory_mib(self.device) | {
-            "examples": len(rows), "strategy": self.cfg.strategy, "precision": self.precision,
+            "examples": examples, "strategy": self.cfg.strategy, "precision": self.precision,
             "lora": self.adapters is not None, "trainable_params": trainable,
             "weights_read_mib": round(self.read_mib - read_before, 1)}
 
@@ -137,6 +155,11 @@ class RankTrainer:
     def prepare(self, init_path: str, seed: int) -> None:
         """The model holds the weights at `init_path` (read only when it does not already) and,
         under LoRA, a fresh adapter drawn from `seed`."""
+        start = time.perf_counter()
+        self._prepare(init_path, seed)
+        self.load_seconds += time.perf_counter() - start
+
+    def _prepare(self, init_path: str, seed: int) -> None:
         from selftrain.train.checkpoints import checkpoint_state, tied_names
         from selftrain.train.lora import fresh_adapter_state
         from selftrain.train.sharding import load_full_state

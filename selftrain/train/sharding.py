@@ -110,3 +110,15 @@ def broadcast_buffers(model: torch.nn.Module) -> None:
 
     for _, buffer in model.named_buffers():
         dist.broadcast(buffer, src=0)
+
+
+def reshard(model: torch.nn.Module) -> None:
+    """Free the whole weights an FSDP forward left gathered. The root unit keeps its weights
+    gathered after a forward until the backward reshards them; after a forward without one
+    (under no_grad: DPO's reference pass) they would stay, and the next training forward
+    would compute with them while the optimizer updates the shards."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()

@@ -1,0 +1,136 @@
+"""Preference pairs from a round's samples, critiques and refinements (`train.objective: dpo`).
+
+The arm's filter decides what may be chosen (`Arm.filter.eligible`: rs, outcome-correct samples;
+critique, those whose steps the critic also passes); the rejected side is always a wrong
+sample the policy wrote. Refinements enter only as the chosen side of step pairs. Two kinds of pair, written to `round_<k>/pairs.parquet` in TRL's
+preference layout (`prompt`, `chosen`, `rejected`) so the file also feeds TRL unchanged:
+
+- outcome (Iterative RPO, Pang et al. 2024): a query's chosen candidates among the samples it
+  drew (first pass and later waves) against its wrong ones, paired in turn (the i-th pair: candidate i mod C, wrong sample i mod W),
+  so every candidate and every wrong sample is used before any pair repeats one;
+- step (Step-DPO, Lai et al. 2024): a `resume` repair that is correct and passes the critic,
+  against the attempt it repaired. prompt = the query + the steps before that attempt's first
+  error; chosen = the repair's continuation from there, rejected = the attempt's own
+  (`train.dpo.step_pairs: first_step` keeps only the first step of each side).
+
+Selection orders the chosen candidates as it orders SFT rows: `diverse` puts a query's rarest
+solution class first (DARLING's idea, for pairs). A query keeps at most
+`train.dpo.pairs_per_query` pairs, its step pairs first. A query without a pair contributes
+nothing; `pair_coverage@L` shows which levels still teach the policy something.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+from selftrain.arms import parts as arms
+from selftrain.arms.arm import Arm
+from selftrain.types import Critique, Sample
+
+if TYPE_CHECKING:
+    from selftrain.config import Config
+
+@dataclass
+class Pair:
+    """One row of pairs.parquet (`selftrain.runfolder.schemas.PAIR_SCHEMA`)."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+    query_id: str
+    difficulty: int
+    origin: str
+    """"outcome" or "step"."""
+    chosen_id: str
+    rejected_id: str
+    """sample_ids of the two sides (a step pair's chosen side is a refinement)."""
+
+    def row(self) -> dict:
+        return asdict(self)
+
+
+def build_pairs(cfg: Config, samples: list[Sample], critiques: dict[str, Critique],
+                partition: arms.Partition) -> list[Pair]:
+    """The round's pairs, query by query in order of first appearance."""
+    if any(s.loss_mask for s in samples):
+        raise ValueError("train.objective dpo does not yet mask agent observations in pairs; "
+                         "use train.objective sft for agent tasks")
+    arm, dpo = Arm.of(cfg.arm), cfg.train.dpo
+    drawn = [s for s in arm.filter.eligible(samples, critiques) if s.origin != "refine"]
+    chosen = arms.by_query(arms.drop_duplicates(drawn))
+    if arm.config.selection == "diverse":
+        chosen = {q: arms.diverse_order(cs) for q, cs in partition(chosen).items()}
+    wrong = arms.by_query(arms.drop_duplicates(
+        [s for s in samples if s.origin != "refine" and not s.correct]))
+    steps: dict[str, list[Pair]] = {}
+    if cfg.refine.mode == "resume":
+        for pair in step_pairs(samples, critiques, dpo.step_pairs):
+            steps.setdefault(pair.query_id, []).append(pair)
+    out = []
+    for q in arms.by_query(samples):
+        mine = steps.get(q, []) + outcome_pairs(chosen.get(q, []), wrong.get(q, []))
+        out += mine[: dpo.pairs_per_query]
+    return out
+
+
+def outcome_pairs(chosen: list[Sample], wrong: list[Sample]) -> list[Pair]:
+    """Candidate i mod C against wrong sample i mod W, for i < max(C, W): distinct pairs that
+    use every sample on both sides once before repeating any."""
+    if not chosen or not wrong:
+        return []
+    return [_pair(chosen[i % len(chosen)], wrong[i % len(wrong)], "", chosen[i % len(chosen)]
+                  .completion, wrong[i % len(wrong)].completion, "outcome")
+            for i in range(max(len(chosen), len(wrong)))]
+
+
+def step_pairs(samples: list[Sample], critiques: dict[str, Critique], mode: str) -> list[Pair]:
+    """A pair for each verified `resume` repair whose repaired attempt has a located first
+    error. A root's refinements form a chain (attempt n repairs attempt n-1, the first repairs
+    the root sample), so the repaired attempt is the one before it in sample order."""
+    by_id = {s.sample_id: s for s in samples}
+    last: dict[str, Sample] = {}
+    out = []
+    for s in samples:
+        if s.origin != "refine" or s.parent_id not in by_id:
+            continue
+        repaired = last.get(s.parent_id, by_id[s.parent_id])
+        last[s.parent_id] = s
+        crit, own = critiques.get(repaired.sample_id), critiques.get(s.sample_id)
+        if not (s.correct and own is not None and own.passed and crit is not None):
+            continue
+        pair = _step_pair(repaired, crit, s, mode)
+        if pair is not None:
+            out.append(pair)
+    return out
+
+
+def _step_pair(repaired: Sample, crit: Critique, repair: Sample, mode: str) -> Pair | None:
+    """prompt = query + the good steps (as `resume` wrote them before the repair); None when no
+    error was located or the repair does not start with those steps."""
+    cut = crit.first_error
+    if cut < 0:
+        return None
+    prefix = "".join(step + "\n" for step in repaired.steps[:cut])
+    if not repair.completion.startswith(prefix):
+        return None
+    chosen = repair.completion[len(prefix):]
+    rejected = (repaired.completion[len(prefix):] if repaired.completion.startswith(prefix)
+                else "".join(step + "\n" for step in repaired.steps[cut:]))
+    if mode == "first_step":
+        chosen, rejected = _first_line(chosen), _first_line(rejected)
+    if not chosen.strip() or chosen == rejected:
+        return None
+    return _pair(repair, repaired, prefix, chosen, rejected, "step")
+
+
+def _first_line(text: str) -> str:
+    head, newline, _ = text.lstrip("\n").partition("\n")
+    return head + newline
+
+
+def _pair(chosen: Sample, rejected: Sample, prefix: str, chosen_text: str, rejected_text: str,
+          origin: str) -> Pair:
+    return Pair(prompt=chosen.prompt + prefix, chosen=chosen_text, rejected=rejected_text,
+                query_id=chosen.query_id, difficulty=chosen.difficulty, origin=origin,
+                chosen_id=chosen.sample_id, rejected_id=rejected.sample_id)
