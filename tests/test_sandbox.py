@@ -4,6 +4,7 @@ the next program must run as if nothing happened."""
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import socket
@@ -20,18 +21,33 @@ CANARY = ("def f(xs):\n    return sorted(xs)", "assert f([3, 1, 2]) == [1, 2, 3]
 
 
 def nobody_processes() -> list[int]:
-    """Processes running as `nobody`: the programs when the sandbox runs as root."""
-    pids = []
+    """Live processes running as `nobody` (the programs, when the sandbox runs as root) that
+    descend from this test process: other sandboxes on the machine (another test run, an
+    experiment) are not this test's to count."""
+    parents, nobody = {}, []
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                status = Path(f"/proc/{entry}/status").read_text()
-            except OSError:
-                continue
-            uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
-            if uid_line.split()[1] == "65534":
-                pids.append(int(entry))
-    return pids
+        if not entry.isdigit():
+            continue
+        try:
+            status = dict(line.split(":", 1) for line in
+                          Path(f"/proc/{entry}/status").read_text().splitlines() if ":" in line)
+        except OSError:
+            continue
+        parents[int(entry)] = int(status["PPid"])
+        if status["Uid"].split()[0] == "65534" and not status["State"].strip().startswith("Z"):
+            nobody.append(int(entry))
+    me = os.getpid()
+
+    def mine(pid: int) -> bool:
+        for _ in range(64):  # ancestry is shallow; a cycle cannot happen, the bound is a guard
+            pid = parents.get(pid, 0)
+            if pid == me:
+                return True
+            if pid <= 1:
+                return False
+        return False
+
+    return [pid for pid in nobody if mine(pid)]
 
 
 @pytest.fixture(scope="module")
@@ -250,6 +266,9 @@ def test_a_dead_server_leaves_no_program_behind():
 
     box = Sandbox(parallel=2)
     errors = []
+    # orphans of the killed server would be re-parented to this process, so that
+    # `nobody_processes` still sees them (PR_SET_CHILD_SUBREAPER)
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
 
     def sleeper():
         try:
