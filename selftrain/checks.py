@@ -10,13 +10,16 @@ def preflight(cfg: Config, source: str) -> None:
     ConfigError/CriticLoadError."""
     from critics import PreflightCheck, build_critic
     from selftrain.storage import storage_for
-    from selftrain.tasks import abilities, make_task
+    from selftrain.task_args import check_task_args
+    from selftrain.tasks import TASKS, abilities, make_task
 
     try:
         storage_for(cfg.run_root, cfg.staging_dir).check()
     except ValueError as err:
         raise ConfigError(f"{source}: {err}") from err
 
+    if cfg.task.name in TASKS:
+        check_task_args(TASKS[cfg.task.name], cfg.task.args, source)
     try:
         task = make_task(cfg.task.name, **cfg.task.args)
     except (TypeError, ValueError) as err:

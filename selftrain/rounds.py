@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from critics import Critique
 from selftrain import stages
-from selftrain.errors import StageError
+from selftrain.errors import Interrupted, StageError
 from selftrain.metrics_round import RoundFrames, example_rows, round_histograms, round_metrics
 from selftrain.records import TRAIN_SCHEMA, read_critiques, read_samples
 from selftrain.runfolder import atomic_write_json, write_parquet, write_table
@@ -69,8 +69,10 @@ class Round:
         rec = StageRecord(self, name)
         try:
             yield rec
-        except StageError:
+        except (StageError, Interrupted):
             raise
+        except KeyboardInterrupt as err:
+            raise Interrupted(self.k, name) from err
         except Exception as err:
             raise StageError(self.k, name, err) from err
 
@@ -83,19 +85,33 @@ class Round:
         """SFT on the previous round's training set, from the base model or from `policy`."""
         ckpt = self.dir / "checkpoint"
         if self.done("finetune"):
-            return str(ckpt)
+            return self.run.folder.stage_info(self.k, "finetune").get("carried_over", str(ckpt))
         run, train = self.run, self.cfg.train
+        train_path = run.folder.round_dir(self.k - 1) / "train.parquet"
+        if pq.read_metadata(train_path).num_rows == 0:
+            return self._carry_over(policy)
         with self.stage("finetune") as st:
             job = finetune_job(train, init_path=run.base if train.init == "base" else policy,
-                               train_path=run.folder.round_dir(self.k - 1) / "train.parquet",
-                               out_path=ckpt, seed=self.cfg.seed + self.k)
+                               train_path=train_path, out_path=ckpt, seed=self.cfg.seed + self.k)
             ranks = run.trainer.finetune(job)
             st.record([ckpt], init=train.init, loss=ranks[0]["loss"], steps=ranks[0]["steps"],
                       workers=ranks)
-        if not train.keep_checkpoints and self.k >= 2:
+        if not train.keep_checkpoints and self.k >= 2 and \
+                "carried_over" not in run.folder.stage_info(self.k - 1, "finetune"):
             previous = run.folder.round_dir(self.k - 1) / "checkpoint"
             run.folder.prune(self.k - 1, "finetune", previous)
         return str(ckpt)
+
+    def _carry_over(self, policy: str) -> str:
+        """Round k-1 accepted no sample: there is nothing to finetune on, so round k's policy is
+        round k-1's, unchanged (recorded as the stage's `carried_over`, said in one line)."""
+        from selftrain.tracking import console
+
+        with self.stage("finetune") as st:
+            st.record([], carried_over=policy, rows=0)
+        console.print(f"[yellow]round {self.k}: round {self.k - 1} accepted no sample (empty "
+                      f"training set); no finetune, the policy carries over unchanged[/]")
+        return policy
 
     def generate(self, policy: str) -> list[Sample]:
         """K first-pass samples per pool query, then what the arm's sampling adds: a budget

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from selftrain.config import Config, dump_yaml
-from selftrain.errors import RunFailed, describe, full_report
+from selftrain.config_change import record_config_changes
+from selftrain.errors import EXIT_INTERRUPTED, Interrupted, RunFailed, describe, full_report
 from selftrain.groups import ActorGroup
 from selftrain.prompts import PromptFormat
 from selftrain.runfolder import RunFolder, atomic_write_bytes, open_folder
@@ -143,10 +144,17 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
             yield run
             tracker.finish(exit_code=0)
             folder.publish([folder.path / "wandb"] if (folder.path / "wandb").is_dir() else [])
+        except KeyboardInterrupt as err:
+            stopped = err if isinstance(err, Interrupted) else Interrupted()
+            stopped.folder = folder.path
+            log.warning("run %s interrupted %s (SIGINT)", folder.path, stopped.where)
+            if tracker is not None:
+                tracker.finish(exit_code=EXIT_INTERRUPTED)
+            raise stopped from None
         except BaseException as err:
             if tracker is not None:
                 tracker.finish(exit_code=1)
-            if isinstance(err, (KeyboardInterrupt, SystemExit, *_bad_input())):
+            if isinstance(err, (SystemExit, *_bad_input())):
                 raise  # bad input is named in one line by the CLI, without a traceback
             log.error("run %s failed:\n%s", folder.path, full_report(err))
             raise RunFailed(describe(err), folder.path, log_path) from err
@@ -170,7 +178,9 @@ def _bad_input() -> tuple[type[BaseException], ...]:
 
 def _prepare_folder(cfg: Config, label: str, folder: RunFolder, base: str,
                     budget: BudgetTarget | None) -> None:
-    """config.yaml and the run's identity in the manifest."""
+    """config.yaml and the run's identity in the manifest (with the changes a resume made under
+    --allow-config-change, from the round they first shape)."""
+    record_config_changes(folder, cfg)
     atomic_write_bytes(folder.path / "config.yaml", dump_yaml(cfg).encode())
     folder.publish([folder.path / "config.yaml"])
     meta: dict[str, Any] = dict(experiment=cfg.experiment, arm=label, seed=cfg.seed,

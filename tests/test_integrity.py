@@ -1,0 +1,182 @@
+"""Records that must never say something untrue, and mistakes that must be told in one line
+before Ray starts (exit 2, no traceback). Each case runs the command line as a user does."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from broken_critics import Repeats, Reversed, TooFew, WrongId
+
+from critics import CritiqueRequest, checked
+from critics.protocol import CriticOutputError
+from selftrain.config import dump_yaml, load_config
+from selftrain.config_change import record_config_changes
+from selftrain.runfolder import RunFolder, atomic_write_bytes
+from selftrain.types import Query
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = REPO / "configs" / "countdown_rs.yaml"
+
+
+def selftrain(*args: str, cwd: Path = REPO, module: str = "selftrain.cli") -> tuple[int, str]:
+    """The command line as a user runs it: exit code, and stdout + stderr together."""
+    env = {"PYTHONPATH": f"{REPO}:{REPO / 'tests'}", "PATH": "/usr/bin:/bin",
+           "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "HOME": str(cwd)}
+    done = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+    return done.returncode, done.stdout + done.stderr
+
+
+def recorded_run(tmp_path: Path, *overrides: str) -> Path:
+    """A run folder as a run leaves it after round 0: config.yaml and a manifest."""
+    cfg = load_config(CONFIG, [f"run_root={tmp_path / 'runs'}", "experiment=e", "rounds=1",
+                               *overrides])
+    run = tmp_path / "runs" / "e" / "rs" / "seed0"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(dump_yaml(cfg))
+    manifest = {"rounds": {"0": {"generate": {"files": {}}, "metrics": {"files": {}}}}}
+    atomic_write_bytes(run / "manifest.json", json.dumps(manifest).encode())
+    return run
+
+
+# -- item 1: a resume does not rewrite what the recorded rounds were made with --------------
+
+
+def test_a_resume_that_changes_recorded_settings_stops_and_names_them(tmp_path):
+    run = recorded_run(tmp_path)
+    written = (run / "config.yaml").read_bytes()
+    code, out = selftrain("run", "--resume", str(run), "rounds=3", "rollout.temperature=0.5",
+                          "eval.num_samples=8")
+    assert code == 2, out
+    assert "rollout.temperature=0.5 (recorded: 1.0)" in out
+    assert "eval.num_samples=8 (recorded: " in out and "--allow-config-change" in out
+    assert "rounds=3" not in out  # extending the run is allowed
+    assert "Traceback" not in out
+    assert (run / "config.yaml").read_bytes() == written
+    code, out = selftrain("run", "--resume", str(run), "rounds=0")
+    assert code == 2 and "rounds=0 (recorded: 1)" in out, out
+
+
+def test_a_resume_may_extend_rounds_and_change_tracking(tmp_path):
+    """Past the check, the fabricated folder stops at the pre-flight check of its model (a
+    folder that is gone), which shows that the check let the allowed keys through."""
+    run = recorded_run(tmp_path, f"model.path={tmp_path / 'gone'}")
+    code, out = selftrain("run", "--resume", str(run), "rounds=4", "tracking.enabled=false",
+                          "ray.num_cpus=2")
+    assert code == 2 and "model.path" in out, out
+    assert "recorded:" not in out and "Traceback" not in out, out
+
+
+def test_an_allowed_change_is_recorded_from_the_round_it_shapes(tmp_path):
+    run = recorded_run(tmp_path)
+    folder = RunFolder.read(run)
+    new = load_config(run / "config.yaml", ["rounds=3", "rollout.temperature=0.5"])
+    record_config_changes(folder, new)
+    [entry] = RunFolder.read(run).manifest["config_changes"]
+    assert entry == {"from_round": 1, "stages_already_recorded": [],
+                     "changes": {"rollout.temperature": [1.0, 0.5]}}
+
+
+# -- item 2: critiques are matched to requests by sample_id ---------------------------------
+
+
+def requests(n: int = 4) -> list[CritiqueRequest]:
+    q = Query("cd-hand", 3, "3 7 2 -> 23\n", {"numbers": [3, 7, 2], "target": 23})
+    return [CritiqueRequest(sample_id=f"r0-cd-hand-s{i}", query=q, steps=["7*3=21"] * (i + 1),
+                            completion="") for i in range(n)]
+
+
+def test_critiques_in_another_order_are_matched_by_sample_id():
+    reqs = requests()
+    out = checked(Reversed(), reqs)
+    assert [c.sample_id for c in out] == [r.sample_id for r in reqs]
+    assert [len(c.verdicts) for c in out] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("critic, says", [
+    (TooFew(), "critic 'too-few' returned 3 critiques for 4 requests: missing r0-cd-hand-s3"),
+    (WrongId(), "critic 'wrong-id' returned 4 critiques for 4 requests: missing r0-cd-hand-s3; "
+                "not asked for r0-cd-hand-s3-typo"),
+    (Repeats(), "critic 'repeats' returned 4 critiques for 4 requests: missing r0-cd-hand-s3; "
+                "repeated r0-cd-hand-s0"),
+])
+def test_a_missing_unknown_or_repeated_sample_id_names_the_critic_and_ids(critic, says):
+    with pytest.raises(CriticOutputError) as err:
+        checked(critic, requests())
+    assert str(err.value).startswith(says)
+
+
+# -- item 3: sampling settings ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("override, says", [
+    ("rollout.temperature=-1", "key rollout.temperature must be >= 0 (0 samples greedily)"),
+    ("eval.temperature=-0.5", "key eval.temperature must be >= 0"),
+    ("rollout.top_p=0", "key rollout.top_p must lie in (0, 1]"),
+    ("rollout.top_p=1.5", "key rollout.top_p must lie in (0, 1]"),
+])
+def test_sampling_settings_out_of_range_stop_with_exit_2(tmp_path, override, says):
+    code, out = selftrain("run", str(CONFIG), override, f"run_root={tmp_path}")
+    assert code == 2, out
+    assert f"command line: {says}" in out and "Traceback" not in out
+    assert load_config(CONFIG, ["rollout.temperature=0"]).rollout.temperature == 0  # greedy
+
+
+# -- item 6: a model folder that cannot load fails before Ray ---------------------------------
+
+
+def test_a_model_folder_without_weights_or_tokenizer_stops_before_ray(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    model = tmp_path / "model"
+    config = LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2)
+    config.save_pretrained(model)
+    code, out = selftrain("run", str(CONFIG), f"model.path={model}", f"run_root={tmp_path}")
+    assert code == 2, out
+    assert "holds no weights" in out and "--resume" not in out and "Traceback" not in out
+    LlamaForCausalLM(config).save_pretrained(model)
+    code, out = selftrain("run", str(CONFIG), f"model.path={model}", f"run_root={tmp_path}")
+    assert code == 2, out
+    assert "its tokenizer does not load" in out and "--resume" not in out, out
+    assert not (tmp_path / "default").exists() and not list(tmp_path.rglob(".ray"))
+
+
+# -- item 8: messages that name the mistake --------------------------------------------------
+
+
+def test_override_errors_are_blamed_on_the_command_line(tmp_path):
+    code, out = selftrain("run", str(CONFIG), "rounds=three", f"run_root={tmp_path}")
+    assert code == 2 and "command line: key rounds must be an integer" in out, out
+
+
+@pytest.mark.parametrize("root", ["/proc/selftrain-runs", "{tmp}/a-file/runs"])
+def test_an_unwritable_run_root_is_named(tmp_path, root):
+    (tmp_path / "a-file").write_text("not a folder")
+    code, out = selftrain("run", str(CONFIG), f"run_root={root.format(tmp=tmp_path)}")
+    assert code == 2, out
+    assert "key run_root:" in out and "cannot be written to" in out and "Traceback" not in out
+
+
+def test_task_args_are_checked_against_the_task_constructor(tmp_path):
+    code, out = selftrain("run", str(CONFIG), "task.args.levels=4", f"run_root={tmp_path}")
+    assert code == 2, out
+    assert "key task.args.levels must be a list, got 4" in out and "Traceback" not in out
+    code, out = selftrain("run", str(CONFIG), "task.args.level=[2]", f"run_root={tmp_path}")
+    assert code == 2 and "task.args.level is not an argument of the task" in out, out
+
+
+def test_run_on_a_compare_config_says_to_use_compare(tmp_path):
+    code, out = selftrain("run", str(REPO / "configs" / "countdown_compare.yaml"),
+                          f"run_root={tmp_path}")
+    assert code == 2, out
+    assert "it is a compare config" in out and "selftrain compare" in out
+
+
+def test_python_m_selftrain_is_the_command(tmp_path):
+    code, out = selftrain("--help", module="selftrain")
+    assert code == 0 and "usage: selftrain" in out, out
