@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,6 @@ from broken_critics import Repeats, Reversed, TooFew, WrongId
 from critics import CritiqueRequest, checked
 from critics.protocol import CriticOutputError
 from selftrain.config import dump_yaml, load_config
-from selftrain.config_change import record_config_changes
 from selftrain.runfolder import RunFolder, atomic_write_bytes
 from selftrain.types import Query
 
@@ -72,6 +72,8 @@ def test_a_resume_may_extend_rounds_and_change_tracking(tmp_path):
 
 
 def test_an_allowed_change_is_recorded_from_the_round_it_shapes(tmp_path):
+    from selftrain.config_change import record_config_changes
+
     run = recorded_run(tmp_path)
     folder = RunFolder.read(run)
     new = load_config(run / "config.yaml", ["rounds=3", "rollout.temperature=0.5"])
@@ -180,3 +182,30 @@ def test_run_on_a_compare_config_says_to_use_compare(tmp_path):
 def test_python_m_selftrain_is_the_command(tmp_path):
     code, out = selftrain("--help", module="selftrain")
     assert code == 0 and "usage: selftrain" in out, out
+
+
+def test_a_retriever_answering_500_is_said_to_be_failing_not_down():
+    from test_retrieval_faults import serve
+
+    from selftrain.retrieval import HTTPRetriever, RetrieverUnavailable
+
+    class Fails(BaseHTTPRequestHandler):
+        def do_POST(self):  # http.server's naming
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(500)
+            self.send_header("Content-Length", "5")
+            self.end_headers()
+            self.wfile.write(b"oops!")
+
+        def log_message(self, *args):
+            pass
+
+    server, url = serve(Fails)
+    try:
+        with pytest.raises(RetrieverUnavailable) as err:
+            HTTPRetriever(url, retries=1, backoff_s=0.01).search(["anything"], 1)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "is running but failing: it answered HTTP 500 oops!" in str(err.value)
+    assert "Is the server running" not in str(err.value)
