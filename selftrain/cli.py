@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # model-loading bars: noise
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # "Generating train split"
     # Each selftrain process starts its own wandb service: one inherited from a parent process
     # may still hold the stream of a killed run, and a resume of that run would be refused.
     os.environ.pop("WANDB_SERVICE", None)

@@ -63,7 +63,8 @@ def worker_env() -> dict[str, str]:
     """Environment for every Ray worker of a run (the user's own settings win): tokenizers'
     own thread pool would fight the actors' torch threads, and progress bars of model loading
     and saving are not the user's business."""
-    defaults = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    defaults = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+                "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
     return {key: os.environ.get(key, value) for key, value in defaults.items()}
 
 

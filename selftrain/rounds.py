@@ -9,6 +9,7 @@ names round, stage and the cause. The compute lives in `stages.py`.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -32,6 +33,8 @@ from selftrain.types import Sample
 if TYPE_CHECKING:
     from selftrain.run import RunContext
 
+log = logging.getLogger("selftrain")
+
 
 @dataclass
 class StageRecord:
@@ -46,6 +49,7 @@ class StageRecord:
         self.round.times[self.name] = seconds
         self.round.run.folder.mark_done(self.round.k, self.name, files, seconds=seconds,
                                         started=round(self.started, 3), **info)
+        log.info("round %d, stage %s recorded (%.1f s)", self.round.k, self.name, seconds)
 
 
 class Round:

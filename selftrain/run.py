@@ -131,6 +131,7 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
             prompts = PromptFormat.of(cfg, AutoTokenizer.from_pretrained(base), base)
             check_setup(cfg.train, base)  # LoRA targets, FSDP layers: before Ray starts
             _prepare_folder(cfg, label, folder, base, budget)
+            _say(f"run folder: {storage.uri_of(folder.path)} (log: {log_path})")
             if budget is None and folder.manifest.get("budget_from"):
                 budget = BudgetTarget(folder.path / folder.manifest["budget_from"])
             start_ray(cfg, folder.path.parents[2] / ".ray")
@@ -144,6 +145,9 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
             yield run
             tracker.finish(exit_code=0)
             folder.publish([folder.path / "wandb"] if (folder.path / "wandb").is_dir() else [])
+            wandb = folder.path / "wandb"
+            _say(f"run finished: {storage.uri_of(folder.path)}"
+                 + (f" (wandb: {wandb})" if wandb.is_dir() else ""))
         except KeyboardInterrupt as err:
             stopped = err if isinstance(err, Interrupted) else Interrupted()
             stopped.folder = folder.path
@@ -164,6 +168,12 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
             if trainer is not None:
                 trainer.shutdown()
             folder.release_lock()
+
+
+def _say(line: str) -> None:
+    """A main event of the run: on the terminal and in the run's log."""
+    console.print(line, highlight=False, soft_wrap=True)
+    log.info(line)
 
 
 def _bad_input() -> tuple[type[BaseException], ...]:
@@ -252,12 +262,15 @@ def _run_log(folder: RunFolder) -> Iterator[Path]:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
+    level = log.level
+    log.setLevel(logging.INFO)  # the run's main events (start, stages, end), not only failures
     logging.captureWarnings(True)
     log.info("%s pid %d: %s", "run", os.getpid(), " ".join(sys.argv))
     try:
         yield path
     finally:
         logging.captureWarnings(False)
+        log.setLevel(level)
         root.removeHandler(handler)
         handler.close()
         folder.publish([path])

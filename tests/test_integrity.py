@@ -4,6 +4,7 @@ before Ray starts (exit 2, no traceback). Each case runs the command line as a u
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from http.server import BaseHTTPRequestHandler
@@ -209,3 +210,79 @@ def test_a_retriever_answering_500_is_said_to_be_failing_not_down():
         server.server_close()
     assert "is running but failing: it answered HTTP 500 oops!" in str(err.value)
     assert "Is the server running" not in str(err.value)
+
+
+def test_a_stage_with_one_long_chunk_prints_a_heartbeat_when_redirected():
+    """Output to a pipe: a line every `every_s` while the only chunk runs, not only per chunk."""
+    code = ("import time\nfrom selftrain.progress import StepProgress\n"
+            "with StepProgress('round 0 critique', total=1, every_s=0.5) as p:\n"
+            "    time.sleep(1.8)\n    p.advance()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=60)
+    lines = [line for line in done.stdout.splitlines() if "round 0 critique: 0/1 chunks" in line]
+    assert len(lines) >= 2, done.stdout + done.stderr
+
+
+# -- runs on the test session's Ray cluster (slow) --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def env(ray_cluster) -> dict[str, str]:
+    """Runs join the test session's Ray cluster and import the tests' helper critics."""
+    return dict(os.environ, RAY_ADDRESS=ray_cluster.get_runtime_context().gcs_address,
+                PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]))
+
+
+def test_an_empty_training_set_carries_the_policy_over(tmp_path, env, model_cache):
+    """Completions of one token solve nothing: round 0 accepts no sample, so round 1 does not
+    finetune on 0 rows; it says so in one line and the manifest records the carried policy.
+    The run folder is printed at start and end, and the log holds the run's main events."""
+    from test_user_faults import cli, config_file, finish
+
+    config, run = config_file(tmp_path, model_cache, "rollout.max_new_tokens=1",
+                              "tracking.enabled=false")
+    code, out, err = finish(cli(["run", str(config)], env))
+    assert code == 0, err
+    assert "round 1: round 0 accepted no sample (empty training set); no finetune, the policy " \
+           "carries over unchanged" in out
+    assert f"run folder: {run}" in out and f"run finished: {run}" in out
+    manifest = json.loads((run / "manifest.json").read_text())
+    finetune = manifest["rounds"]["1"]["finetune"]
+    assert finetune["rows"] == 0 and finetune["carried_over"] == manifest["base_model"]
+    assert not (run / "round_1" / "checkpoint").exists()
+    log = (run / "logs" / "selftrain.log").read_text()
+    assert "round 1, stage finetune recorded" in log and "run finished" in log
+    assert "Traceback" not in out + err
+
+
+def test_ctrl_c_stops_in_one_line_with_the_command_to_continue(tmp_path, env, model_cache):
+    """SIGINT to the command's process group (what Ctrl-C in a terminal sends) while a slowed
+    critic works: one line, exit 130, wandb told the exit code, nothing half-recorded."""
+    import signal
+    import time
+
+    from test_user_faults import cli, config_file, finish
+    from wandb_files import exit_code, run_files
+
+    from selftrain.runfolder import verify
+
+    config, run = config_file(tmp_path, model_cache, "arm.name=critique", "critic.name=null",
+                              "critic.path=slow_critic:SlowOracle", "critic.args={delay_s: 60}",
+                              "rounds=0", "refine.attempts=1")
+    proc = cli(["run", str(config)], env, start_new_session=True)
+    deadline = time.time() + 600
+    while not (run / "round_0" / "samples.parquet").exists():
+        assert proc.poll() is None and time.time() < deadline, "the run did not get going"
+        time.sleep(0.2)
+    time.sleep(2)
+    os.killpg(proc.pid, signal.SIGINT)
+    code, out, err = finish(proc, timeout=300)
+    assert code == 130, out + err
+    assert err.strip().splitlines()[-1] == (f"interrupted in round 0, stage critique; continue "
+                                            f"with: selftrain run --resume {run}")
+    assert "Traceback" not in out + err and "KeyboardInterrupt" not in out + err
+    assert verify(run) == []
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert "critique" not in manifest["rounds"]["0"]
+    [wandb_run] = run_files(run)
+    assert exit_code(wandb_run) == 130
