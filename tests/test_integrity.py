@@ -84,6 +84,21 @@ def test_an_allowed_change_is_recorded_from_the_round_it_shapes(tmp_path):
                      "changes": {"rollout.temperature": [1.0, 0.5]}}
 
 
+def test_the_report_shows_which_rounds_ran_with_a_changed_config(tmp_path):
+    from selftrain.report.markdown import config_changes_section
+    from selftrain.report.runs import find_runs
+
+    run = recorded_run(tmp_path)
+    folder = RunFolder.read(run)
+    record_entry = {"from_round": 2, "stages_already_recorded": [],
+                    "changes": {"rollout.temperature": [1.0, 0.5]}}
+    folder.set_meta(config_changes=[record_entry])
+    (run / "round_0").mkdir()
+    (run / "round_0" / "metrics.json").write_text(json.dumps({"gen_tokens": 10}))
+    lines = config_changes_section(find_runs([tmp_path / "runs"], []))
+    assert "| e/rs/seed0 | 2 | rollout.temperature | 1.0 | 0.5 |" in lines
+
+
 # -- item 2: critiques are matched to requests by sample_id ---------------------------------
 
 
