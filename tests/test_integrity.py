@@ -99,6 +99,24 @@ def test_the_report_shows_which_rounds_ran_with_a_changed_config(tmp_path):
     assert "| e/rs/seed0 | 2 | rollout.temperature | 1.0 | 0.5 |" in lines
 
 
+def test_a_resume_of_a_finished_run_answers_from_its_manifest_before_ray(tmp_path):
+    import time
+
+    run = recorded_run(tmp_path)
+    manifest = {"rounds": {str(k): {"generate": {"files": {}}, "metrics": {"files": {}}}
+                           for k in (0, 1)}}
+    atomic_write_bytes(run / "manifest.json", json.dumps(manifest).encode())
+    for k in (0, 1):
+        (run / f"round_{k}").mkdir()
+        (run / f"round_{k}" / "metrics.json").write_text(json.dumps({"gen_tokens": 10 + k}))
+    start = time.monotonic()
+    code, out = selftrain("run", "--resume", str(run))
+    assert code == 0, out
+    assert "all 1 rounds are recorded; nothing to do" in out and "Traceback" not in out
+    assert not (tmp_path / "runs" / ".ray").exists()  # Ray never started
+    assert time.monotonic() - start < 60
+
+
 # -- item 2: critiques are matched to requests by sample_id ---------------------------------
 
 
