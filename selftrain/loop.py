@@ -21,6 +21,7 @@ from typing import Any
 import ray
 
 from selftrain.config import Config
+from selftrain.ray_reaper import watch_local_cluster
 from selftrain.resume import finished_history
 from selftrain.rounds import Round
 from selftrain.run import BudgetTarget, RunContext, arm_dir, open_run
@@ -93,3 +94,5 @@ def start_ray(cfg: Config, temp_dir: Path) -> None:
     ray.init(num_cpus=cfg.ray.num_cpus, _temp_dir=str(temp_dir), include_dashboard=False,
              runtime_env={"env_vars": env}, log_to_driver=False,
              configure_logging=True, logging_level="WARNING")
+    # the cluster this driver started ends with it, also when the driver is SIGKILLed
+    watch_local_cluster(ray._private.worker._global_node.get_session_dir_path())

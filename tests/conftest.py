@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 # cores), directly or through another fixture, or when it is named below.
 SLOW_FIXTURES = {"ray_cluster", "model_cache", "two_nodes"}
 SLOW_FILES: set[str] = {"test_gpu_check.py"}  # in-process CPU runs of the GPU check (~30 s)
-SLOW_TESTS: set[str] = set()
+SLOW_TESTS: set[str] = {"test_a_sigkilled_driver_leaves_no_ray_process_of_its_cluster"}
 
 
 def pytest_collection_modifyitems(config, items):

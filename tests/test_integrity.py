@@ -319,3 +319,45 @@ def test_ctrl_c_stops_in_one_line_with_the_command_to_continue(tmp_path, env, mo
     assert "critique" not in manifest["rounds"]["0"]
     [wandb_run] = run_files(run)
     assert exit_code(wandb_run) == 130
+
+
+DRIVER = """
+import sys, time
+from pathlib import Path
+from selftrain.config import load_config
+from selftrain.loop import start_ray
+start_ray(load_config(sys.argv[1], ["ray.num_cpus=1"]), Path(sys.argv[2]))
+import ray
+ray.get(ray.remote(lambda: 1).options(runtime_env={"env_vars": {"X": "1"}}).remote())
+print(ray._private.worker._global_node.get_session_dir_path(), flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_sigkilled_driver_leaves_no_ray_process_of_its_cluster(tmp_path):
+    """The driver starts its local cluster as a run does, prints the session folder and is
+    killed with SIGKILL: within 30 s no process of that cluster (gcs, raylet, agents) is left."""
+    import signal
+    import time
+
+    from selftrain.ray_reaper import session_pids
+
+    import tempfile
+
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's socket paths must stay short
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(CONFIG), temp],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    session = driver.stdout.readline().strip()
+    try:
+        assert session and session_pids(session), "the driver did not start a cluster"
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+        deadline = time.time() + 30
+        while session_pids(session) and time.time() < deadline:
+            time.sleep(0.5)
+        assert session_pids(session) == []
+    finally:
+        driver.kill()
+        for pid in session_pids(session) if session else []:
+            os.kill(pid, signal.SIGKILL)  # what the fix failed to end, so the test leaves none
