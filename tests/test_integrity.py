@@ -338,11 +338,10 @@ def test_a_sigkilled_driver_leaves_no_ray_process_of_its_cluster(tmp_path):
     """The driver starts its local cluster as a run does, prints the session folder and is
     killed with SIGKILL: within 30 s no process of that cluster (gcs, raylet, agents) is left."""
     import signal
+    import tempfile
     import time
 
     from selftrain.ray_reaper import session_pids
-
-    import tempfile
 
     env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's socket paths must stay short
