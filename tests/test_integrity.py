@@ -302,7 +302,10 @@ def test_ctrl_c_stops_in_one_line_with_the_command_to_continue(tmp_path, env, mo
     config, run = config_file(tmp_path, model_cache, "arm.name=critique", "critic.name=null",
                               "critic.path=slow_critic:SlowOracle", "critic.args={delay_s: 60}",
                               "rounds=0", "refine.attempts=1")
-    proc = cli(["run", str(config)], env, start_new_session=True)
+    # a terminal's Ctrl-C: SIGINT handled (a background job of a script would inherit it
+    # ignored), sent to the command's whole process group
+    proc = cli(["run", str(config)], env, start_new_session=True,
+               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 600
     while not (run / "round_0" / "samples.parquet").exists():
         assert proc.poll() is None and time.time() < deadline, "the run did not get going"
