@@ -363,3 +363,23 @@ def test_a_sigkilled_driver_leaves_no_ray_process_of_its_cluster(tmp_path):
         driver.kill()
         for pid in session_pids(session) if session else []:
             os.kill(pid, signal.SIGKILL)  # what the fix failed to end, so the test leaves none
+
+
+def test_ctrl_c_in_a_compare_names_the_run_and_the_compare_resume(tmp_path, capsys):
+    """How the command line tells an interrupted compare (the run of the in-turn compare that
+    was interrupted, and the experiment to resume); a folder with nothing to resume gets no
+    resume hint."""
+    import argparse
+
+    from selftrain.cli import _report_interrupt
+    from selftrain.errors import Interrupted
+
+    exp = tmp_path / "runs" / "e"
+    (exp / "rs" / "seed0").mkdir(parents=True)
+    args = argparse.Namespace(command="compare")
+    assert _report_interrupt(Interrupted(1, "generate", exp / "rs" / "seed0"), args) == 130
+    assert capsys.readouterr().err == "interrupted (run rs/seed0) in round 1, stage generate\n"
+    (exp / "compare.yaml").write_text("rounds: 1\n")
+    _report_interrupt(Interrupted(1, "generate", exp / "rs" / "seed0"), args)
+    assert capsys.readouterr().err == ("interrupted (run rs/seed0) in round 1, stage generate; "
+                                       f"continue with: selftrain compare --resume {exp}\n")
