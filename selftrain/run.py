@@ -149,12 +149,7 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
             _say(f"run finished: {storage.uri_of(folder.path)}"
                  + (f" (wandb: {wandb})" if wandb.is_dir() else ""))
         except KeyboardInterrupt as err:
-            stopped = err if isinstance(err, Interrupted) else Interrupted()
-            stopped.folder = folder.path
-            log.warning("run %s interrupted %s (SIGINT)", folder.path, stopped.where)
-            if tracker is not None:
-                tracker.finish(exit_code=EXIT_INTERRUPTED)
-            raise stopped from None
+            raise _interrupted(err, folder, tracker) from None
         except BaseException as err:
             if tracker is not None:
                 tracker.finish(exit_code=1)
@@ -168,6 +163,17 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
             if trainer is not None:
                 trainer.shutdown()
             folder.release_lock()
+
+
+def _interrupted(err: KeyboardInterrupt, folder: RunFolder,
+                 tracker: Tracker | None) -> Interrupted:
+    """Ctrl-C: logged, the wandb run finished with exit code 130, and where it stopped."""
+    stopped = err if isinstance(err, Interrupted) else Interrupted()
+    stopped.folder = folder.path
+    log.warning("run %s interrupted %s (SIGINT)", folder.path, stopped.where)
+    if tracker is not None:
+        tracker.finish(exit_code=EXIT_INTERRUPTED)
+    return stopped
 
 
 def _say(line: str) -> None:
