@@ -60,6 +60,10 @@ def _experiment_command(sub, name: str, help: str, description: str, *, config: 
     cmd.add_argument("overrides", nargs="*", help=f"key=value overrides, {overrides}")
     cmd.add_argument("--resume", metavar=resume[0], help=resume[1])
     cmd.add_argument("--overwrite", action="store_true", help=overwrite)
+    cmd.add_argument("--allow-config-change", action="store_true",
+                     help="with --resume: let key=value change settings the recorded rounds were "
+                          "made with (the manifest records from which round); without it only "
+                          "rounds (to extend), tracking.*, ray.*, run_root may change")
 
 
 def _other_commands(sub) -> None:
@@ -104,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # model-loading bars: noise
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # "Generating train split"
     # Each selftrain process starts its own wandb service: one inherited from a parent process
     # may still hold the stream of a killed run, and a resume of that run would be refused.
     os.environ.pop("WANDB_SERVICE", None)
@@ -113,8 +118,29 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.append(os.getcwd())
     try:
         return COMMANDS[args.command](args)
+    except KeyboardInterrupt as err:  # Ctrl-C: one line, where it stopped and how to go on
+        return _report_interrupt(err, args)
     except Exception as err:  # every error ends as a few lines for a person
         return _report_error(err, args)
+
+
+def _report_interrupt(err: KeyboardInterrupt, args: argparse.Namespace) -> int:
+    """`interrupted in round k, stage s; continue with: selftrain run --resume DIR` (exit 130).
+    The resume hint only for a folder that holds a config to resume from."""
+    from selftrain.errors import EXIT_INTERRUPTED, Interrupted
+
+    folder = err.folder if isinstance(err, Interrupted) else None
+    where = f" {err.where}" if isinstance(err, Interrupted) else ""
+    if folder is not None and args.command == "compare":
+        where = f" (run {folder.parent.name}/{folder.name}){where}"
+        folder = folder.parents[1]
+    elif folder is None and args.command == "compare":
+        folder = getattr(args, "exp_dir", None)
+    config = "config.yaml" if args.command == "run" else "compare.yaml"
+    hint = (f"; continue with: selftrain {args.command} --resume {folder}"
+            if folder is not None and (Path(folder) / config).is_file() else "")
+    print(f"interrupted{where}{hint}", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def _report_error(err: Exception, args: argparse.Namespace) -> int:
@@ -134,10 +160,10 @@ def _report_error(err: Exception, args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if isinstance(err, RunFailed):
         where = err.folder if args.command == "run" else err.folder.parents[1]
-        print(f"error: {err.summary}\n"
-              f"  full traceback: {err.log_path}\n"
-              f"  to continue after fixing it: selftrain {args.command} --resume {where}",
-              file=sys.stderr)
+        resumable = (where / ("config.yaml" if args.command == "run" else "compare.yaml")).is_file()
+        hint = (f"\n  to continue after fixing it: selftrain {args.command} --resume {where}"
+                if resumable else "\n  nothing was recorded yet: run the same command again")
+        print(f"error: {err.summary}\n  full traceback: {err.log_path}{hint}", file=sys.stderr)
         return EXIT_FAILED
     if isinstance(err, RunsFailed):
         print(f"error: {err}\n  to continue after fixing them: selftrain compare --resume "
@@ -159,8 +185,11 @@ def _crash_log(err: Exception) -> Path:
 
 def _load(args: argparse.Namespace, what: str):
     if args.resume:
+        from selftrain.loop.config_change import check_resume_config
+
         config_path = _resume_config(args.resume, what)
         cfg = load_config(config_path, args.overrides + ([args.config] if args.config else []))
+        check_resume_config(load_config(config_path), cfg, args.resume, args.allow_config_change)
         return relocate(cfg, args.resume, what)
     if not args.config:
         raise ConfigError(f"selftrain {what}: give a CONFIG file (or --resume RUN_DIR)")
@@ -216,6 +245,11 @@ def _resume_label(where: str) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args, "run")
+    if cfg.arms:
+        raise ConfigError(f"{args.config or args.resume}: has an `arms:` section ("
+                          f"{', '.join(cfg.arms)}), so it is a compare config: run its arms with "
+                          f"`selftrain compare {args.config or 'CONFIG'}`; `selftrain run` "
+                          f"would ignore them")
     from selftrain.loop.checks import preflight
     from selftrain.loop.driver import run_arm
     from selftrain.runfolder.budget import BudgetTarget
@@ -239,7 +273,9 @@ def default_label(cfg) -> str:
 def cmd_compare(args: argparse.Namespace) -> int:
     cfg = _load(args, "compare")
     from selftrain.experiments.compare import run_compare
+    from selftrain.runfolder.storage import storage_for
 
+    args.exp_dir = storage_for(cfg.run_root, cfg.staging_dir).local_root / cfg.experiment
     run_compare(cfg, resume=bool(args.resume), overwrite=args.overwrite,
                 report=not args.no_report)
     return 0

@@ -98,7 +98,9 @@ class RolloutConfig:
     num_samples: int = 4
     """K: first-pass samples per query of the round's pool."""
     temperature: float = 1.0
+    """>= 0; 0 samples greedily (the most likely token, every sample alike)."""
     top_p: float = 1.0
+    """Nucleus sampling: 0 < top_p <= 1 (1: the whole distribution)."""
     max_new_tokens: int = 48
     batch_size: int = 128
     """Prompts (times n samples) per generate call; also the unit of work a worker retries."""
@@ -112,6 +114,7 @@ class EvalConfig:
     num_samples: int = 4
     """n: samples per test query."""
     temperature: float = 1.0
+    """>= 0; 0 samples greedily."""
     pass_k: list[int] = field(default_factory=lambda: [1, 4])
 
 
@@ -288,10 +291,21 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Load a YAML config, apply `key=value` overrides, validate, return a `Config`."""
     path = Path(path)
     raw = read_yaml(path)
-    for item in overrides or []:
-        key, value = parse_override(item, source=str(path))
-        set_dotted(raw, key, value)
-    return from_dict(raw, source=str(path))
+    try:
+        for item in overrides or []:
+            key, value = parse_override(item)
+            set_dotted(raw, key, value)
+        try:
+            return from_dict(raw, source=str(path))
+        except ConfigError:
+            if not overrides:
+                raise
+            from_dict(read_yaml(path), source=str(path))  # the file alone is wrong: say so
+        return from_dict(raw, source="command line")  # the file alone is fine: the overrides
+    except ConfigError as err:
+        if not str(err).startswith("command line"):
+            raise
+        raise ConfigError(f"{err} (overriding {path})") from None
 
 
 def from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
@@ -328,6 +342,7 @@ def validate(cfg: Config, source: str) -> None:
                 f"{source}: key eval.pass_k has {k}, which needs 1 <= k <= eval.num_samples "
                 f"({cfg.eval.num_samples})"
             )
+    validate_sampling(cfg, source)
     validate_arm(cfg.arm, source)
     if cfg.refine.attempts < 0:
         raise ConfigError(f"{source}: key refine.attempts must be >= 0")
@@ -344,6 +359,18 @@ def validate(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: key compare.confidence must lie in (0, 1), got "
                           f"{cfg.compare.confidence}")
     validate_train(cfg.train, source)
+
+
+def validate_sampling(cfg: Config, source: str) -> None:
+    """Temperatures >= 0 (0 is greedy) and 0 < top_p <= 1: anything else would be read as greedy
+    or as no nucleus at all, silently."""
+    for key in ("rollout.temperature", "eval.temperature", "critic_train.temperature"):
+        if get_dotted(cfg, key) < 0:
+            raise ConfigError(f"{source}: key {key} must be >= 0 (0 samples greedily), got "
+                              f"{get_dotted(cfg, key)}")
+    if not 0 < cfg.rollout.top_p <= 1:
+        raise ConfigError(f"{source}: key rollout.top_p must lie in (0, 1], got "
+                          f"{cfg.rollout.top_p}")
 
 
 def validate_arm(arm: ArmConfig, source: str) -> None:

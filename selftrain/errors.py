@@ -12,6 +12,9 @@ from __future__ import annotations
 import traceback
 from pathlib import Path
 
+EXIT_INTERRUPTED = 130
+"""Exit code of a run stopped by Ctrl-C (128 + SIGINT), as shells report it."""
+
 
 class WorkerError(RuntimeError):
     """An exception inside a worker: `who` raised `message`; `details` is its traceback."""
@@ -78,3 +81,20 @@ def full_report(err: BaseException) -> str:
     if details:
         parts.append(f"--- in the worker ---\n{details}")
     return "\n".join(parts)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped a run: where (round and stage, when inside one) and which run
+    folder, so the CLI can say in one line how to continue. Nothing of the interrupted stage is
+    recorded: a stage is recorded only after all its files are written."""
+
+    def __init__(self, round: int | None = None, stage: str | None = None,
+                 folder: Path | None = None) -> None:
+        super().__init__(round, stage)
+        self.round, self.stage, self.folder = round, stage, folder
+
+    @property
+    def where(self) -> str:
+        if self.stage is None:
+            return "while the run was starting" if self.round is None else f"round {self.round}"
+        return f"in round {self.round}, stage {self.stage}"

@@ -2,11 +2,13 @@
 
 On a terminal it is a rich bar that disappears when done. When stdout is a file or a pipe a bar
 would print nothing useful (or blank lines), so a slow stage would look hung: there, a plain
-line is printed every `every_s` seconds while it runs, and one when it ends.
+line is printed every `every_s` seconds while it runs (a heartbeat thread: also while its only
+chunk runs), and one when it ends.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -30,6 +32,8 @@ class StepProgress:
         self._bar: Progress | None = None
         self._start = self._last = 0.0
         self._last_done = -1
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
 
     def __enter__(self) -> StepProgress:
         self._start = self._last = time.time()
@@ -40,7 +44,15 @@ class StepProgress:
                                  *extra, TimeElapsedColumn(), console=console, transient=True)
             self._bar.start()
             self._task = self._bar.add_task(self.desc, total=self.total, **self.values)
+        else:
+            self._beat = threading.Thread(target=self._heartbeat, daemon=True)
+            self._beat.start()
         return self
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(max(0.1, self._last + self.every_s - time.time())):
+            if time.time() - self._last >= self.every_s:
+                self._line()
 
     def advance(self, steps: int = 1, **values: float) -> None:
         self.done += steps
@@ -51,6 +63,9 @@ class StepProgress:
             self._line()
 
     def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join()
         if self._bar is not None:
             self._bar.stop()
         elif self.done and self._last_done != self.done:

@@ -240,6 +240,10 @@ class HTTPRetriever:
                 last = f"HTTP {resp.status_code} {resp.text[:300]}"
             if attempt < attempts:
                 time.sleep(self.backoff_s * 2 ** (attempt - 1))
+        if isinstance(last, str):  # it answered, with an error of its own: it is running
+            raise RetrieverUnavailable(
+                f"retrieval server {self.url} is running but failing: it answered {last} to "
+                f"each of {attempts} attempts; see the server's own log")
         raise RetrieverUnavailable(
             f"retrieval server {self.url} is unavailable after {attempts} attempts "
             f"(deadline {self.timeout_s}s each); last error: {last!r}. Is the server running "

@@ -71,8 +71,10 @@ class Tracker:
         after = -1 if self.offline else folder.manifest.get("wandb_logged_round", -1)
         for k in folder.recorded_rounds():
             if k > after and folder.is_done(k, "metrics"):
-                ckpt = folder.path / f"round_{k}" / "checkpoint"
-                self.log_round(k, folder.path / f"round_{k}", str(ckpt) if k > 0 else None)
+                ckpt = str(folder.path / f"round_{k}" / "checkpoint")
+                if k > 0:  # an empty training set carried the policy over (no checkpoint)
+                    ckpt = folder.stage_info(k, "finetune").get("carried_over", ckpt)
+                self.log_round(k, folder.path / f"round_{k}", ckpt if k > 0 else None)
 
     def log_round(self, k: int, round_dir: Path, policy: str | None) -> None:
         """Round k's figures, histograms, examples (and its policy as an artifact), as the

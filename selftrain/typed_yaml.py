@@ -40,7 +40,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
 def parse_override(item: str, source: str = "command line") -> tuple[str, Any]:
     """`rollout.num_samples=8` -> ("rollout.num_samples", 8); the value is parsed as YAML."""
     if "=" not in item:
-        raise ConfigError(f"override {item!r} ({source}): expected key=value, e.g. rounds=2")
+        raise ConfigError(f"{source}: override {item!r}: expected key=value, e.g. rounds=2")
     key, text = item.split("=", 1)
     try:
         value = yaml.safe_load(text) if text != "" else None

@@ -48,3 +48,42 @@ class WrongVerdicts:
         for c in out:
             c.verdicts.append(StepVerdict(ok=True, score=1.0))
         return out
+
+
+class Reversed:
+    """Right critiques, returned in the reverse order of the requests."""
+
+    name = "reversed"
+
+    def __init__(self, task=None) -> None:
+        pass
+
+    def critique(self, requests):
+        return _ok(requests, self.name)[::-1]
+
+
+class WrongId:
+    """One critique carries a sample_id nobody asked for (a typo in the critic)."""
+
+    name = "wrong-id"
+
+    def __init__(self, task=None) -> None:
+        pass
+
+    def critique(self, requests):
+        out = _ok(requests, self.name)
+        out[-1].sample_id += "-typo"
+        return out
+
+
+class Repeats:
+    """Critiques the first sample twice and the last not at all."""
+
+    name = "repeats"
+
+    def __init__(self, task=None) -> None:
+        pass
+
+    def critique(self, requests):
+        out = _ok(requests, self.name)
+        return [out[0], *out[:-1]]

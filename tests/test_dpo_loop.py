@@ -10,9 +10,9 @@ import json
 import pandas as pd
 import pytest
 from conftest import small_config
-from selftrain.arms.pairs import build_pairs
 
 from selftrain.arms.arm import Arm
+from selftrain.arms.pairs import build_pairs
 from selftrain.loop.driver import run_arm
 from selftrain.metrics.pairs import pair_metrics
 from selftrain.runfolder.schemas import read_critiques, read_samples

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from selftrain.arms.pairs import build_pairs
 
 from critics import Critique, StepVerdict
+from selftrain.arms.pairs import build_pairs
 from selftrain.arms.parts import Partition
 from selftrain.config import from_dict
 from selftrain.metrics.pairs import pair_metrics

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import ray
 
+from selftrain.cluster.ray_reaper import watch_local_cluster
 from selftrain.config import Config
 
 
@@ -20,7 +21,8 @@ def worker_env() -> dict[str, str]:
     """Environment for every Ray worker of a run (the user's own settings win): tokenizers'
     own thread pool would fight the actors' torch threads, and progress bars of model loading
     and saving are not the user's business."""
-    defaults = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    defaults = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+                "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
     return {key: os.environ.get(key, value) for key, value in defaults.items()}
 
 
@@ -42,3 +44,5 @@ def start_ray(cfg: Config, temp_dir: Path) -> None:
     ray.init(num_cpus=cfg.ray.num_cpus, _temp_dir=str(temp_dir), include_dashboard=False,
              runtime_env={"env_vars": env}, log_to_driver=False,
              configure_logging=True, logging_level="WARNING")
+    # the cluster this driver started ends with it, also when the driver is SIGKILLed
+    watch_local_cluster(ray._private.worker._global_node.get_session_dir_path())

@@ -15,7 +15,8 @@ def preflight(cfg: Config, source: str) -> None:
     ConfigError/CriticLoadError."""
     from critics import PreflightCheck, build_critic
     from selftrain.runfolder.storage import storage_for
-    from selftrain.tasks import TaskLoadError, abilities, build_task
+    from selftrain.tasks import TASKS, TaskLoadError, abilities, build_task
+    from selftrain.tasks.args import check_task_args
 
     try:
         storage_for(cfg.run_root, cfg.staging_dir).check()
@@ -23,6 +24,7 @@ def preflight(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: {err}") from err
 
     try:
+        check_task_args(TASKS.resolve(cfg.task.name, cfg.task.path), cfg.task.args, source)
         task = build_task(cfg.task.name, cfg.task.path, cfg.task.args)
     except TaskLoadError as err:
         raise ConfigError(f"{source}: {err}") from err

@@ -15,16 +15,23 @@ from __future__ import annotations
 from typing import Any
 
 from selftrain.config import Config
+from selftrain.loop.resume import finished_history
 from selftrain.loop.rounds import Round
 from selftrain.loop.run import RunContext, open_run
-from selftrain.runfolder.budget import BudgetTarget
+from selftrain.runfolder.budget import BudgetTarget, arm_dir
 from selftrain.tasks import abilities
 from selftrain.tracking import console, run_progress_table
 
 
 def run_arm(cfg: Config, label: str, *, resume: bool = False, overwrite: bool = False,
             budget: BudgetTarget | None = None) -> dict[int, dict[str, Any]]:
-    """Run (or resume) one arm; returns the metrics of every round."""
+    """Run (or resume) one arm; returns the metrics of every round. A resume of a finished run
+    answers from its manifest, before Ray starts."""
+    if resume and (history := finished_history(cfg, arm_dir(cfg, label))) is not None:
+        console.print(run_progress_table(f"{cfg.experiment} · {label} · seed {cfg.seed}", history))
+        console.print(f"{arm_dir(cfg, label)}: all {cfg.rounds} rounds are recorded; nothing to "
+                      f"do (extend it with rounds=N)", highlight=False, soft_wrap=True)
+        return history
     with open_run(cfg, label, resume=resume, overwrite=overwrite, budget=budget) as run:
         return run_rounds(run)
 

@@ -74,3 +74,23 @@ def _needed_before(folder: RunFolder, cfg: Config, last: int) -> set[str]:
         if cfg.train.init == "previous" and start >= 2:
             needed.add(f"round_{start - 1}/checkpoint")
     return needed
+
+
+def finished_history(cfg: Config, folder_path) -> dict[int, dict] | None:
+    """The metrics of every round of a run whose manifest records all `cfg.rounds` rounds as
+    finished, read without Ray, a model or a tokenizer (a resume of a finished run then takes
+    seconds); None when there is something left to run, or the record lives on object storage
+    (its staging copy may be behind)."""
+    import json
+
+    from selftrain.runfolder.folder import read_manifest
+    from selftrain.runfolder.storage import is_uri
+
+    manifest_path = folder_path / "manifest.json"
+    if is_uri(cfg.run_root) or not manifest_path.is_file():
+        return None
+    rounds = read_manifest(manifest_path)["rounds"]
+    if not all("metrics" in rounds.get(str(k), {}) for k in range(cfg.rounds + 1)):
+        return None
+    return {k: json.loads((folder_path / f"round_{k}" / "metrics.json").read_text())
+            for k in range(cfg.rounds + 1)}

@@ -9,6 +9,7 @@ names round, stage and the cause. The compute lives in `stages.py`.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ import pyarrow.parquet as pq
 
 from selftrain.arms.pairs import build_pairs
 from selftrain.cluster.trainer import finetune_job
-from selftrain.errors import StageError
+from selftrain.errors import Interrupted, StageError
 from selftrain.loop import stages
 from selftrain.loop.round_metrics import (
     RoundFrames,
@@ -46,6 +47,8 @@ from selftrain.types import Critique, Sample
 
 if TYPE_CHECKING:
     from selftrain.loop.run import RunContext
+
+log = logging.getLogger("selftrain")
 
 
 @dataclass
@@ -74,6 +77,7 @@ class StageRecord:
         extra = {"parts": self.parts} if self.parts else {}
         self.round.run.folder.mark_done(self.round.k, self.name, files, seconds=seconds,
                                         started=round(self.started, 3), **extra, **info)
+        log.info("round %d, stage %s recorded (%.1f s)", self.round.k, self.name, seconds)
 
 
 class Round:
@@ -97,8 +101,10 @@ class Round:
         rec = StageRecord(self, name)
         try:
             yield rec
-        except StageError:
+        except (StageError, Interrupted):
             raise
+        except KeyboardInterrupt as err:
+            raise Interrupted(self.k, name) from err
         except Exception as err:
             raise StageError(self.k, name, err) from err
 
@@ -112,22 +118,37 @@ class Round:
         from the base model or from `policy`."""
         ckpt = self.dir / "checkpoint"
         if self.done("finetune"):
-            return str(ckpt)
+            return self.run.folder.stage_info(self.k, "finetune").get("carried_over", str(ckpt))
         run, train = self.run, self.cfg.train
+        train_path = run.folder.round_dir(self.k - 1) / self.data_file
+        if pq.read_metadata(train_path).num_rows == 0:
+            return self._carry_over(policy)
         with self.stage("finetune") as st:
             job = finetune_job(train, init_path=run.base if train.init == "base" else policy,
-                               train_path=run.folder.round_dir(self.k - 1) / self.data_file,
-                               out_path=ckpt, seed=self.cfg.seed + self.k, base=run.base)
+                               train_path=train_path, out_path=ckpt,
+                               seed=self.cfg.seed + self.k, base=run.base)
             with st.part("warm_wait"):
                 run.trainer.wait_warm()
             with st.part("dispatch_compute"):
                 ranks = run.trainer.finetune(job)
             st.record([ckpt], init=train.init, init_path=job.init_path, loss=ranks[0]["loss"],
                       steps=ranks[0]["steps"], workers=ranks)
-        if not train.keep_checkpoints and self.k >= 2:
+        if not train.keep_checkpoints and self.k >= 2 and \
+                "carried_over" not in run.folder.stage_info(self.k - 1, "finetune"):
             previous = run.folder.round_dir(self.k - 1) / "checkpoint"
             run.folder.prune(self.k - 1, "finetune", previous)
         return str(ckpt)
+
+    def _carry_over(self, policy: str) -> str:
+        """Round k-1 accepted no sample: there is nothing to finetune on, so round k's policy is
+        round k-1's, unchanged (recorded as the stage's `carried_over`, said in one line)."""
+        from selftrain.tracking import console
+
+        with self.stage("finetune") as st:
+            st.record([], carried_over=policy, rows=0)
+        console.print(f"[yellow]round {self.k}: round {self.k - 1} accepted no sample (empty "
+                      f"training set); no finetune, the policy carries over unchanged[/]")
+        return policy
 
     def generate(self, policy: str) -> list[Sample]:
         """K first-pass samples per pool query, then what the arm's sampling adds: a budget

@@ -23,7 +23,8 @@ from selftrain.cluster.groups import ActorGroup
 from selftrain.cluster.ray_start import start_ray
 from selftrain.cluster.trainer import TrainerGroup
 from selftrain.config import Config, dump_yaml
-from selftrain.errors import RunFailed, describe, full_report
+from selftrain.errors import EXIT_INTERRUPTED, Interrupted, RunFailed, describe, full_report
+from selftrain.loop.config_change import record_config_changes
 from selftrain.loop.prompts import PromptFormat
 from selftrain.runfolder.budget import BudgetTarget, arm_dir
 from selftrain.runfolder.folder import RunFolder, atomic_write_bytes, open_folder
@@ -101,6 +102,7 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
             prompts = PromptFormat.of(cfg, AutoTokenizer.from_pretrained(base), base)
             check_setup(cfg.train, base)  # LoRA targets, FSDP layers: before Ray starts
             _prepare_folder(cfg, label, folder, base, budget)
+            _say(f"run folder: {storage.uri_of(folder.path)} (log: {log_path})")
             if budget is None and folder.manifest.get("budget_from"):
                 budget = BudgetTarget(folder.path / folder.manifest["budget_from"])
             start_ray(cfg, folder.path.parents[2] / ".ray")
@@ -121,10 +123,15 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
             yield run
             tracker.finish(exit_code=0)
             folder.publish([folder.path / "wandb"] if (folder.path / "wandb").is_dir() else [])
+            wandb = folder.path / "wandb"
+            _say(f"run finished: {storage.uri_of(folder.path)}"
+                 + (f" (wandb: {wandb})" if wandb.is_dir() else ""))
+        except KeyboardInterrupt as err:
+            raise _interrupted(err, folder, tracker) from None
         except BaseException as err:
             if tracker is not None:
                 tracker.finish(exit_code=1)
-            if isinstance(err, (KeyboardInterrupt, SystemExit, *_bad_input())):
+            if isinstance(err, (SystemExit, *_bad_input())):
                 raise  # bad input is named in one line by the CLI, without a traceback
             log.error("run %s failed:\n%s", folder.path, full_report(err))
             raise RunFailed(describe(err), folder.path, log_path) from err
@@ -134,6 +141,23 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
             if trainer is not None:
                 trainer.shutdown()
             folder.release_lock()
+
+
+def _interrupted(err: KeyboardInterrupt, folder: RunFolder,
+                 tracker: Tracker | None) -> Interrupted:
+    """Ctrl-C: logged, the wandb run finished with exit code 130, and where it stopped."""
+    stopped = err if isinstance(err, Interrupted) else Interrupted()
+    stopped.folder = folder.path
+    log.warning("run %s interrupted %s (SIGINT)", folder.path, stopped.where)
+    if tracker is not None:
+        tracker.finish(exit_code=EXIT_INTERRUPTED)
+    return stopped
+
+
+def _say(line: str) -> None:
+    """A main event of the run: on the terminal and in the run's log."""
+    console.print(line, highlight=False, soft_wrap=True)
+    log.info(line)
 
 
 def _bad_input() -> tuple[type[BaseException], ...]:
@@ -148,7 +172,9 @@ def _bad_input() -> tuple[type[BaseException], ...]:
 
 def _prepare_folder(cfg: Config, label: str, folder: RunFolder, base: str,
                     budget: BudgetTarget | None) -> None:
-    """config.yaml and the run's identity in the manifest."""
+    """config.yaml and the run's identity in the manifest (with the changes a resume made under
+    --allow-config-change, from the round they first shape)."""
+    record_config_changes(folder, cfg)
     atomic_write_bytes(folder.path / "config.yaml", dump_yaml(cfg).encode())
     folder.publish([folder.path / "config.yaml"])
     meta: dict[str, Any] = dict(experiment=cfg.experiment, arm=label, seed=cfg.seed,
@@ -219,12 +245,15 @@ def _run_log(folder: RunFolder) -> Iterator[Path]:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
+    level = log.level
+    log.setLevel(logging.INFO)  # the run's main events (start, stages, end), not only failures
     logging.captureWarnings(True)
     log.info("%s pid %d: %s", "run", os.getpid(), " ".join(sys.argv))
     try:
         yield path
     finally:
         logging.captureWarnings(False)
+        log.setLevel(level)
         root.removeHandler(handler)
         handler.close()
         folder.publish([path])

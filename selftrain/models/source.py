@@ -27,9 +27,30 @@ def check_named_model(name: str) -> str:
         if not (path / "config.json").is_file():
             raise ConfigError(f"model.path {path} is not a Hugging Face model folder "
                               f"(no config.json)")
+        check_model_folder(path)
         return str(path)
     check_hub_model(name)
     return name
+
+
+WEIGHTS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json",
+           "pytorch_model.bin.index.json")
+
+
+def check_model_folder(path: Path) -> None:
+    """A local model folder holds weights and a tokenizer that loads: caught here, before Ray
+    starts, not by every worker after it."""
+    from transformers import AutoTokenizer
+
+    if not any(next(path.glob(pattern), None) for pattern in WEIGHTS):
+        raise ConfigError(f"model.path {path} holds no weights (no *.safetensors or "
+                          f"pytorch_model*.bin): copy the whole model folder")
+    try:
+        AutoTokenizer.from_pretrained(str(path))
+    except Exception as err:  # the message is for a person
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ConfigError(f"model.path {path}: its tokenizer does not load ({first}): copy "
+                          f"the tokenizer files (tokenizer.json or its vocabulary) too") from None
 
 
 def check_hub_model(name: str) -> None:

@@ -131,11 +131,30 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> Path:
     lines.append("")
     for exp, by_arm in experiments.items():
         lines += _experiment_section(exp, by_arm, styles, out_dir)
+    lines += config_changes_section(runs)
     if notes:
         lines += ["## Left out", ""] + [f"- {n}" for n in notes] + [""]
     report = out_dir / "report.md"
     report.write_text("\n".join(lines))
     return report
+
+
+def config_changes_section(runs: list) -> list[str]:
+    """Runs whose later rounds ran with another config than their first (a resume with
+    --allow-config-change): which keys, from which round. Empty when none."""
+    rows = [(r, c) for r in runs for c in r.config_changes]
+    if not rows:
+        return []
+    lines = ["## Config changed on resume", "",
+             "These runs' rounds do not all share one config: from `from round` on, each key "
+             "below had its new value.", "",
+             "| run | from round | key | before | after |", "|:---|---:|:---|:---|:---|"]
+    for r, c in rows:
+        for key, (old, new) in c["changes"].items():
+            lines.append(f"| {_cell(f'{r.experiment}/{r.arm}/seed{r.seed}')} | "
+                         f"{c['from_round']} | {_cell(key)} | {_cell(str(old))} | "
+                         f"{_cell(str(new))} |")
+    return lines + [""]
 
 
 def report_main(paths: list[str], out: str | None) -> int:

@@ -35,6 +35,8 @@ class RunMetrics:
     task: str | None
     metrics: dict[int, dict[str, Any]] = field(default_factory=dict)
     histograms: dict[int, dict[str, Any]] = field(default_factory=dict)
+    config_changes: list[dict[str, Any]] = field(default_factory=list)
+    """Resumes that changed recorded settings (--allow-config-change), from the manifest."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,8 @@ def _read_run(path: Path, notes: list[str]) -> RunMetrics | None:
     seed = str(manifest.get("seed", path.name.removeprefix("seed")))
     run = RunMetrics(experiment=str(manifest.get("experiment", path.parent.parent.name)),
                      arm=str(manifest.get("arm", path.parent.name)), seed=seed, path=path,
-                     task=_task_name(path / "config.yaml"))
+                     task=_task_name(path / "config.yaml"),
+                     config_changes=list(manifest.get("config_changes", [])))
     rounds = [(int(m.group(1)), d) for d in path.iterdir()
               if d.is_dir() and (m := re.fullmatch(r"round_(\d+)", d.name))]
     for k, d in sorted(rounds):

@@ -114,7 +114,16 @@ class LocalStorage:
         pass
 
     def check(self) -> None:
-        pass
+        """run_root can be made and written to (not a path through a file, not /proc)."""
+        probe = self.local_root / f".selftrain-probe-{os.getpid()}"
+        try:
+            self.local_root.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise ValueError(f"key run_root: {self.uri} cannot be written to "
+                             f"({err.strerror or type(err).__name__}); choose another "
+                             f"run_root=") from None
 
 
 class ObjectStorage:
