@@ -5,8 +5,9 @@ arms and the stages read and write them without importing any critic."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass
@@ -110,3 +111,15 @@ class Critique:
             "raw_text": self.raw_text,
             "critic_tokens": self.tokens,
         }
+
+
+@runtime_checkable
+class Judge(Protocol):
+    """Splits groups of completions into classes of equivalent ones."""
+
+    name: str
+
+    def classes(self, groups: Sequence[Sequence[str]]) -> list[list[int]]:
+        """One label per completion of each group; equal labels = one class. Labels number a
+        group's classes 0, 1, ... in order of first appearance."""
+        ...

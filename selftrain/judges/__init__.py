@@ -16,21 +16,12 @@ order of the samples.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from selftrain.registry import Registry, RegistryError
+from selftrain.types import Judge
 
-
-@runtime_checkable
-class Judge(Protocol):
-    """Splits groups of completions into classes of equivalent ones."""
-
-    name: str
-
-    def classes(self, groups: Sequence[Sequence[str]]) -> list[list[int]]:
-        """One label per completion of each group; equal labels = one class. Labels number a
-        group's classes 0, 1, ... in order of first appearance."""
-        ...
+__all__ = ["JUDGES", "Judge", "JudgeLoadError", "build_judge", "classes_from_pairs", "labels_of"]
 
 
 class JudgeLoadError(RegistryError):

@@ -17,9 +17,9 @@ from collections.abc import Collection, Sequence
 import numpy as np
 import pandas as pd
 
-from selftrain.judges import Judge
 from selftrain.metrics.diversity import TokenIds, group_diversity
 from selftrain.metrics.embed import Embedder
+from selftrain.types import Judge
 
 GROUP_FIGURES = {"eval_distinct_n": "distinct_n", "eval_self_bleu": "self_bleu",
                  "eval_embed_div": "embed_div"}

@@ -10,12 +10,9 @@ entry point in group `selftrain.train.objectives`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from selftrain.registry import Registry
-
-if TYPE_CHECKING:
-    from selftrain.train.rank_trainer import FinetuneJob, RankTrainer
 
 
 @runtime_checkable
@@ -23,9 +20,11 @@ class Objective(Protocol):
     data_file: str
     """The file of the previous round's folder the objective learns from."""
 
-    def train(self, trainer: RankTrainer, job: FinetuneJob) -> dict[str, Any]:
-        """Prepare the rank's model, train it; this rank's stats (`steps`, `loss`, `tokens`,
-        `examples`, ...)."""
+    def train(self, trainer: Any, job: Any) -> dict[str, Any]:
+        """Prepare the rank's model (`trainer`, a `selftrain.train.rank_trainer.RankTrainer`),
+        train it on `job` (a `FinetuneJob`); this rank's stats (`steps`, `loss`, `tokens`,
+        `examples`, ...). Typed loosely so this module stays below the rank trainer that calls
+        it."""
         ...
 
 
