@@ -16,6 +16,8 @@ started to implement is complete and has the documented parameters. The driver t
 - `ChatMessage` (`user_message`): with `model.chat_template` on, the user turn to render is
   another text than the base-model prompt (math asks an instruct model to reason step by step
   and box its answer).
+- `Graded` (`score`, `pass_threshold`): a score in [0, 1] per completion; passing = score >=
+  threshold (selftrain/tasks/graded.py).
 """
 
 from __future__ import annotations
@@ -159,6 +161,21 @@ class ChatMessage(Protocol):
     def user_message(self, query: Query) -> str: ...
 
 
+@runtime_checkable
+class Graded(Protocol):
+    """A task whose completions get a score in [0, 1]; a completion *passes* (counts as correct)
+    when its score is at least `pass_threshold`. The task's `is_correct` must agree. A task may
+    also have `score_batch(query, completions)` for scores that depend on the other samples of
+    the same prompt (selftrain/tasks/graded.py)."""
+
+    @property
+    def pass_threshold(self) -> float: ...
+
+    def score(self, query: Query, completion: str) -> float | None:
+        """The completion's score in [0, 1], or None when it cannot be scored (unknown)."""
+        ...
+
+
 ABILITIES: dict[str, type] = {
     "agent": AgentTask,
     "figures": TaskFigures,
@@ -166,6 +183,7 @@ ABILITIES: dict[str, type] = {
     "input_check": InputCheck,
     "embedded_model": EmbeddedModel,
     "chat_message": ChatMessage,
+    "graded": Graded,
 }
 """Field of `Abilities` -> the protocol a task implements to have it."""
 
@@ -181,6 +199,7 @@ class Abilities:
     input_check: InputCheck | None
     embedded_model: EmbeddedModel | None
     chat_message: ChatMessage | None
+    graded: Graded | None
 
 
 def _members(protocol: type) -> list[str]:
