@@ -20,6 +20,7 @@ class TaskLoadError(RegistryError):
 
 BUILTIN_TASKS: dict[str, str] = {
     "countdown": "selftrain.tasks.countdown:CountdownTask",
+    "lexicon_lines": "selftrain.tasks.lexicon_lines:LexiconLinesTask",
     "math": "selftrain.tasks.math:MathTask",
     "multihop": "selftrain.tasks.multihop:MultihopTask",
     "searchqa": "selftrain.tasks.searchqa:SearchQATask",
