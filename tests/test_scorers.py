@@ -15,6 +15,7 @@ from selftrain.models.tiny_model import build_char_tokenizer
 from selftrain.scorers import SCORERS, ScorerLoadError, build_scorer
 from selftrain.scorers.judge import ScorerUnavailableError
 from selftrain.scorers.reward_model import sigmoid
+from selftrain.tasks import abilities, make_task
 
 TEMPLATE = ("{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>\n{% endfor %}")
 PROMPTS = ["sea: b d\n", "write a line about the sky", "x"]
@@ -126,3 +127,25 @@ def test_a_plain_python_function_is_a_scorer_by_path(tmp_path, monkeypatch):
     with pytest.raises(ScorerLoadError, match="known scorers: judge, reward_model"):
         build_scorer({"name": "nope"})
     assert {"judge", "reward_model"} <= set(SCORERS.names())
+
+
+def test_open_ended_task_grades_a_prompt_file_with_its_scorer(tmp_path, monkeypatch):
+    (tmp_path / "my_grading.py").write_text(PLAIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rows = "\n".join(f'{{"prompt": "write about {w}", "id": "{w}"}}' for w in ("sea", "sky", "fog"))
+    (tmp_path / "prompts.jsonl").write_text(rows + "\n")
+    task = make_task("open_ended", train=str(tmp_path / "prompts.jsonl"),
+                     test=str(tmp_path / "prompts.jsonl"), test_size=1, id_column="id",
+                     pass_threshold=0.5, scorer={"path": "my_grading:share_of_vowels"})
+    task.check()
+    assert [q.query_id for q in task.queries("train")] == ["train-sea", "train-sky", "train-fog"]
+    assert len(task.queries("test")) == 1
+    q = task.queries("train")[0]
+    assert q.prompt == "write about sea\n"
+    assert abilities(task).graded is task and abilities(task).input_check is task
+    assert task.score_batch(q, ["aaa", "bab", "xyz", "!"]) == pytest.approx([1.0, 1 / 3, 0.0, None])
+    assert task.is_correct(q, "aab") and not task.is_correct(q, "abb") and not task.is_correct(q, "!")
+    with pytest.raises(Exception, match="no column 'text'"):
+        make_task("open_ended", train=str(tmp_path / "prompts.jsonl"),
+                  test=str(tmp_path / "prompts.jsonl"), prompt_column="text",
+                  scorer={"name": "judge"}).check()

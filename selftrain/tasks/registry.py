@@ -23,6 +23,7 @@ BUILTIN_TASKS: dict[str, str] = {
     "lexicon_lines": "selftrain.tasks.lexicon_lines:LexiconLinesTask",
     "math": "selftrain.tasks.math:MathTask",
     "multihop": "selftrain.tasks.multihop:MultihopTask",
+    "open_ended": "selftrain.tasks.open_ended:OpenEndedTask",
     "searchqa": "selftrain.tasks.searchqa:SearchQATask",
 }
 """Name -> import path of the tasks shipped with selftrain."""
