@@ -37,15 +37,15 @@ from selftrain.tasks.levels import LevelStreams
 from selftrain.tasks.registry import register_task
 from selftrain.types import Query
 
-TOPICS = ("sea", "farm", "city", "sky")
-LETTERS = "bdgklmprst"
+TOPICS = ("sea", "farm", "city")
+LETTERS = "bdklmst"
 MAX_BREADTH = 16
 _CONSONANTS, _VOWELS = "bdfgklmnprstvz", "aeiou"
 
 
 def build_lexicon(seed: int = 0, breadth: int = MAX_BREADTH) -> dict[tuple[str, str], list[str]]:
-    """(topic, letter) -> `breadth` distinct pseudo-words starting with the letter (a letter,
-    then 1-2 consonant-vowel syllables); no word is in two cells. The first `b` words of a cell
+    """(topic, letter) -> `breadth` distinct four-letter pseudo-words starting with the letter
+    (letter, vowel, consonant, vowel); no word is in two cells. The first `b` words of a cell
     are the same for every breadth >= b, so a broader lexicon only adds words."""
     rng = random.Random(f"lexicon:{seed}")
     taken: set[str] = set()
@@ -53,8 +53,7 @@ def build_lexicon(seed: int = 0, breadth: int = MAX_BREADTH) -> dict[tuple[str, 
     for _ in range(breadth):  # round-robin over cells: prefixes stay fixed as breadth grows
         for (_, letter), words in cells.items():
             while True:
-                word = letter + rng.choice(_VOWELS) + "".join(
-                    rng.choice(_CONSONANTS) + rng.choice(_VOWELS) for _ in range(rng.randint(1, 2)))
+                word = letter + rng.choice(_VOWELS) + rng.choice(_CONSONANTS) + rng.choice(_VOWELS)
                 if word not in taken:
                     break
             taken.add(word)
