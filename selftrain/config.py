@@ -158,6 +158,10 @@ class ArmConfig:
     selection: Literal["all", "diverse"] = "all"
     """all: a query's eligible samples in sample order. diverse: its solution classes
     round-robin, rarest first, so distinct solutions come before repeats."""
+    top_m: int | None = None
+    """Graded tasks: rank each query's eligible samples by score, highest first, and keep at most
+    m (ties: sample order; instead of `selection`). With `name: top_m` every scored policy draw
+    is eligible (the top m whether or not they pass); with `rs` only passing ones."""
     max_waves: int = 8
     """Adaptive sampling: at most this many waves of K samples per query, the first included."""
     balanced: BalancedConfig = field(default_factory=BalancedConfig)
@@ -376,6 +380,8 @@ def validate_sampling(cfg: Config, source: str) -> None:
 def validate_arm(arm: ArmConfig, source: str) -> None:
     """The arm's numbers: no negative cap, targets and waves of at least 1, a similarity in
     (0, 1]. Its parts' names are the registries' to check (`selftrain.loop.checks`)."""
+    if arm.top_m is not None and arm.top_m < 1:
+        raise ConfigError(f"{source}: key arm.top_m must be >= 1 or null, got {arm.top_m}")
     if arm.per_query_cap is not None and arm.per_query_cap < 0:
         raise ConfigError(f"{source}: key arm.per_query_cap must be >= 0 or null, "
                           f"got {arm.per_query_cap}")

@@ -44,6 +44,9 @@ class Sample:
     num_tokens: int = 0
     loss_mask: list[list[int]] | None = None
     """Character spans [start, end) of `completion` excluded from the SFT loss (agent observations)."""
+    score: float | None = None
+    """A graded task's score in [0, 1] (`correct` = score >= its pass threshold); None for an
+    ungraded task or an unknown score."""
 
     def row(self) -> dict[str, Any]:
         return asdict(self)

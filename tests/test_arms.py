@@ -218,8 +218,8 @@ def test_arm_settings_are_checked_with_the_key_named(tmp_path):
 
 
 @pytest.mark.parametrize("override, needle", [
-    ("arm.name=best", "run: key arm.name must be one of critique, rs, got 'best'"),
-    ("arm.name=2", "key arm.name must be one of critique, rs, got '2'"),
+    ("arm.name=best", "run: key arm.name must be one of critique, rs, top_m, got 'best'"),
+    ("arm.name=2", "key arm.name must be one of critique, rs, top_m, got '2'"),
     ("arm.sampling=greedy", "key arm.sampling must be one of balanced, distinct, fixed, got 'greedy'"),
     ("rollout.backend=tgi", "key rollout.backend must be one of hf, vllm, got 'tgi'"),
     ("arm.name=critique", "run: arm.name critique needs critic.name or critic.path"),

@@ -74,7 +74,7 @@ BROKEN = {
 
 
 @pytest.mark.parametrize("override, needle", [
-    ("task.name=nope", "unknown task 'nope'; known tasks: code, code_data, countdown, math, multihop, searchqa"),
+    ("task.name=nope", "unknown task 'nope'; known tasks: code, code_data, countdown, lexicon_lines, math, multihop, open_ended, searchqa"),
     ("task.path=broken_import:Task", "task.path 'broken_import:Task': importing broken_import "
                                      "failed: ModuleNotFoundError"),
     ("task.path=half_task:Half", "task 'half_task:Half': Half is not a task: it lacks "

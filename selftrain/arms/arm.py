@@ -56,6 +56,17 @@ class CritiqueFilter:
                 and critiques[s.sample_id].passed]
 
 
+@register_filter("top_m")
+class ScoreFilter:
+    """Graded tasks: every policy draw with a known score is eligible; `arm.top_m` then keeps
+    the m best of each query by score, passing or not."""
+
+    needs_critic = False
+
+    def eligible(self, samples: list[Sample], critiques: dict[str, Critique]) -> list[Sample]:
+        return [s for s in samples if s.origin != "refine" and s.score is not None]
+
+
 @dataclass(frozen=True)
 class Arm:
     """The arm's three parts, resolved once from `arm.*`; `config` keeps its numbers."""
@@ -68,6 +79,8 @@ class Arm:
     def of(cls, config: ArmConfig) -> Arm:
         """Resolve the filter (`arm.name`) and sampling strategy (`arm.sampling`) by name; an
         unknown name or a filter that does not fit `Filter` is a `RegistryError`."""
+        if config.name == "top_m" and config.top_m is None:
+            raise FILTERS.error("filter 'top_m' needs arm.top_m (how many samples per query to keep)")
         made = FILTERS.resolve(config.name)()
         if not isinstance(made, Filter):
             raise FILTERS.error(f"filter {config.name!r} does not fit the Filter protocol (needs "
@@ -100,8 +113,8 @@ class Arm:
                partition: arms.Partition, num_samples: int) -> list[Sample]:
         """The training set: eligible samples (the filter), exact duplicates of a query's
         completion dropped (`arm.dedup`), each query's ranked (`all`: sample order; `diverse`:
-        solution classes round-robin) and kept up to its row cap (`arms.row_cap`). Rows come
-        out in sample order."""
+        solution classes round-robin; with `arm.top_m`: by score, highest first) and kept up to
+        its row cap (`arms.row_cap`, and at most `top_m`). Rows come out in sample order."""
         kept = self.filter.eligible(samples, critiques)
         if self.config.dedup:
             kept = arms.drop_duplicates(kept)
@@ -109,4 +122,9 @@ class Arm:
         if self.config.selection == "diverse":
             ranked = {q: arms.diverse_order(classes) for q, classes in partition(ranked).items()}
         cap = arms.row_cap(self.config, self.sampling(pool, partition), num_samples)
+        m = self.config.top_m
+        if m is not None:  # graded tasks: the best m by score (unknown last), ties in sample order
+            ranked = {q: sorted(group, key=lambda s: -(s.score if s.score is not None else -1.0))
+                      for q, group in ranked.items()}
+            return arms.take(kept, ranked, lambda q: m if cap(q) is None else min(m, cap(q)))
         return arms.take(kept, ranked, cap)

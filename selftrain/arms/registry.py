@@ -16,6 +16,7 @@ from selftrain.registry import Registry
 FILTERS: Registry[Any] = Registry("filter", {
     "rs": "selftrain.arms.arm:OutcomeFilter",
     "critique": "selftrain.arms.arm:CritiqueFilter",
+    "top_m": "selftrain.arms.arm:ScoreFilter",
 }, "selftrain.filters")
 """`arm.name` -> a class built with no arguments that fits `selftrain.arms.arm.Filter`."""
 

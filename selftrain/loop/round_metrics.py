@@ -19,6 +19,7 @@ from selftrain.metrics import (
     diversity_metrics,
     length_histogram,
     outcome_metrics,
+    score_metrics,
     tail_metrics,
 )
 from selftrain.metrics.formats import format_metrics
@@ -69,6 +70,7 @@ def round_metrics(cfg: Config, task: Task, frames: RoundFrames, pool: list[Query
     out: dict[str, Any] = {}
     out.update(tail_metrics(pool_df, samples, train, samples_per_query))
     out.update(outcome_metrics(evals, cfg.eval.pass_k + [cfg.eval.num_samples]))
+    out.update(score_metrics(evals))
     out.update(diversity_metrics(
         train, samples, solution_key=task.solution_key, split_steps=task.split_steps,
         token_ids=lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"],

@@ -18,7 +18,7 @@ from selftrain.cluster.workers import CritiqueChunk, GenerateChunk
 from selftrain.config import Config
 from selftrain.loop.prompts import PromptFormat
 from selftrain.runfolder.schemas import eval_row
-from selftrain.tasks import Task, abilities
+from selftrain.tasks import Task, abilities, graded
 from selftrain.types import Critique, CritiqueRequest, Query, Sample
 
 
@@ -60,15 +60,23 @@ def run_generation(group: ActorGroup, job: GenJob, weights: str, batch_size: int
 
 
 def make_sample(task: Task, query: Query, sample_id: str, gen: Generation, prefix: str = "",
-                origin: str = "sample", parent_id: str | None = None) -> Sample:
+                origin: str = "sample", parent_id: str | None = None,
+                score: float | None = None) -> Sample:
+    """One sample; for a graded task pass its `score` (`graded.scores`): correct = passing."""
     completion = prefix + gen.text
     shift = len(prefix)
+    if abilities(task).graded is not None:
+        if score is None and origin == "refine":
+            score = graded.scores(task, query, [completion])[0]
+        correct = graded.passes(task, score)
+    else:
+        correct = bool(task.is_correct(query, completion))
     return Sample(
         sample_id=sample_id, query_id=query.query_id, difficulty=query.difficulty,
         prompt=query.prompt, completion=completion, steps=task.split_steps(completion),
-        answer=task.extract_answer(completion), correct=bool(task.is_correct(query, completion)),
+        answer=task.extract_answer(completion), correct=correct,
         origin=origin, parent_id=parent_id, num_tokens=gen.num_tokens,
-        loss_mask=[[a + shift, b + shift] for a, b in gen.masked_spans] or None,
+        loss_mask=[[a + shift, b + shift] for a, b in gen.masked_spans] or None, score=score,
     )
 
 
@@ -89,9 +97,10 @@ def generate(cfg: Config, task: Task, group: ActorGroup, queries: list[Query], w
                           agent=is_agent(task))
     samples = []
     for query, outs in zip(queries, gens):
-        for j, g in enumerate(outs, start=first_index):
+        marks = graded.scores(task, query, [g.text for g in outs]) or [None] * len(outs)
+        for j, (g, score) in enumerate(zip(outs, marks), start=first_index):
             samples.append(make_sample(task, query, f"r{k}-{query.query_id}-s{j}", g,
-                                       origin=origin))
+                                       origin=origin, score=score))
     return samples
 
 
@@ -233,9 +242,14 @@ def evaluate(cfg: Config, task: Task, group: ActorGroup, queries: list[Query], w
                           (cfg.seed, "evaluate"), f"round {k} evaluate", agent=is_agent(task))
     rows = []
     for query, outs in zip(queries, gens):
+        marks = graded.scores(task, query, [g.text for g in outs])
         for j, g in enumerate(outs):
-            rows.append(eval_row(query, j, g.text, task.extract_answer(g.text),
-                                 bool(task.is_correct(query, g.text)), g.num_tokens))
+            if marks is None:
+                correct, score = bool(task.is_correct(query, g.text)), None
+            else:
+                correct, score = graded.passes(task, marks[j]), marks[j]
+            rows.append(eval_row(query, j, g.text, task.extract_answer(g.text), correct,
+                                 g.num_tokens, score))
     return rows
 
 

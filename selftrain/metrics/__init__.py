@@ -7,7 +7,7 @@ feeds reports. An undefined figure is returned as None (JSON null), never NaN.
 from selftrain.metrics.diversity import DIVERSITY_METRICS, diversity_metrics
 from selftrain.metrics.embed import Embedder
 from selftrain.metrics.histograms import correct_per_query, length_histogram
-from selftrain.metrics.outcome import outcome_metrics, pass_at_k
+from selftrain.metrics.outcome import outcome_metrics, pass_at_k, score_metrics
 from selftrain.metrics.search import answer_metrics, search_metrics
 from selftrain.metrics.tail import tail_metrics
 
@@ -19,6 +19,7 @@ __all__ = [
     "diversity_metrics",
     "length_histogram",
     "outcome_metrics",
+    "score_metrics",
     "pass_at_k",
     "search_metrics",
     "tail_metrics",

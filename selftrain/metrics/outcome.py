@@ -105,3 +105,20 @@ def outcome_metrics(eval_df: pd.DataFrame, pass_ks: list[int]) -> dict[str, floa
     for level in sorted(table["level"].unique()):
         out[f"acc@{int(level)}"] = solve_rate(table, level)
     return out
+
+
+def score_metrics(eval_df: pd.DataFrame) -> dict[str, float]:
+    """A graded task's `score_mean` and `score_mean@L`: mean over test queries of the mean known
+    score of the query's samples (unknown scores left out; a query with none left out). {} when
+    no row has a score (an ungraded task)."""
+    if "score" not in eval_df.columns:
+        return {}
+    known = eval_df[eval_df["score"].notna()]
+    if known.empty:
+        return {}
+    per_query = known.groupby("query_id").agg(level=("difficulty", "first"),
+                                              score=("score", "mean"))
+    out = {"score_mean": float(per_query["score"].mean())}
+    for level, group in per_query.groupby("level"):
+        out[f"score_mean@{int(level)}"] = float(group["score"].mean())
+    return out

@@ -46,11 +46,11 @@ def train_row(sample: Sample, completion_tokens: int) -> dict[str, Any]:
 
 
 def eval_row(query: Query, sample_idx: int, completion: str, answer: str | None, correct: bool,
-             num_tokens: int) -> dict[str, Any]:
-    """One row of eval.parquet: test sample `sample_idx` of `query`."""
+             num_tokens: int, score: float | None = None) -> dict[str, Any]:
+    """One row of eval.parquet: test sample `sample_idx` of `query` (`score`: a graded task's)."""
     return {"query_id": query.query_id, "difficulty": query.difficulty, "sample_idx": sample_idx,
             "completion": completion, "answer": answer, "correct": correct,
-            "num_tokens": num_tokens}
+            "num_tokens": num_tokens, "score": score}
 
 
 def first_pass(samples: list[Sample], num_samples: int) -> list[Sample]:
@@ -78,6 +78,8 @@ def read_samples(path: Path, origin: str | None = None) -> list[Sample]:
         r["loss_mask"] = [list(x) for x in r["loss_mask"]] if r.get("loss_mask") is not None else None
         r["parent_id"] = r["parent_id"] if isinstance(r["parent_id"], str) else None
         r["answer"] = r["answer"] if isinstance(r["answer"], str) else None
+        score = r.get("score")
+        r["score"] = None if score is None or score != score else float(score)  # NaN: unknown
         out.append(Sample(**r))
     return out
 

@@ -18,6 +18,8 @@ started to implement is complete and has the documented parameters. The driver t
   and box its answer).
 - `SolutionFormats` (`format_of`): names the format of a completion (countdown's step lines
   against one nested expression), for the format-share figures.
+- `Graded` (`score`, `pass_threshold`): a score in [0, 1] per completion; passing = score >=
+  threshold (selftrain/tasks/graded.py).
 """
 
 from __future__ import annotations
@@ -171,6 +173,21 @@ class SolutionFormats(Protocol):
         ...
 
 
+@runtime_checkable
+class Graded(Protocol):
+    """A task whose completions get a score in [0, 1]; a completion *passes* (counts as correct)
+    when its score is at least `pass_threshold`. The task's `is_correct` must agree. A task may
+    also have `score_batch(query, completions)` for scores that depend on the other samples of
+    the same prompt (selftrain/tasks/graded.py)."""
+
+    @property
+    def pass_threshold(self) -> float: ...
+
+    def score(self, query: Query, completion: str) -> float | None:
+        """The completion's score in [0, 1], or None when it cannot be scored (unknown)."""
+        ...
+
+
 ABILITIES: dict[str, type] = {
     "agent": AgentTask,
     "figures": TaskFigures,
@@ -179,6 +196,7 @@ ABILITIES: dict[str, type] = {
     "embedded_model": EmbeddedModel,
     "chat_message": ChatMessage,
     "formats": SolutionFormats,
+    "graded": Graded,
 }
 """Field of `Abilities` -> the protocol a task implements to have it."""
 
@@ -195,6 +213,7 @@ class Abilities:
     embedded_model: EmbeddedModel | None
     chat_message: ChatMessage | None
     formats: SolutionFormats | None
+    graded: Graded | None
 
 
 def _members(protocol: type) -> list[str]:

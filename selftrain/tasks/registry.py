@@ -22,8 +22,10 @@ BUILTIN_TASKS: dict[str, str] = {
     "code": "selftrain.tasks.code:CodeTask",
     "code_data": "selftrain.tasks.code_data:CodeDataTask",
     "countdown": "selftrain.tasks.countdown:CountdownTask",
+    "lexicon_lines": "selftrain.tasks.lexicon_lines:LexiconLinesTask",
     "math": "selftrain.tasks.math:MathTask",
     "multihop": "selftrain.tasks.multihop:MultihopTask",
+    "open_ended": "selftrain.tasks.open_ended:OpenEndedTask",
     "searchqa": "selftrain.tasks.searchqa:SearchQATask",
 }
 """Name -> import path of the tasks shipped with selftrain."""
