@@ -40,6 +40,7 @@ from selftrain.runfolder.schemas import (
     first_pass,
     read_critiques,
     read_samples,
+    scored_rows,
     train_row,
 )
 from selftrain.train.objectives import make_objective
@@ -163,7 +164,7 @@ class Round:
                 samples, info = stages.generate_pool(cfg, run.arm, run.task, run.rollout, run.pool,
                                                      policy, self.k, target)
             with st.part("write"):
-                write_parquet(path, [s.row() for s in samples])
+                write_parquet(path, scored_rows([s.row() for s in samples]))
             st.record([path], **info)
         return samples
 
@@ -220,7 +221,7 @@ class Round:
                                                run.queries, failed, policy, self.k, run.prompts)
             samples = samples + refinements
             critiques = critiques | {c.sample_id: c for c in found}
-            write_parquet(samples_path, [s.row() for s in samples])
+            write_parquet(samples_path, scored_rows([s.row() for s in samples]))
             write_parquet(critiques_path, [critiques[s.sample_id].row() for s in samples])
             st.record([samples_path, critiques_path], refinements=len(refinements))
         return samples, critiques
@@ -266,7 +267,7 @@ class Round:
             with st.part("dispatch_compute"):
                 rows = stages.evaluate(self.cfg, run.task, run.rollout, run.test, policy, self.k)
             with st.part("write"):
-                write_parquet(path, rows)
+                write_parquet(path, scored_rows(rows))
             st.record([path])
 
     def metrics(self, policy: str) -> dict[str, Any]:

@@ -45,6 +45,14 @@ def train_row(sample: Sample, completion_tokens: int) -> dict[str, Any]:
             "loss_mask": sample.loss_mask, "completion_tokens": completion_tokens}
 
 
+def scored_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of samples.parquet or eval.parquet as written: the `score` column only where a row
+    has a score (a graded task), so an ungraded task's files keep their layout."""
+    if any(r.get("score") is not None for r in rows):
+        return rows
+    return [{k: v for k, v in r.items() if k != "score"} for r in rows]
+
+
 def eval_row(query: Query, sample_idx: int, completion: str, answer: str | None, correct: bool,
              num_tokens: int, score: float | None = None) -> dict[str, Any]:
     """One row of eval.parquet: test sample `sample_idx` of `query` (`score`: a graded task's)."""
