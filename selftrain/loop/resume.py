@@ -79,11 +79,11 @@ def _needed_before(folder: RunFolder, cfg: Config, last: int) -> set[str]:
 def finished_history(cfg: Config, folder_path) -> dict[int, dict] | None:
     """The metrics of every round of a run whose manifest records all `cfg.rounds` rounds as
     finished, read without Ray, a model or a tokenizer (a resume of a finished run then takes
-    seconds); None when there is something left to run, or the record lives on object storage
-    (its staging copy may be behind)."""
+    seconds); None when there is something left to run, a recorded file is damaged (`verify`),
+    or the record lives on object storage (its staging copy may be behind)."""
     import json
 
-    from selftrain.runfolder.folder import read_manifest
+    from selftrain.runfolder.folder import read_manifest, verify
     from selftrain.runfolder.storage import is_uri
 
     manifest_path = folder_path / "manifest.json"
@@ -91,6 +91,8 @@ def finished_history(cfg: Config, folder_path) -> dict[int, dict] | None:
         return None
     rounds = read_manifest(manifest_path)["rounds"]
     if not all("metrics" in rounds.get(str(k), {}) for k in range(cfg.rounds + 1)):
+        return None
+    if verify(folder_path):  # a damaged or missing file: the full resume finds and redoes it
         return None
     return {k: json.loads((folder_path / f"round_{k}" / "metrics.json").read_text())
             for k in range(cfg.rounds + 1)}
