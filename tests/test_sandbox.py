@@ -269,6 +269,8 @@ def test_a_dead_server_leaves_no_program_behind():
     # orphans of the killed server would be re-parented to this process, so that
     # `nobody_processes` still sees them (PR_SET_CHILD_SUBREAPER)
     ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
+    # the server up first (a cold start can outlast the wait below), so the kill meets programs
+    assert execute(*CANARY, sandbox=box, **LIMITS).status == "passed"
 
     def sleeper():
         try:
