@@ -27,19 +27,21 @@ def weights_file(path: str | Path) -> dict[str, str]:
 
 def raw_generate(policy: str, prompts: list[str], params, batch_size: int,
                  seeds: list[int]) -> dict[str, Any]:
-    """Plain `model.generate` over the loop's chunks with the loop's seeds: seconds (model
-    already loaded, as in a warm worker), tokens through EOS, and the texts."""
+    """Plain `model.generate` over the loop's chunks with the loop's seeds: seconds from prompt
+    texts to completion texts (tokenise, generate, decode; model already loaded, as in a warm
+    worker), tokens through EOS, and the texts."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(policy, padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(policy, dtype=torch.float32).eval()
     per_chunk = max(1, batch_size // max(1, params.n))
-    outs, seconds = [], 0.0
+    texts, tokens, seconds = [], 0, 0.0
     with torch.inference_mode():
         for c, i in enumerate(range(0, len(prompts), per_chunk)):
+            # timed from prompt texts to completion texts, as the loop's worker does
+            start = time.perf_counter()
             enc = tok(prompts[i : i + per_chunk], return_tensors="pt", padding=True,
                       add_special_tokens=False)
-            start = time.perf_counter()
             torch.manual_seed(seeds[c])
             out = model.generate(**enc, do_sample=params.temperature > 0,
                                  temperature=params.temperature, top_p=params.top_p, top_k=None,
@@ -48,17 +50,14 @@ def raw_generate(policy: str, prompts: list[str], params, batch_size: int,
                                  stop_strings=list(params.stop) or None,
                                  tokenizer=tok if params.stop else None,
                                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+            for ids in out[:, enc["input_ids"].shape[1] :].tolist():
+                if tok.eos_token_id in ids:
+                    ids = ids[: ids.index(tok.eos_token_id) + 1]
+                else:
+                    ids = [t for t in ids if t != tok.pad_token_id]
+                tokens += len(ids)
+                texts.append(tok.decode(ids, skip_special_tokens=True))
             seconds += time.perf_counter() - start
-            outs.append(out[:, enc["input_ids"].shape[1] :].tolist())
-    texts, tokens = [], 0
-    for rows in outs:
-        for ids in rows:
-            if tok.eos_token_id in ids:
-                ids = ids[: ids.index(tok.eos_token_id) + 1]
-            else:
-                ids = [t for t in ids if t != tok.pad_token_id]
-            tokens += len(ids)
-            texts.append(tok.decode(ids, skip_special_tokens=True))
     return {"seconds": seconds, "tokens": tokens, "texts": texts}
 
 
@@ -72,8 +71,8 @@ def raw_finetune(init: str, train_path: Path, train_cfg, seed: int) -> float:
     model = AutoModelForCausalLM.from_pretrained(init, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(init)
     job = finetune_job(train_cfg, init_path=init, train_path=train_path, out_path="-", seed=seed)
+    start = time.perf_counter()  # from the training set's file, as the rank reads it
     rows = pd.read_parquet(train_path).to_dict("records")
-    start = time.perf_counter()
     train_sft(model, tok, examples_from_rows(rows), job.settings, torch.device("cpu"))
     return time.perf_counter() - start
 

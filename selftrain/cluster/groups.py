@@ -9,7 +9,7 @@ work item (`selftrain.cluster.workers`); every worker takes it through one metho
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import ray
@@ -64,22 +64,29 @@ class ActorGroup:
             self.shutdown()
             raise
 
-    def map(self, chunks: Sequence[Any], desc: str | None = None) -> list[Any]:
-        """Run every chunk (`worker.run(chunk)`) over the actors; results in chunk order."""
+    def map(self, chunks: Sequence[Any], desc: str | None = None,
+            each: Callable[[int, Any], Any] | None = None, depth: int = 2) -> list[Any]:
+        """Run every chunk (`worker.run(chunk)`) over the actors; results in chunk order.
+
+        Up to `depth` calls wait at each actor, so it starts its next chunk the moment one ends
+        instead of idling through the round trip. `each(index, result)`, when given, runs on a
+        chunk's result as it arrives (while the actors compute the next ones); its return value
+        takes the result's place."""
         results: list[Any] = [None] * len(chunks)
         pending = list(range(len(chunks)))[::-1]
         in_flight: dict[Any, tuple[int, int]] = {}
-        free = list(range(len(self.actors)))
+        slots = [a for _ in range(max(1, depth)) for a in range(len(self.actors))]
         with StepProgress(desc or self.name, total=len(chunks)) as progress:
             while pending or in_flight:
-                while pending and free:
-                    idx, actor = pending.pop(), free.pop()
+                while pending and slots:
+                    idx, actor = pending.pop(), slots.pop(0)
                     in_flight[self.actors[actor].run.remote(chunks[idx])] = (idx, actor)
                 done, _ = ray.wait(list(in_flight), num_returns=1)
                 for ref in done:
                     idx, actor = in_flight.pop(ref)
-                    results[idx] = ray.get(ref)
-                    free.append(actor)
+                    slots.append(actor)
+                    result = ray.get(ref)
+                    results[idx] = result if each is None else each(idx, result)
                     progress.advance()
         return results
 

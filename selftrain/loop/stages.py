@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from selftrain.arms import parts as arms
@@ -44,17 +45,23 @@ def is_agent(task: Task) -> bool:
 
 
 def run_generation(group: ActorGroup, job: GenJob, weights: str, batch_size: int,
-                   seed_parts: tuple, desc: str, agent: bool = False) -> list[list[Generation]]:
-    """Fixed chunks of `batch_size` prompts, each with its own seed, spread over the workers."""
+                   seed_parts: tuple, desc: str, agent: bool = False,
+                   each: Callable[[int, list[list[Generation]]], list] | None = None) -> list:
+    """Fixed chunks of `batch_size` prompts, each with its own seed, spread over the workers.
+    Without `each`: the generations of every prompt, in order. With `each(first, part)`: its
+    results for each chunk (`first`: the chunk's first prompt), built as chunks arrive, so the
+    driver's work on one chunk overlaps the workers' compute of the next."""
     per_chunk = max(1, batch_size // max(1, job.params.n))
-    chunks = []
+    chunks, firsts = [], []
     for c, start in enumerate(range(0, len(job.prompts), per_chunk)):
         end = start + per_chunk
         chunks.append(GenerateChunk(job.prompts[start:end], job.params, chunk_seed(*seed_parts, c),
                                     weights, episodes=agent,
                                     prefixes=job.prefixes[start:end] if job.prefixes else None))
-    out: list[list[Generation]] = []
-    for part in group.map(chunks, desc=desc):
+        firsts.append(start)
+    out: list = []
+    for part in group.map(chunks, desc=desc,
+                          each=None if each is None else lambda c, part: each(firsts[c], part)):
         out.extend(part)
     return out
 
@@ -92,16 +99,19 @@ def generate(cfg: Config, task: Task, group: ActorGroup, queries: list[Query], w
                             top_p=cfg.rollout.top_p, max_new_tokens=cfg.rollout.max_new_tokens,
                             stop=task.stop)
     job = GenJob([q.prompt for q in queries], params)
-    gens = run_generation(group, job, weights, cfg.rollout.batch_size,
+
+    def samples_of(first: int, part: list[list[Generation]]) -> list[Sample]:
+        samples = []
+        for query, outs in zip(queries[first:], part):
+            marks = graded.scores(task, query, [g.text for g in outs]) or [None] * len(outs)
+            for j, (g, score) in enumerate(zip(outs, marks), start=first_index):
+                samples.append(make_sample(task, query, f"r{k}-{query.query_id}-s{j}", g,
+                                           origin=origin, score=score))
+        return samples
+
+    return run_generation(group, job, weights, cfg.rollout.batch_size,
                           (cfg.seed, k, "generate", first_index), f"round {k} generate",
-                          agent=is_agent(task))
-    samples = []
-    for query, outs in zip(queries, gens):
-        marks = graded.scores(task, query, [g.text for g in outs]) or [None] * len(outs)
-        for j, (g, score) in enumerate(zip(outs, marks), start=first_index):
-            samples.append(make_sample(task, query, f"r{k}-{query.query_id}-s{j}", g,
-                                       origin=origin, score=score))
-    return samples
+                          agent=is_agent(task), each=samples_of)
 
 
 def generate_pool(cfg: Config, arm: Arm, task: Task, group: ActorGroup, pool: list[Query],
@@ -238,19 +248,22 @@ def evaluate(cfg: Config, task: Task, group: ActorGroup, queries: list[Query], w
     job = GenJob([q.prompt for q in queries], params)
     # Evaluation is seeded by the run seed only, not the round: every round's policy is
     # judged on the same random stream, which lowers round-to-round noise.
-    gens = run_generation(group, job, weights, cfg.rollout.batch_size,
-                          (cfg.seed, "evaluate"), f"round {k} evaluate", agent=is_agent(task))
-    rows = []
-    for query, outs in zip(queries, gens):
-        marks = graded.scores(task, query, [g.text for g in outs])
-        for j, g in enumerate(outs):
-            if marks is None:
-                correct, score = bool(task.is_correct(query, g.text)), None
-            else:
-                correct, score = graded.passes(task, marks[j]), marks[j]
-            rows.append(eval_row(query, j, g.text, task.extract_answer(g.text), correct,
-                                 g.num_tokens, score))
-    return rows
+
+    def rows_of(first: int, part: list[list[Generation]]) -> list[dict]:
+        rows = []
+        for query, outs in zip(queries[first:], part):
+            marks = graded.scores(task, query, [g.text for g in outs])
+            for j, g in enumerate(outs):
+                if marks is None:
+                    correct, score = bool(task.is_correct(query, g.text)), None
+                else:
+                    correct, score = graded.passes(task, marks[j]), marks[j]
+                rows.append(eval_row(query, j, g.text, task.extract_answer(g.text), correct,
+                                     g.num_tokens, score))
+        return rows
+
+    return run_generation(group, job, weights, cfg.rollout.batch_size, (cfg.seed, "evaluate"),
+                          f"round {k} evaluate", agent=is_agent(task), each=rows_of)
 
 
 def extra_samples_for_budget(target_tokens: int, spent: int, samples: list[Sample],
