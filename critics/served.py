@@ -159,18 +159,9 @@ class OpenAICritic:
         else:
             body = {"prompt": prompt}
         body = {"model": self.model, **body, **self.params}
-        for attempt in range(self.retries + 1):
-            if attempt:
-                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
-            try:
-                response = await client.post(self.url, json=body)
-            except httpx.TransportError as err:
-                error = _describe(err)
-                continue
-            if response.status_code < 500 and response.status_code not in RETRY_STATUS:
-                return self._read(response)
-            error = f"HTTP {response.status_code}: {response.text[:200]}"
-        return Reply(None, error=f"{error} (after {self.retries + 1} attempts)")
+        got = await post_with_retries(client, self.url, body, retries=self.retries,
+                                      backoff_s=self.backoff_s)
+        return Reply(None, error=got) if isinstance(got, str) else self._read(got)
 
     def _read(self, response: httpx.Response) -> Reply:
         """The text and generated-token count of an answer; a malformed one is an empty text
@@ -191,6 +182,26 @@ class OpenAICritic:
     async def _get(self, url: str) -> httpx.Response:
         async with httpx.AsyncClient(headers=self._headers, timeout=self.timeout_s) as client:
             return await client.get(url)
+
+
+async def post_with_retries(client: httpx.AsyncClient, url: str, body: dict[str, Any], *,
+                            retries: int, backoff_s: float) -> httpx.Response | str:
+    """POST `body` to an OpenAI-compatible `url`, retried with exponential backoff on connection
+    errors, 408/429 and 5xx: the first other response (the caller reads it), or why there is
+    none after `retries` + 1 attempts. The caller bounds the whole by its own deadline."""
+    error = ""
+    for attempt in range(retries + 1):
+        if attempt:
+            await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
+        try:
+            response = await client.post(url, json=body)
+        except httpx.TransportError as err:
+            error = _describe(err)
+            continue
+        if response.status_code < 500 and response.status_code not in RETRY_STATUS:
+            return response
+        error = f"HTTP {response.status_code}: {response.text[:200]}"
+    return f"{error} (after {retries + 1} attempts)"
 
 
 def _model_ids(response: httpx.Response) -> list[str] | None:

@@ -14,11 +14,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
+from rich.console import Console, RenderableType
 
 from selftrain.config import Config, to_dict
 from selftrain.metrics.keys import RUN_PROGRESS_KEYS, level_keys
+from selftrain.terminal_tables import fitted_table
 
 if TYPE_CHECKING:
     from selftrain.runfolder.folder import RunFolder
@@ -155,15 +155,15 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
-def run_progress_table(title: str, history: dict[int, dict[str, Any]]) -> Table:
+def run_progress_table(title: str, history: dict[int, dict[str, Any]]) -> RenderableType:
     """One run's rounds so far, one row each: RUN_PROGRESS_KEYS, then the latest round's acc@L
-    per level and its hardest coverage@L."""
+    per level and its hardest coverage@L; fitted to the terminal (narrowing_kl, refined_share,
+    train_size and the middle levels' acc@L go first; metrics.json holds them all)."""
     latest = history[max(history)] if history else {}
-    keys = RUN_PROGRESS_KEYS + level_keys(latest, "acc") + level_keys(latest, "coverage")[-1:]
-    table = Table(title=title, title_justify="left")
-    table.add_column("round", justify="right")
-    for key in keys:
-        table.add_column(key, justify="right")
-    for k, metrics in sorted(history.items()):
-        table.add_row(str(k), *[fmt(metrics.get(key)) for key in keys])
-    return table
+    accs = level_keys(latest, "acc")
+    keys = RUN_PROGRESS_KEYS + accs + level_keys(latest, "coverage")[-1:]
+    rows = [[str(k), *[fmt(metrics.get(key)) for key in keys]]
+            for k, metrics in sorted(history.items())]
+    return fitted_table(title, ["round", *keys], rows, left=0,
+                        droppable=["narrowing_kl", "refined_share", "train_size", *accs[1:-1]],
+                        elsewhere="round_<k>/metrics.json")

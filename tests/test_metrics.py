@@ -226,6 +226,7 @@ def test_distinct_paths_default_and_custom_key():
     m = _div(train, {"distinct_paths"})
     assert m == {
         "distinct_paths": 1.5,  # q1: 2 keys, q2: 1 key -> (2 + 1) / 2
+        "distinct_paths_queries": 2,  # q1 and q2: the mean is over them (q3 has 1 completion)
         "distinct_paths_pooled": 4.0,  # keys a=1|b=2, b=2|a=1, z, w over the whole round
     }
     # A task key that ignores step order; steps split on ";" instead of lines.
@@ -235,7 +236,8 @@ def test_distinct_paths_default_and_custom_key():
         solution_key=lambda steps: "|".join(sorted(steps)),
         split_steps=lambda text: [s.strip() for s in text.split(";")],
     )
-    assert m == {"distinct_paths": 1.0, "distinct_paths_pooled": 2.0}  # keys a|b, c
+    assert m == {"distinct_paths": 1.0, "distinct_paths_queries": 2,
+                 "distinct_paths_pooled": 2.0}  # keys a|b, c
 
 
 def test_distinct_n_and_ead_hand_computed():
@@ -389,9 +391,10 @@ def test_undefined_figures_are_none_and_json_safe():
     # No query has 2 completions: per-query figures are None, pooled ones still exist.
     m = _div(_accepted([("q1", "a b"), ("q2", "c d")]), everything_but_embed)
     assert m["distinct_paths"] is None and m["self_bleu"] is None
-    assert m["distinct_paths_pooled"] == 2.0
-    # Empty training set and no samples: everything is None.
+    assert m["distinct_paths_pooled"] == 2.0 and m["distinct_paths_queries"] == 0
+    # Empty training set and no samples: everything is None (a mean over 0 queries).
     m = _div(_accepted([]), set(DIVERSITY_METRICS), embedder=_TableEmbedder({}))
+    assert m.pop("distinct_paths_queries") == 0
     assert m and all(v is None for v in m.values())
     assert "NaN" not in json.dumps(m)
 
@@ -402,7 +405,7 @@ def test_disabled_metrics_are_not_computed():
             raise AssertionError("embed_div was switched off")
 
     m = _div(TEXTS, {"distinct_paths"}, embedder=_Refuses())
-    assert set(m) == {"distinct_paths", "distinct_paths_pooled"}
+    assert set(m) == {"distinct_paths", "distinct_paths_queries", "distinct_paths_pooled"}
     with pytest.raises(ValueError, match="unknown diversity metric"):
         _div(TEXTS, {"distinct_path"})
 

@@ -14,17 +14,24 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
+from rich.console import RenderableType
 
 from selftrain.config import Config, dump_yaml
 from selftrain.experiments.launcher import run_side_by_side
 from selftrain.experiments.minutes import Minutes
 from selftrain.experiments.plan import PlannedRun, arm_configs, plan, started
 from selftrain.loop.checks import preflight
-from selftrain.metrics.keys import ARM_TABLE_KEYS, COUNT_KEYS, resolve_key
+from selftrain.metrics.keys import (
+    ARM_TABLE_KEYS,
+    COUNT_KEYS,
+    PATHS_QUERIES,
+    over_queries,
+    resolve_key,
+)
 from selftrain.runfolder.budget import BudgetTarget
 from selftrain.runfolder.folder import atomic_write_bytes, atomic_write_json
 from selftrain.runfolder.storage import storage_for
+from selftrain.terminal_tables import fitted_table
 from selftrain.tracking import console, fmt
 
 Results = dict[str, dict[int, dict[int, dict[str, Any]]]]
@@ -99,7 +106,8 @@ def read_results(runs: list[PlannedRun]) -> Results:
 def summarize(cfg: Config, runs: list[PlannedRun], exp_dir: Path, *, report: bool) -> None:
     """comparison.json (every arm against the baseline, and each budget-matched pair, with
     bootstrap intervals over seeds and queries), its table, and report.md."""
-    from selftrain.report.comparison import compare_runs, comparison_markdown
+    from selftrain.report.comparison import compare_runs
+    from selftrain.report.comparison_table import comparison_tables
 
     labels = list(dict.fromkeys(r.label for r in runs))
     seeds = list(dict.fromkeys(r.seed for r in runs))
@@ -111,8 +119,8 @@ def summarize(cfg: Config, runs: list[PlannedRun], exp_dir: Path, *, report: boo
                               confidence=c.confidence)
         atomic_write_json(exp_dir / "comparison.json", result)
         storage.upload(exp_dir / "comparison.json")
-        for line in comparison_markdown(result):
-            console.print(line, highlight=False, soft_wrap=True)
+        for table in comparison_tables(result):
+            console.print(table)
     if report:
         from selftrain.report import write_report
 
@@ -120,24 +128,24 @@ def summarize(cfg: Config, runs: list[PlannedRun], exp_dir: Path, *, report: boo
         storage.upload(exp_dir / "report")
 
 
-def arms_round_table(experiment: str, k: int, results: Results) -> Table:
+def arms_round_table(experiment: str, k: int, results: Results) -> RenderableType:
     """Round k of every arm, one row each (the mean over seeds), over ARM_TABLE_KEYS (`@H`:
-    each arm's hardest level)."""
-    table = Table(title=f"{experiment} · round {k}", title_justify="left")
-    table.add_column("arm")
-    table.add_column("seeds", justify="right")
-    for key in ARM_TABLE_KEYS:
-        table.add_column(key, justify="right")
+    each arm's hardest level), fitted to the terminal (report.md has every column)."""
+    rows = []
     for arm, by_seed in results.items():
-        rows = [h[k] for h in by_seed.values() if k in h]
-        if rows:
-            table.add_row(arm, str(len(rows)), *[_shown(key, _mean(rows, key))
-                                                 for key in ARM_TABLE_KEYS])
-    return table
+        ms = [h[k] for h in by_seed.values() if k in h]
+        if ms:
+            rows.append([arm, str(len(ms)), *[_shown(key, ms) for key in ARM_TABLE_KEYS]])
+    return fitted_table(f"{experiment} · round {k}", ["arm", "seeds", *ARM_TABLE_KEYS], rows,
+                        droppable=["critic_calls", "refined_share", "narrowing_kl"])
 
 
-def _shown(key: str, value: float | None) -> str:
-    return fmt(round(value) if key in COUNT_KEYS and value is not None else value)
+def _shown(key: str, rows: list[dict[str, Any]]) -> str:
+    value = _mean(rows, key)
+    text = fmt(round(value) if key in COUNT_KEYS and value is not None else value)
+    if key == "distinct_paths" and value is not None:  # a mean: over how many queries
+        text += over_queries([m.get(PATHS_QUERIES) for m in rows])
+    return text
 
 
 def _mean(rows: list[dict[str, Any]], key: str) -> float | None:

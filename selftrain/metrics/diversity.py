@@ -275,7 +275,9 @@ def diversity_metrics(
 
     if "distinct_paths" in enabled:
         keys = solution_keys(completions, solution_key, split_steps)
-        out["distinct_paths"] = distinct_paths(paths_per_query(train["query_id"], keys))
+        paths = paths_per_query(train["query_id"], keys)
+        out["distinct_paths"] = distinct_paths(paths)
+        out["distinct_paths_queries"] = len(paths)  # what distinct_paths is a mean over
         out["distinct_paths_pooled"] = float(len(set(keys))) if len(keys) >= 2 else None
 
     per_group = group_diversity(completions, groups, enabled=enabled, token_ids=token_ids,

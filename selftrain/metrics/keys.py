@@ -22,6 +22,10 @@ per-round table."""
 COUNT_KEYS = frozenset({"gen_tokens", "critic_calls"})
 """Figures that are counts: shown without decimals."""
 
+PATHS_QUERIES = "distinct_paths_queries"
+"""The number of queries `distinct_paths` is a mean over (those with 2 or more accepted
+completions): tables print it beside the figure, `2.333 (12)`."""
+
 BOOTSTRAP_FIGURES = {"pass@1": "test", "acc@H": "test", "coverage@H": "pool",
                      "tail_ratio": "pool", "distinct_paths": "pool"}
 """The figures an arm comparison states with a bootstrap interval, and which queries each is
@@ -58,3 +62,12 @@ def resolve_key(key: str, keys: Iterable[str]) -> str:
     if not key.endswith("@H"):
         return key
     return hardest_key(keys, key[:-2]) or key
+
+
+def over_queries(counts: Iterable[object]) -> str:
+    """` (12)`: the number of queries a per-query mean is over, as tables print it beside the
+    figure; ` (11–12)` when seeds differ; "" when no count is recorded (older run folders)."""
+    found = sorted({int(c) for c in counts if isinstance(c, (int, float)) and c == c})
+    if not found:
+        return ""
+    return f" ({found[0]})" if len(found) == 1 else f" ({found[0]}–{found[-1]})"

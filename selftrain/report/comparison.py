@@ -9,6 +9,7 @@ inconsistent instead of compared.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -79,8 +80,6 @@ def _key(figure: str, table: pd.DataFrame) -> str:
 
 
 def _check(tables: dict[str, pd.DataFrame], round_dir: Path) -> None:
-    import json
-
     written = json.loads((round_dir / "metrics.json").read_text())
     for figure, queries in BOOTSTRAP_FIGURES.items():
         key = _key(figure, tables[queries])
@@ -118,11 +117,16 @@ def compare_runs(exp_dir: str | Path, arms: Sequence[str], seeds: Sequence[int],
         done = {s: rounds.done(arm, s) & rounds.done(ref, s) for s in seeds}
         for k in sorted(set().union(*done.values())):
             have = [s for s in seeds if k in done[s]]
+            # the budget beside every figure: a comparison is fair only at a stated budget
+            tokens = {"arm_gen_tokens": _recorded(exp_dir / arm, have, k, "gen_tokens"),
+                      "reference_gen_tokens": _recorded(exp_dir / ref, have, k, "gen_tokens")}
             for figure, queries in BOOTSTRAP_FIGURES.items():
                 seed_pairs = [SeedPair(rounds.tables(arm, s, k)[queries],
                                        rounds.tables(ref, s, k)[queries]) for s in have]
-                cells.append(_cell(arm, ref, k, have, figure, queries, seed_pairs,
-                                   resamples, bootstrap_seed, confidence))
+                cells.append({**_cell(arm, ref, k, have, figure, queries, seed_pairs,
+                                      resamples, bootstrap_seed, confidence),
+                              "equal": equal_reason(k, figure, seed_pairs), **tokens,
+                              **_queries(figure, seed_pairs)})
     return {"baseline": baseline, "arms": list(arms), "seeds": list(seeds),
             "resamples": resamples, "bootstrap_seed": bootstrap_seed,
             "confidence": confidence, "method": METHOD, "cells": cells}
@@ -148,6 +152,39 @@ def _cell(arm: str, ref: str, k: int, seeds: list[int], figure: str, queries: st
             "seeds_used": d.seeds, "undefined_resamples": d.undefined_resamples}
 
 
+def _recorded(run_root: Path, seeds: list[int], k: int, key: str) -> float | None:
+    """`key` of round k's metrics.json, mean over `seeds` (None where none records it)."""
+    values = [json.loads((run_root / f"seed{s}" / f"round_{k}" / "metrics.json").read_text())
+              .get(key) for s in seeds]
+    kept = [v for v in values if isinstance(v, (int, float))]
+    return sum(kept) / len(kept) if kept else None
+
+
+def equal_reason(k: int, figure: str, seed_pairs: list[SeedPair]) -> str | None:
+    """Why a cell is equal by construction, or None: "same policy" at round 0, where both arms
+    sample the base policy (every seed's per-query tables identical), "0 in both" where the
+    figure is 0 in every seed of both arms. Such a cell's `+0.000 [+0.000, +0.000]` says
+    nothing about the arms, so tables print the reason instead."""
+    if k == 0 and all(p.arm.equals(p.reference) for p in seed_pairs):
+        return "same policy"
+    values = [FIGURES[figure](t, None) for p in seed_pairs for t in (p.arm, p.reference)]
+    if values and all(v is not None and v == 0 for v in values):
+        return "0 in both"
+    return None
+
+
+def _queries(figure: str, seed_pairs: list[SeedPair]) -> dict[str, float | None]:
+    """For `distinct_paths`, the pool queries it is a mean over (those with 2 or more accepted
+    completions), mean over seeds; None for the other figures."""
+    def count(side: str) -> float | None:
+        if figure != "distinct_paths":
+            return None
+        return sum(int(getattr(p, side)["paths"].notna().sum()) for p in seed_pairs) / len(
+            seed_pairs)
+
+    return {"arm_queries": count("arm"), "reference_queries": count("reference")}
+
+
 def verdict_text(cell: dict[str, Any]) -> str:
     """The verdict as tables print it: a null result with what it could have detected,
     "no difference detected (detectable: ±0.08)"."""
@@ -156,17 +193,37 @@ def verdict_text(cell: dict[str, Any]) -> str:
     return cell["verdict"]
 
 
-def _signed(value: float | None) -> str:
-    return "–" if value is None else f"{value:+.3f}".replace("-", "−")
+def signed(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:+.{digits}f}".replace("-", "−")
+
+
+def cell_text(cell: dict[str, Any]) -> str:
+    """A comparison cell as report.md prints it: the difference, its interval and the verdict,
+    or why it is equal by construction ("same policy", "0 in both")."""
+    if cell.get("equal"):
+        return str(cell["equal"])
+    text = (f"{signed(cell['diff'])} [{signed(cell['lo'])}, {signed(cell['hi'])}] "
+            f"{verdict_text(cell)}")
+    if cell.get("arm_queries") is not None and cell.get("reference_queries") is not None:
+        text += f" (over {cell['arm_queries']:.3g} / {cell['reference_queries']:.3g} queries)"
+    return text
+
+
+def tokens_text(cell: dict[str, Any], key: str) -> str:
+    value = cell.get(key)
+    return "–" if value is None else f"{value:,.0f}"
 
 
 def comparison_markdown(result: dict[str, Any]) -> list[str]:
     """report.md lines: per (arm, reference) pair a table of rounds × figures, each cell the
-    difference, its interval and the verdict."""
+    difference, its interval and the verdict, beside both arms' `gen_tokens`."""
     level = round(100 * result["confidence"])
     lines = [f"Each cell: mean over seeds of (arm − reference), its {level}% interval in "
              f"brackets and the verdict ({result['resamples']} paired-bootstrap resamples: "
-             "seeds, then test or pool queries within each level; docs/metrics.md).", ""]
+             "seeds, then test or pool queries within each level; docs/metrics.md). \"same "
+             "policy\": round 0, where both arms sample the base policy; \"0 in both\": the "
+             "figure is 0 in every seed of both arms. `distinct_paths` is a mean over the pool "
+             "queries with 2 or more accepted solutions (how many: arm / reference).", ""]
     by_pair: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for cell in result["cells"]:
         by_pair.setdefault((cell["arm"], cell["reference"]), []).append(cell)
@@ -174,13 +231,15 @@ def comparison_markdown(result: dict[str, Any]) -> list[str]:
         figures = list(dict.fromkeys(c["figure"] for c in cells))
         keys = {c["figure"]: c["key"] for c in cells}
         lines += [f"`{arm}` − `{ref}`:", "",
-                  "| round | seeds | " + " | ".join(f"`{keys[f]}`" for f in figures) + " |",
-                  "|---:|---:|" + "---:|" * len(figures)]
+                  f"| round | seeds | `gen_tokens` ({arm} / {ref}) | "
+                  + " | ".join(f"`{keys[f]}`" for f in figures) + " |",
+                  "|---:|---:|---:|" + "---:|" * len(figures)]
         for k in sorted({c["round"] for c in cells}):
             row = {c["figure"]: c for c in cells if c["round"] == k}
-            seeds = len(next(iter(row.values()))["seeds"])
-            lines.append(f"| {k} | {seeds} | " + " | ".join(
-                f"{_signed(row[f]['diff'])} [{_signed(row[f]['lo'])}, {_signed(row[f]['hi'])}] "
-                f"{verdict_text(row[f])}" if f in row else "–" for f in figures) + " |")
+            first = next(iter(row.values()))
+            tokens = (f"{tokens_text(first, 'arm_gen_tokens')} / "
+                      f"{tokens_text(first, 'reference_gen_tokens')}")
+            lines.append(f"| {k} | {len(first['seeds'])} | {tokens} | " + " | ".join(
+                cell_text(row[f]) if f in row else "–" for f in figures) + " |")
         lines.append("")
     return lines

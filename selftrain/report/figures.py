@@ -2,8 +2,10 @@
 
 Each arm keeps one colour and marker across every figure. Several seeds of an arm are drawn as
 the mean over seeds with a shaded band from the lowest to the highest seed (min–max, labelled in
-each title): a band shows spread, the bootstrap intervals of arm differences are in the
-comparison table (comparison.json) below the figures.
+each title; a title says "one seed" where there is no band): a band shows spread, the bootstrap
+intervals of arm differences are in the comparison table (comparison.json) below the figures.
+Rates (figures in [0, 1]) are drawn on the whole [0, 1] axis, so that a difference of 0.01, one
+seed's noise, does not fill the panel like a trend.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import EngFormatter, MaxNLocator, PercentFormatter
 
-from selftrain.metrics.keys import hardest_key, levels
+from selftrain.metrics.keys import PATHS_QUERIES, hardest_key, levels, over_queries
 from selftrain.report.runs import CUM_TOKENS, RunMetrics, Stat, metric_keys, series
 
 ByArm = dict[str, list[RunMetrics]]
@@ -34,6 +36,12 @@ DIVERSITY_LABELS = {
     "embed_div": ("embedding diversity", "1 − mean cosine similarity"),
     "answer_entropy": ("final-answer entropy", "entropy of first-pass answers (nats)"),
 }
+RATE_KEYS = frozenset({
+    "pass@1", "coverage", "distinct_n", "self_bleu", "embed_div", "refined_share",
+    "eval_distinct_n", "eval_self_bleu", "eval_embed_div", "eval_distinct_n_passing",
+    "eval_self_bleu_passing", "eval_embed_div_passing", "effective_div", "passing_pair_div"})
+"""Figures whose values lie in [0, 1] (docs/metrics.md), drawn on a [0, 1] y axis (and the
+`@L` figures acc@L and coverage@L, whose panels set it themselves)."""
 PANEL_W, PANEL_H = 4.2, 3.3
 
 
@@ -129,6 +137,31 @@ def _line(ax: Axes, s: dict[int, Stat], color: Any, label: str, marker: str = "o
                         lw=0)
 
 
+def rate_axis(ax: Axes) -> None:
+    """The y axis of a rate: all of [0, 1] (widened only if a value falls outside it)."""
+    lo, hi = 0.0, 1.0
+    if ax.lines or ax.collections:
+        lo, hi = min(lo, ax.dataLim.y0), max(hi, ax.dataLim.y1)
+    pad = 0.02 * (hi - lo)
+    ax.set_ylim(lo - pad, hi + pad)
+
+
+def band_note(by_arm: ByArm) -> str:
+    """What a figure's shading is: "band: min–max over seeds", or "one seed" (no band)."""
+    single = [arm for arm, rs in by_arm.items() if len(rs) == 1]
+    if len(single) == len(by_arm):
+        return "one seed"
+    note = "band: min–max over seeds"
+    return note + f"; one seed: {', '.join(single)}" if single else note
+
+
+def _paths_title(by_arm: ByArm, title: str) -> str:
+    """`distinct_paths`'s panel title with the number of queries it is a mean over."""
+    counts = over_queries(r.metrics[k].get(PATHS_QUERIES) for rs in by_arm.values()
+                          for r in rs for k in r.metrics)
+    return f"{title}\n(mean over {counts.strip(' ()')} queries)" if counts else title
+
+
 def _keys(by_arm: ByArm) -> set[str]:
     return metric_keys([r for rs in by_arm.values() for r in rs])
 
@@ -147,9 +180,11 @@ def _arm_panels(by_arm: ByArm, styles: dict[str, ArmStyle], panels: list[tuple[s
     for ax, (key, title, ylabel) in zip(axes, panels):
         for arm, rs in by_arm.items():
             _line(ax, series(rs, key), styles[arm].color, _arm_label(arm, rs), styles[arm].marker)
+        if key in RATE_KEYS:
+            rate_axis(ax)
         if dress is not None:
             dress(ax, key)
-        ax.set_title(title)
+        ax.set_title(_paths_title(by_arm, title) if key == "distinct_paths" else title)
         ax.set_ylabel(ylabel)
         _round_axis(ax)
     _legend(fig, axes, "arm")
@@ -227,7 +262,7 @@ def fig_tail(exp: str, by_arm: ByArm, styles: dict[str, ArmStyle]) -> Figure | N
             ax.yaxis.set_major_formatter(PercentFormatter(1.0))
 
     fig = _arm_panels(by_arm, styles, panels, 2, dress)
-    _suptitle(fig, f"{exp}: tail narrowing per round (band: min–max over seeds)")
+    _suptitle(fig, f"{exp}: tail narrowing per round ({band_note(by_arm)})")
     return fig
 
 
@@ -244,7 +279,7 @@ def fig_acc(exp: str, by_arm: ByArm, styles: dict[str, ArmStyle]) -> Figure | No
         _round_axis(ax)
     _first_col_ylabel(axes, "test pass@1 within level")
     _legend(fig, axes, "difficulty (easy → hard)")
-    _suptitle(fig, f"{exp}: test accuracy per difficulty level (band: min–max over seeds)")
+    _suptitle(fig, f"{exp}: test accuracy per difficulty level ({band_note(by_arm)})")
     return fig
 
 
@@ -253,7 +288,7 @@ def fig_diversity(exp: str, by_arm: ByArm, styles: dict[str, ArmStyle]) -> Figur
     if not keys:
         return None
     fig = _arm_panels(by_arm, styles, [(k, *DIVERSITY_LABELS[k]) for k in keys], 3)
-    _suptitle(fig, f"{exp}: diversity of accepted solutions per round (band: min–max over seeds)")
+    _suptitle(fig, f"{exp}: diversity of accepted solutions per round ({band_note(by_arm)})")
     return fig
 
 
@@ -272,9 +307,10 @@ def fig_budget(exp: str, by_arm: ByArm, styles: dict[str, ArmStyle]) -> Figure |
     ax.xaxis.set_major_formatter(EngFormatter())
     ax.set_xlabel("cumulative policy tokens generated (samples + refinements)")
     ax.set_ylabel("test pass@1")
+    rate_axis(ax)
     ax.grid(alpha=0.3)
     ax.legend(title="arm (rK = after round K)", loc="best")
-    _suptitle(fig, f"{exp}: test pass@1 against generation budget (band: min–max over seeds)")
+    _suptitle(fig, f"{exp}: test pass@1 against generation budget ({band_note(by_arm)})")
     return fig
 
 
@@ -319,7 +355,8 @@ def fig_histograms(exp: str, by_arm: ByArm,
         rounds_shown.append(f"{arm}: {first}→{last}")
         _length_panel(ax_len, _arm_label(arm, rs), rs, last, styles[arm].color)
         _success_panel(ax_cpq, _arm_label(arm, rs), rs, first, last, styles[arm].color)
-    _suptitle(fig, f"{exp}: length and per-query success histograms (summed over seeds)")
+    seeds = "one seed" if all(len(rs) == 1 for rs in by_arm.values()) else "summed over seeds"
+    _suptitle(fig, f"{exp}: length and per-query success histograms ({seeds})")
     return fig, "; ".join(rounds_shown)
 
 

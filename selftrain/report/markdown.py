@@ -10,7 +10,14 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from selftrain.metrics.keys import ARM_TABLE_KEYS, COUNT_KEYS, hardest_key, resolve_key
+from selftrain.metrics.keys import (
+    ARM_TABLE_KEYS,
+    COUNT_KEYS,
+    PATHS_QUERIES,
+    hardest_key,
+    over_queries,
+    resolve_key,
+)
 from selftrain.report.comparison import comparison_markdown
 from selftrain.report.figures import FIGURES, ArmStyle, ByArm, arm_styles, fig_histograms
 from selftrain.report.policy_figures import POLICY_FIGURES
@@ -41,6 +48,9 @@ def per_round_table(by_arm: ByArm) -> list[str]:
             if not have:
                 continue
             cells = [_fmt(series(have, key).get(k), key in COUNT_KEYS) for key in keys]
+            if "distinct_paths" in keys and cells[keys.index("distinct_paths")] != "–":
+                cells[keys.index("distinct_paths")] += over_queries(
+                    [r.metrics[k].get(PATHS_QUERIES) for r in have])
             lines.append(f"| {k} | {_cell(arm)} | {len(have)} | " + " | ".join(cells) + " |")
     return lines
 
@@ -75,7 +85,9 @@ def _experiment_section(exp: str, by_arm: ByArm, styles: dict[str, ArmStyle],
     lines += [f"### Per-round table: `{exp}`", "",
               "Mean ± sample std over seeds where an arm has several; "
               + (f"{' and '.join(f'`{k}`' for k in hard)} show the hardest level; " if hard else "")
-              + "`gen_tokens` and `critic_calls` are per round, not cumulative.", ""]
+              + "`gen_tokens` and `critic_calls` are per round, not cumulative; `distinct_paths` "
+              "is a mean over the pool queries with 2 or more accepted solutions, how many in "
+              "brackets.", ""]
     return lines + per_round_table(by_arm) + [""] + _comparison_section(exp, runs)
 
 

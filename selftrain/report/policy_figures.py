@@ -23,6 +23,7 @@ from selftrain.report.figures import (
     _line,
     _round_axis,
     _suptitle,
+    band_note,
     level_colors,
 )
 from selftrain.report.runs import series
@@ -47,7 +48,7 @@ def fig_policy_diversity(exp: str, by_arm: ByArm, styles: dict[str, ArmStyle]) -
         return None
     fig = _arm_panels(by_arm, styles, [(k, *POLICY_LABELS[k]) for k in keys], 3)
     _suptitle(fig, f"{exp}: diversity of the policy's test samples per round, all against "
-                   "passing (band: min–max over seeds)")
+                   f"passing ({band_note(by_arm)})")
     return fig
 
 
@@ -67,7 +68,7 @@ def _per_arm_lines(exp: str, by_arm: ByArm, styles: dict[str, ArmStyle], keys: l
         _round_axis(ax)
     _first_col_ylabel(axes, ylabel)
     _legend(fig, axes, legend)
-    _suptitle(fig, f"{exp}: {title} (band: min–max over seeds)")
+    _suptitle(fig, f"{exp}: {title} ({band_note(by_arm)})")
     return fig
 
 

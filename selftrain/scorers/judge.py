@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import httpx
 
+from critics.served import post_with_retries
 from selftrain.http import run_sync
 from selftrain.scorers.base import Score, ScorerLoadError
 
@@ -110,21 +111,13 @@ class JudgeScorer:
                 return Score(None, None, f"no answer within timeout_s={self.timeout_s}")
 
     async def _post(self, client: httpx.AsyncClient, body: dict) -> str | Score:
-        error = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
-            try:
-                response = await client.post(self.url, json=body)
-            except httpx.TransportError as err:
-                error = f"{type(err).__name__}: {err}"
-                continue
-            if response.status_code >= 500 or response.status_code in (408, 429):
-                error = f"HTTP {response.status_code}"
-                continue
-            try:
-                text = response.json()["choices"][0]["message"]["content"]
-            except (ValueError, KeyError, IndexError, TypeError):
-                return f"(malformed answer) {response.text[:200]}"  # read() finds no score
-            return text if isinstance(text, str) else f"(malformed content) {text!r}"
-        return Score(None, None, f"{error} (after {self.retries + 1} attempts)")
+        """The judge's text (retried as the `openai` critic's requests are), or why none came."""
+        response = await post_with_retries(client, self.url, body, retries=self.retries,
+                                           backoff_s=self.backoff_s)
+        if isinstance(response, str):
+            return Score(None, None, response)
+        try:
+            text = response.json()["choices"][0]["message"]["content"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            return f"(malformed answer) {response.text[:200]}"  # read() finds no score
+        return text if isinstance(text, str) else f"(malformed content) {text!r}"

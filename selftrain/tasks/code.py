@@ -20,7 +20,13 @@ import pandas as pd
 from selftrain.metrics.code import normalise_program
 from selftrain.sandbox import ExecResult
 from selftrain.tasks.base import Demonstration
-from selftrain.tasks.code_exec import ProgramRunner, behaviour_test, code_figures
+from selftrain.tasks.code_exec import (
+    ProgramRunner,
+    behaviour_test,
+    code_figures,
+    program_lines,
+    run_task_programs,
+)
 from selftrain.tasks.code_programs import (
     HEADER,
     Op,
@@ -96,14 +102,12 @@ class CodeTask:
 
     def run_programs(self, queries: Sequence[Query], completions: Sequence[str],
                      trace: bool = False) -> list[ExecResult]:
-        return self.runner.run([self.program_of(q, c) for q, c in zip(queries, completions)],
-                               [self.tests_of(q) for q in queries], trace=trace)
+        return run_task_programs(self, self.runner, queries, completions, trace)
 
     # -- reading completions
 
     def split_steps(self, completion: str) -> list[str]:
-        """Non-empty lines (indentation kept: it is part of the program)."""
-        return [line.rstrip() for line in completion.splitlines() if line.strip()]
+        return program_lines(completion)
 
     def extract_answer(self, completion: str) -> str | None:
         """The normalised program (two answers agree when the programs do)."""

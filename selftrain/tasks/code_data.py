@@ -27,8 +27,14 @@ import pandas as pd
 from selftrain.metrics.code import normalise_program
 from selftrain.sandbox import ExecResult
 from selftrain.tasks.base import Demonstration
-from selftrain.tasks.code_exec import ProgramRunner, behaviour_test, code_figures
-from selftrain.tasks.data import DataSplits, QueryIds, check_splits, parse_level, require_columns
+from selftrain.tasks.code_exec import (
+    ProgramRunner,
+    behaviour_test,
+    code_figures,
+    program_lines,
+    run_task_programs,
+)
+from selftrain.tasks.data import DataSplits, check_splits, load_queries, parse_level
 from selftrain.tasks.math import quantile_levels
 from selftrain.tasks.registry import register_task
 from selftrain.types import Query
@@ -126,17 +132,10 @@ class CodeDataTask:
         return Query(qid, self._level(row, reference, at), prompt, data=data)
 
     def _load(self, split: str) -> list[Query]:
-        rows, where, indices = self.data.rows(split)
-        require_columns(rows, {f"{self.layout} layout": c for c in LAYOUTS[self.layout]}, where)
-        ids = QueryIds(split, self.id_column if self.id_column in rows.column_names else None)
-        out = []
-        for i in indices:
-            row = rows[int(i)]
-            at = f"{where}, row {i}"
-            out.append(self._query(row, ids(row, i, at), at))
-        if not out:
-            raise ValueError(f"{where}: no usable rows")
-        return out
+        return load_queries(self.data, split,
+                            {f"{self.layout} layout": c for c in LAYOUTS[self.layout]},
+                            self.id_column,
+                            lambda row, at, query_id: self._query(row, query_id(), at))
 
     def check(self) -> None:
         check_splits(self)
@@ -203,13 +202,12 @@ class CodeDataTask:
 
     def run_programs(self, queries: Sequence[Query], completions: Sequence[str],
                      trace: bool = False) -> list[ExecResult]:
-        return self.runner.run([self.program_of(q, c) for q, c in zip(queries, completions)],
-                               [self.tests_of(q) for q in queries], trace=trace)
+        return run_task_programs(self, self.runner, queries, completions, trace)
 
     # -- completions
 
     def split_steps(self, completion: str) -> list[str]:
-        return [line.rstrip() for line in completion.splitlines() if line.strip()]
+        return program_lines(completion)
 
     def extract_answer(self, completion: str) -> str | None:
         return normalise_program(completion) if completion.strip() else None

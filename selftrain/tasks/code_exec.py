@@ -65,6 +65,19 @@ class ProgramRunner:
         return [self._cache[k] for k in keys]
 
 
+def run_task_programs(task: ExecutableTask, runner: ProgramRunner, queries: Sequence[Query],
+                      completions: Sequence[str], trace: bool = False) -> list[ExecResult]:
+    """`task.run_programs`: each completion's whole program run against its query's tests."""
+    return runner.run([task.program_of(q, c) for q, c in zip(queries, completions)],
+                      [task.tests_of(q) for q in queries], trace=trace)
+
+
+def program_lines(completion: str) -> list[str]:
+    """A code task's `split_steps`: the non-empty lines (indentation kept: it is part of the
+    program)."""
+    return [line.rstrip() for line in completion.splitlines() if line.strip()]
+
+
 def behaviour_vectors(runner: ProgramRunner, programs: Sequence[str],
                       behaviour_tests: Sequence[str]) -> list[str]:
     """Each program's outputs on its query's extra inputs, as one string (a program that does

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+from selftrain.types import Query
 
 FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 """File suffix -> the `datasets` builder that reads it."""
@@ -99,6 +103,38 @@ class QueryIds:
                              f"{self.column!r}); ids must be unique")
         self.seen[qid] = index
         return qid
+
+
+def load_queries(data: DataSplits, split: str, columns: dict[str, str | None],
+                 id_column: str | None,
+                 query_of: Callable[[dict[str, Any], str, Callable[[], str]], Query | None],
+                 skipped: str = "") -> list[Query]:
+    """A dataset task's queries of `split`: `query_of(row, at, query_id)` for each kept row,
+    `at` naming file and row for messages and `query_id()` giving the row's id (called when
+    the row is taken, so a skipped row claims none); None skips the row, and the skipped rows
+    are counted in one warning (`skipped` says why). ValueError when no row is usable.
+
+    columns: task.args key -> column name, each required (None: not used). id_column: the ids'
+    column when the data has it, else the row number.
+    """
+    rows, where, indices = data.rows(split)
+    require_columns(rows, columns, where)
+    ids = QueryIds(split, id_column if id_column in rows.column_names else None)
+    out, left_out = [], []
+    for i in indices:
+        row = rows[int(i)]
+        at = f"{where}, row {i}"
+        query = query_of(row, at, partial(ids, row, i, at))
+        if query is None:
+            left_out.append(i)
+        else:
+            out.append(query)
+    if left_out:
+        warnings.warn(f"{where}: skipped {len(left_out)} row(s) {skipped}, e.g. row "
+                      f"{left_out[0]}", stacklevel=3)
+    if not out:
+        raise ValueError(f"{where}: no usable rows")
+    return out
 
 
 def subset_indices(num_rows: int, limit: int | None, salt: str) -> Sequence[int]:

@@ -22,16 +22,15 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-import warnings
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from selftrain.tasks.base import Demonstration
-from selftrain.tasks.data import DataSplits, QueryIds, check_splits, parse_level, require_columns
+from selftrain.tasks.data import DataSplits, check_splits, load_queries, parse_level
 from selftrain.tasks.math_answers import (
     ANSWER_FORMATS,
     answer_marker,
@@ -179,44 +178,34 @@ class MathTask:
     # -- loading
 
     def _load(self, split: str) -> list[Query]:
-        rows, where, indices = self.data.rows(split)
         cols = self.columns
-        require_columns(rows, cols, where)
-        query_id = QueryIds(split, cols["id_column"])
+        return load_queries(self.data, split, cols, cols["id_column"], self._query,
+                            f"whose column {cols['level_column']!r} names no level")
+
+    def _query(self, row: dict[str, Any], at: str, query_id: Callable[[], str]) -> Query | None:
+        """One row's query; None for a row whose level column names no level (skipped)."""
+        cols = self.columns
         solution_column = cols["solution_column"] or (
             None if self.answer_format == "plain" else cols["answer_column"])
-        out, unlevelled = [], []
-        for i in indices:
-            row = rows[int(i)]
-            at = f"{where}, row {i}"
-            level = 1
-            if cols["level_column"] is not None:
-                level = parse_level(row[cols["level_column"]])
-                if level is None:
-                    unlevelled.append(i)
-                    continue
-            reference = str(row[cols["answer_column"]])
-            answer = extract_final_answer(reference, self.answer_format)
-            if answer is None:
-                raise ValueError(
-                    f"{at}: column {cols['answer_column']!r} has no final answer in format "
-                    f"{self.answer_format!r} ({reference[-80:]!r}); set task.args.answer_format "
-                    f"(one of {', '.join(ANSWER_FORMATS)}) or task.args.answer_column")
-            qid = query_id(row, i, at)
-            question = str(row[cols["question_column"]]).strip()
-            solution = None
-            if solution_column is not None and row[solution_column] is not None:
-                solution = _CALCULATOR.sub("", str(row[solution_column])).strip() + "\n"
-            out.append(Query(query_id=qid, difficulty=level, prompt=self._prompt(question),
-                             data={"question": question, "answer": answer,
-                                   "solution": solution}))
-        if unlevelled:
-            warnings.warn(f"{where}: skipped {len(unlevelled)} row(s) whose column "
-                          f"{cols['level_column']!r} names no level, e.g. row {unlevelled[0]}",
-                          stacklevel=2)
-        if not out:
-            raise ValueError(f"{where}: no usable rows")
-        return out
+        level = 1
+        if cols["level_column"] is not None:
+            level = parse_level(row[cols["level_column"]])
+            if level is None:
+                return None
+        reference = str(row[cols["answer_column"]])
+        answer = extract_final_answer(reference, self.answer_format)
+        if answer is None:
+            raise ValueError(
+                f"{at}: column {cols['answer_column']!r} has no final answer in format "
+                f"{self.answer_format!r} ({reference[-80:]!r}); set task.args.answer_format "
+                f"(one of {', '.join(ANSWER_FORMATS)}) or task.args.answer_column")
+        qid = query_id()
+        question = str(row[cols["question_column"]]).strip()
+        solution = None
+        if solution_column is not None and row[solution_column] is not None:
+            solution = _CALCULATOR.sub("", str(row[solution_column])).strip() + "\n"
+        return Query(query_id=qid, difficulty=level, prompt=self._prompt(question),
+                     data={"question": question, "answer": answer, "solution": solution})
 
     def _prompt(self, question: str) -> str:
         return self.prompt_template.replace("{question}", question)
