@@ -3,6 +3,7 @@ with known answers (no Ray, no model)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -214,3 +215,14 @@ def test_code_data_levels_from_the_base_policy():
     assert [q.difficulty for q in task.queries("test")][:2] == [2, 1]
     with pytest.raises(ValueError, match="unknown query ids"):
         task.assign_difficulty({"test-99": 0.5})
+
+
+def test_a_missing_layout_column_is_named(tmp_path):
+    """Every column of the layout is required, not only its last one."""
+    rows = [json.loads(line) for line in (DATA / "mbpp_fixture.jsonl").read_text().splitlines()]
+    path = tmp_path / "no_text.jsonl"
+    path.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "text"}) + "\n"
+                            for r in rows))
+    task = make_task("code_data", train=str(path), test=str(path), layout="mbpp")
+    with pytest.raises(ValueError, match=r"no column\(s\) \['text'\] of the 'mbpp' layout"):
+        task.queries("test")

@@ -132,10 +132,9 @@ class CodeDataTask:
         return Query(qid, self._level(row, reference, at), prompt, data=data)
 
     def _load(self, split: str) -> list[Query]:
-        return load_queries(self.data, split,
-                            {f"{self.layout} layout": c for c in LAYOUTS[self.layout]},
-                            self.id_column,
-                            lambda row, at, query_id: self._query(row, query_id(), at))
+        return load_queries(self.data, split, {}, self.id_column,
+                            lambda row, at, query_id: self._query(row, query_id(), at),
+                            layout=(self.layout, LAYOUTS[self.layout]))
 
     def check(self) -> None:
         check_splits(self)

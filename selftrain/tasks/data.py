@@ -78,9 +78,16 @@ class DataSplits:
         return rows, f"{self.task} {split} data {label}", keep
 
 
-def require_columns(rows: Any, columns: dict[str, str | None], where: str) -> None:
+def require_columns(rows: Any, columns: dict[str, str | None], where: str,
+                    layout: tuple[str, Sequence[str]] | None = None) -> None:
     """ValueError unless every configured column (task.args key -> column name; None: not
-    used) is in `rows`, naming the key to set."""
+    used) is in `rows`, naming the key to set; `layout` = (name, columns): the columns a fixed
+    data layout needs (task.args.layout)."""
+    if layout is not None:
+        missing = [c for c in layout[1] if c not in rows.column_names]
+        if missing:
+            raise ValueError(f"{where}: no column(s) {missing} of the {layout[0]!r} layout "
+                             f"(task.args.layout); its columns are {rows.column_names}.")
     for arg, column in columns.items():
         if column is not None and column not in rows.column_names:
             raise ValueError(f"{where}: no column {column!r} (task.args.{arg}); its columns are "
@@ -108,17 +115,19 @@ class QueryIds:
 def load_queries(data: DataSplits, split: str, columns: dict[str, str | None],
                  id_column: str | None,
                  query_of: Callable[[dict[str, Any], str, Callable[[], str]], Query | None],
-                 skipped: str = "") -> list[Query]:
+                 skipped: str = "",
+                 layout: tuple[str, Sequence[str]] | None = None) -> list[Query]:
     """A dataset task's queries of `split`: `query_of(row, at, query_id)` for each kept row,
     `at` naming file and row for messages and `query_id()` giving the row's id (called when
     the row is taken, so a skipped row claims none); None skips the row, and the skipped rows
     are counted in one warning (`skipped` says why). ValueError when no row is usable.
 
     columns: task.args key -> column name, each required (None: not used). id_column: the ids'
-    column when the data has it, else the row number.
+    column when the data has it, else the row number. layout: (name, columns) of a fixed
+    layout, all required.
     """
     rows, where, indices = data.rows(split)
-    require_columns(rows, columns, where)
+    require_columns(rows, columns, where, layout)
     ids = QueryIds(split, id_column if id_column in rows.column_names else None)
     out, left_out = [], []
     for i in indices:
