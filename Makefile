@@ -39,4 +39,5 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python scripts/benchmark.py
+	$(VENV)/bin/python scripts/bench_startup.py
 	$(VENV)/bin/python scripts/sandbox_bench.py

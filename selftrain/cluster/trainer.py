@@ -112,6 +112,13 @@ class TrainerGroup:
         # Loading the model is started now and not waited for: it overlaps round 0.
         self._warming = [a.warm.remote(warm_with) for a in self.group.actors] if warm_with else []
 
+    def rewarm(self, path: str) -> None:
+        """Start over from the weights at `path`, as a fresh group would (the next run of a
+        sequential compare taking these ranks over): each rank reloads them and redoes the
+        warm-up update at learning rate 0, not waited for."""
+        self.restarts = 0
+        self._warming = [a.warm.remote(path) for a in self.group.actors]
+
     def _start(self) -> ActorGroup:
         res = self.cfg.resources
         group = ActorGroup("train", TrainerWorker, dict(cfg=self.cfg, storage=self.storage), res,

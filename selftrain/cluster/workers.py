@@ -56,11 +56,18 @@ class RolloutWorker:
                  storage: Storage | None = None) -> None:
         configure_threads(num_cpus)
         self.backend = make_backend(backend, model_path, **backend_args)
-        self.weights = model_path
+        self.weights = self.base = model_path
         self.task_spec = task  # the driver's spec: agent tasks build their environment from it
         self.storage = storage or LocalStorage(".")
         self._env = None
         self.chunks: deque[dict[str, Any]] = deque(maxlen=4096)
+
+    def reset(self) -> None:
+        """What a fresh worker holds, for the next run of a sequential compare that takes this
+        one over (`selftrain.loop.run_groups`): the base weights, no environment, no clock."""
+        self._use(self.base)
+        self._env = None
+        self.chunks.clear()
 
     def run(self, chunk: GenerateChunk) -> list[list[Generation]]:
         """`params.n` generations per prompt, in prompt order."""
@@ -153,6 +160,13 @@ class CriticWorker:
     def __init__(self, *, critic: CriticConfig, task: TaskConfig,
                  num_cpus: float | None = None) -> None:
         configure_threads(num_cpus)
+        self.specs = critic, task
+        self.reset()
+
+    def reset(self) -> None:
+        """A fresh task and critic (a critic may keep state between calls): at start, and for
+        the next run of a sequential compare that takes this worker over."""
+        critic, task = self.specs
         self.task = build_task(task.name, task.path, task.args)
         self.critic = build_critic(critic.name, critic.path, critic.args, self.task)
 

@@ -1,9 +1,11 @@
 """`selftrain compare`: several arms, for one or more seeds, on the same base model, pool and
 test split; then the arms' differences with bootstrap intervals, and the report.
 
-Every arm x seed is one run, in its own run folder, with its own actor groups and wandb run. A
-budget-matched run follows its own seed's target run round by round (`BudgetTarget`). With
-`compare.max_concurrent: 1` the runs go one after the other in this process; above 1 they go
+Every arm x seed is one run, in its own run folder, with its own wandb run. A budget-matched
+run follows its own seed's target run round by round (`BudgetTarget`). With
+`compare.max_concurrent: 1` the runs go one after the other in this process, each taking over
+the actor groups of the run before when they were built alike (`selftrain.cluster.pool`, reset
+to a fresh start's state: the same files as fresh groups give); above 1 they go
 side by side as `selftrain run` processes on the same Ray cluster (`selftrain.experiments.launcher`),
 which gives the same files, since every chunk of work carries its own seed.
 """
@@ -17,7 +19,7 @@ from typing import Any
 from rich.console import RenderableType
 
 from selftrain.config import Config, dump_yaml
-from selftrain.experiments.launcher import run_side_by_side
+from selftrain.experiments.finished import finished_results, stamp_summary, summary_current
 from selftrain.experiments.minutes import Minutes
 from selftrain.experiments.plan import PlannedRun, arm_configs, plan, started
 from selftrain.loop.checks import preflight
@@ -42,6 +44,9 @@ def run_compare(cfg: Config, *, resume: bool = False, overwrite: bool = False,
                 report: bool = True) -> Results:
     """Run (or resume) every planned run, then compare the arms and write the report."""
     runs = plan(cfg)
+    if resume and (results := finished_results(runs)) is not None:
+        _answer_finished(cfg, runs, results, report=report)
+        return results
     for label, arm in arm_configs(cfg).items():
         preflight(arm, f"arms.{label}")
     storage = storage_for(cfg.run_root, cfg.staging_dir)
@@ -53,6 +58,8 @@ def run_compare(cfg: Config, *, resume: bool = False, overwrite: bool = False,
     with minutes.part("base model (build or cache)"):
         _base_model(runs[0].cfg)
     if cfg.compare.max_concurrent > 1 and len(runs) > 1:
+        from selftrain.experiments.launcher import run_side_by_side
+
         with minutes.part("arms, side by side"):
             run_side_by_side(cfg, runs, exp_dir, resume=resume, overwrite=overwrite)
     else:
@@ -62,8 +69,28 @@ def run_compare(cfg: Config, *, resume: bool = False, overwrite: bool = False,
         console.print(arms_round_table(cfg.experiment, k, results))
     with minutes.part("comparison and report"):
         summarize(cfg, runs, exp_dir, report=report)
+        stamp_summary(runs, exp_dir, report=report)
     console.print(minutes.table(f"{cfg.experiment}: where the time went"))
+    minutes.write(exp_dir / "logs" / "minutes.json")
     return results
+
+
+def _answer_finished(cfg: Config, runs: list[PlannedRun], results: Results, *,
+                     report: bool) -> None:
+    """Every run is finished and intact: the arms' round tables from their records, and the
+    comparison and report written again only when a record changed since they were written."""
+    exp_dir = storage_for(cfg.run_root, cfg.staging_dir).local_root / cfg.experiment
+    for k in range(cfg.rounds + 1):
+        console.print(arms_round_table(cfg.experiment, k, results))
+    console.print(f"{exp_dir}: all {len(runs)} runs are recorded; nothing to run (extend them "
+                  f"with rounds=N)", highlight=False, soft_wrap=True)
+    if summary_current(runs, exp_dir, report=report):
+        console.print(f"comparison and report are up to date with the runs: "
+                      f"{exp_dir / ('report/report.md' if report else 'comparison.json')}",
+                      highlight=False, soft_wrap=True)
+        return
+    summarize(cfg, runs, exp_dir, report=report)
+    stamp_summary(runs, exp_dir, report=report)
 
 
 def _base_model(cfg: Config) -> None:
@@ -78,16 +105,22 @@ def _base_model(cfg: Config) -> None:
 
 def _run_in_turn(runs: list[PlannedRun], *, resume: bool, overwrite: bool,
                  minutes: Minutes) -> None:
+    from selftrain.cluster.pool import GroupPool
     from selftrain.loop.driver import run_arm
 
-    for run in runs:
-        console.rule(f"[bold]{run.cfg.experiment}: arm {run.label}, seed {run.seed}")
-        target = run.target_folder
-        # --resume continues the runs that started; one the interrupted compare never
-        # reached starts now.
-        with minutes.part(f"arm {run.name}"):
-            run_arm(run.cfg, run.label, resume=resume and started(run), overwrite=overwrite,
-                    budget=BudgetTarget(target) if target else None)
+    pool = GroupPool()  # each run takes over the groups of the run before that fit it
+    try:
+        for run in runs:
+            console.rule(f"[bold]{run.cfg.experiment}: arm {run.label}, seed {run.seed}")
+            target = run.target_folder
+            # --resume continues the runs that started; one the interrupted compare never
+            # reached starts now.
+            with minutes.part(f"arm {run.name}"):
+                run_arm(run.cfg, run.label, resume=resume and started(run),
+                        overwrite=overwrite, budget=BudgetTarget(target) if target else None,
+                        reuse=pool)
+    finally:
+        pool.close()
 
 
 def read_results(runs: list[PlannedRun]) -> Results:

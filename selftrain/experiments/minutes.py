@@ -3,10 +3,12 @@ run on a new machine says whether its minutes went to the base model, an arm, or
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from rich.table import Table
 
@@ -25,6 +27,18 @@ class Minutes:
             yield
         finally:
             self.parts[name] = self.parts.get(name, 0.0) + time.perf_counter() - start
+
+    def seconds(self) -> dict[str, float]:
+        """Seconds per part, then `other` and `total` (the table's rows)."""
+        total = time.perf_counter() - self.started
+        return self.parts | {"other": total - sum(self.parts.values()), "total": total}
+
+    def write(self, path: Path) -> None:
+        """The table as JSON (`<experiment>/logs/minutes.json`): `make bench` reads each run's
+        wall time from it."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({k: round(v, 3) for k, v in self.seconds().items()},
+                                   indent=1) + "\n")
 
     def table(self, title: str) -> Table:
         total = time.perf_counter() - self.started

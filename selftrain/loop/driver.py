@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from selftrain.cluster.pool import GroupPool
 from selftrain.config import Config
 from selftrain.loop.resume import finished_history
 from selftrain.loop.rounds import Round
@@ -24,15 +25,18 @@ from selftrain.tracking import console, run_progress_table
 
 
 def run_arm(cfg: Config, label: str, *, resume: bool = False, overwrite: bool = False,
-            budget: BudgetTarget | None = None) -> dict[int, dict[str, Any]]:
+            budget: BudgetTarget | None = None,
+            reuse: GroupPool | None = None) -> dict[int, dict[str, Any]]:
     """Run (or resume) one arm; returns the metrics of every round. A resume of a finished run
-    answers from its manifest, before Ray starts."""
+    answers from its manifest, before Ray starts. `reuse`: a sequential compare's actor groups
+    (`selftrain.cluster.pool`)."""
     if resume and (history := finished_history(cfg, arm_dir(cfg, label))) is not None:
         console.print(run_progress_table(f"{cfg.experiment} · {label} · seed {cfg.seed}", history))
         console.print(f"{arm_dir(cfg, label)}: all {cfg.rounds} rounds are recorded; nothing to "
                       f"do (extend it with rounds=N)", highlight=False, soft_wrap=True)
         return history
-    with open_run(cfg, label, resume=resume, overwrite=overwrite, budget=budget) as run:
+    with open_run(cfg, label, resume=resume, overwrite=overwrite, budget=budget,
+                  reuse=reuse) as run:
         return run_rounds(run)
 
 

@@ -20,15 +20,17 @@ from typing import Any
 
 from selftrain.arms.arm import Arm
 from selftrain.cluster.groups import ActorGroup
+from selftrain.cluster.pool import GroupPool
 from selftrain.cluster.ray_start import start_ray
 from selftrain.cluster.trainer import TrainerGroup
 from selftrain.config import Config, dump_yaml
 from selftrain.errors import EXIT_INTERRUPTED, Interrupted, RunFailed, describe, full_report
 from selftrain.loop.config_change import record_config_changes
 from selftrain.loop.prompts import PromptFormat
+from selftrain.loop.run_groups import group_keys, release_groups, start_groups
 from selftrain.runfolder.budget import BudgetTarget, arm_dir
 from selftrain.runfolder.folder import RunFolder, atomic_write_bytes, open_folder
-from selftrain.runfolder.storage import Storage, storage_for
+from selftrain.runfolder.storage import storage_for
 from selftrain.tasks import Task
 from selftrain.tracking import Tracker, console
 from selftrain.types import Query
@@ -78,8 +80,11 @@ class RunContext:
 
 @contextmanager
 def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool = False,
-             budget: BudgetTarget | None = None) -> Iterator[RunContext]:
-    """Everything one arm's rounds share, opened in order and closed whatever happens."""
+             budget: BudgetTarget | None = None,
+             reuse: GroupPool | None = None) -> Iterator[RunContext]:
+    """Everything one arm's rounds share, opened in order and closed whatever happens.
+    `reuse`: a sequential compare's groups, taken over from the run before and kept for the
+    next when this one finishes (`selftrain.loop.run_groups`)."""
     from transformers import AutoTokenizer
 
     from selftrain.loop.resume import check_recorded_files
@@ -89,9 +94,9 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
 
     storage = storage_for(cfg.run_root, cfg.staging_dir)
     folder = open_folder(arm_dir(cfg, label), storage, resume=resume, overwrite=overwrite)
-    groups: dict[str, ActorGroup] = {}
-    trainer: TrainerGroup | None = None
+    groups: dict[str, Any] = {}
     tracker: Tracker | None = None
+    kept: dict[str, str] = {}  # the groups handed on to the next run, by name: their keys
     with _run_log(folder) as log_path:
         try:
             task = build_task(cfg.task.name, cfg.task.path, cfg.task.args)
@@ -106,22 +111,19 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
             if budget is None and folder.manifest.get("budget_from"):
                 budget = BudgetTarget(folder.path / folder.manifest["budget_from"])
             start_ray(cfg, folder.path.parents[2] / ".ray")
-            # the ranks first: their start-up load (imports, model, one step; seconds) then
-            # overlaps the rollout workers' start as well as round 0, so round 1's finetune
-            # does not wait for it (its `warm_wait` part) on small pools
-            trainer = TrainerGroup(cfg.train, storage, timeout_s=cfg.ray.schedule_timeout_s,
-                                   warm_with=base)
-            _start_groups(cfg, arm, base, storage, groups)
+            start_groups(cfg, arm, base, storage, groups, reuse)
             tracker = Tracker(cfg, folder, label)
             pool, test, skipped = _fitting_queries(cfg, task, folder, base, prompts)
             run = RunContext(cfg=cfg, label=label, arm=arm, task=task, folder=folder, base=base,
                              rollout=groups["rollout"], critic=groups.get("critic"),
-                             trainer=trainer, tracker=tracker, tokenizer=prompts.tokenizer,
+                             trainer=groups["train"], tracker=tracker,
+                             tokenizer=prompts.tokenizer,
                              prompts=prompts, pool=pool, test=test, budget=budget,
                              skipped=skipped)
             tracker.replay(folder, base)
             yield run
             tracker.finish(exit_code=0)
+            kept = group_keys(cfg, arm, base) if reuse is not None else {}
             folder.publish([folder.path / "wandb"] if (folder.path / "wandb").is_dir() else [])
             wandb = folder.path / "wandb"
             _say(f"run finished: {storage.uri_of(folder.path)}"
@@ -136,10 +138,7 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
             log.error("run %s failed:\n%s", folder.path, full_report(err))
             raise RunFailed(describe(err), folder.path, log_path) from err
         finally:
-            for g in groups.values():
-                g.shutdown()
-            if trainer is not None:
-                trainer.shutdown()
+            release_groups(groups, reuse, kept)
             folder.release_lock()
 
 
@@ -182,28 +181,6 @@ def _prepare_folder(cfg: Config, label: str, folder: RunFolder, base: str,
     if budget is not None:  # relative: the two folders move together
         meta["budget_from"] = os.path.relpath(budget.folder, folder.path)
     folder.set_meta(**meta)
-
-
-def _start_groups(cfg: Config, arm: Arm, base: str, storage: Storage,
-                  groups: dict[str, ActorGroup]) -> None:
-    """The rollout group, and the critic group when the arm needs a critic, into `groups` by
-    name (so the caller shuts down whatever started, also when a later one fails); they live
-    for the run."""
-    from selftrain.cluster.workers import CriticWorker, RolloutWorker
-
-    r = cfg.rollout
-    backend_args = {"dtype": r.dtype, "tensor_parallel_size": r.tensor_parallel_size,
-                    "gpu_memory_utilization": r.gpu_memory_utilization}
-    groups["rollout"] = ActorGroup(
-        "rollout", RolloutWorker,
-        dict(model_path=base, backend=r.backend, backend_args=backend_args,
-             num_cpus=r.resources.num_cpus, task=cfg.task, storage=storage),
-        r.resources, timeout_s=cfg.ray.schedule_timeout_s)
-    if arm.needs_critic:
-        c = cfg.critic
-        groups["critic"] = ActorGroup(
-            "critic", CriticWorker, dict(critic=c, task=cfg.task, num_cpus=c.resources.num_cpus),
-            c.resources, timeout_s=cfg.ray.schedule_timeout_s)
 
 
 def _fitting_queries(cfg: Config, task: Task, folder: RunFolder, base: str,

@@ -101,10 +101,23 @@ def ensure_tiny_model(task: EmbeddedModel, cfg: TinyModelConfig, cache_dir: str 
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     if not copy_shipped(path.name, tmp):  # the repository ships the demo's model
+        _say_rebuild(task, cfg, path)
         build_base_model(task, cfg, tmp)
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)  # atomic: a half-built model is never taken for a cached one
     return path
+
+
+def _say_rebuild(task: EmbeddedModel, cfg: TinyModelConfig, path: Path) -> None:
+    """Before a build: that it happens, which settings caused it, about how long it takes."""
+    import logging
+
+    from selftrain.models.rebuild_notice import rebuild_notice
+    from selftrain.tracking import console
+
+    notice = rebuild_notice(task.describe(), cfg, path.parent, path)
+    console.print(notice, style="yellow", markup=False, highlight=False, soft_wrap=True)
+    logging.getLogger("selftrain").info(notice)
 
 
 def build_base_model(task: EmbeddedModel, cfg: TinyModelConfig, out: Path) -> dict:
