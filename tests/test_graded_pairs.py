@@ -107,3 +107,14 @@ def test_an_ungraded_task_keeps_pass_fail_pairs():
 def test_a_margin_outside_the_score_range_is_a_config_error(margin):
     with pytest.raises(ConfigError, match="train.dpo.score_margin must lie in"):
         config(margin=margin)
+
+
+def test_dpo_diverse_counts_repeated_lines_in_a_class_s_rarity():
+    """The policy wrote line x three times (a, b, c) and line w once (d): w is the rarer
+    solution, although once repeats are dropped each line is one candidate."""
+    samples = [sample("a", "q", "x y", 1.0), sample("b", "q", "x y", 1.0),
+               sample("c", "q", "x y", 1.0), sample("d", "q", "w y", 1.0),
+               sample("e", "q", "v v", 0.1)]
+    assert sides(build_pairs(config(), samples, {}, PARTITION)) == [("a", "e"), ("d", "e")]
+    assert sides(build_pairs(config(selection="diverse"), samples, {}, PARTITION)) == [
+        ("d", "e"), ("a", "e")]

@@ -62,9 +62,10 @@ def build_pairs(cfg: Config, samples: list[Sample], critiques: dict[str, Critiqu
                          "use train.objective sft for agent tasks")
     arm, dpo = Arm.of(cfg.arm), cfg.train.dpo
     drawn = [s for s in arm.filter.eligible(samples, critiques) if s.origin != "refine"]
-    chosen = arms.by_query(arms.drop_duplicates(drawn))
-    if arm.config.selection == "diverse":
+    chosen = arms.by_query(drawn)
+    if arm.config.selection == "diverse":  # a class's size counts repeats: rarity among draws
         chosen = {q: arms.diverse_order(cs) for q, cs in partition(chosen).items()}
+    chosen = {q: arms.drop_duplicates(cs) for q, cs in chosen.items()}
     wrong = arms.by_query(arms.drop_duplicates(
         [s for s in samples if s.origin != "refine" and not s.correct]))
     steps: dict[str, list[Pair]] = {}
