@@ -52,6 +52,10 @@ class DPOConfig:
     step_pairs: Literal["first_step", "continuation"] = "continuation"
     """Step pairs (critique arm): the repair's and the original's whole continuations from the
     wrong step, or only their first step (Step-DPO)."""
+    score_margin: float = 0.1
+    """Graded tasks: a pair's chosen side scores at least this much above its rejected side
+    (scores in [0, 1]; equal scores never pair). 0.1 separates lexicon_lines' lines that differ
+    by one constraint (1/10 of the score at 3 words) and ignores a reward model's near-ties."""
 
 
 @dataclass
@@ -121,6 +125,9 @@ def validate_dpo(train: TrainConfig, source: str) -> None:
     """The DPO numbers make sense (the objective's name is its registry's to check, in
     `selftrain.loop.checks`)."""
     dpo = train.dpo
+    if not 0.0 <= dpo.score_margin <= 1.0:
+        raise ConfigError(f"{source}: key train.dpo.score_margin must lie in [0, 1] (scores are "
+                          f"in [0, 1]), got {dpo.score_margin}")
     if dpo.beta <= 0 or dpo.nll_weight < 0 or dpo.pairs_per_query < 1:
         raise ConfigError(f"{source}: keys train.dpo.beta must be > 0, train.dpo.nll_weight >= 0 "
                           f"and train.dpo.pairs_per_query >= 1; got beta={dpo.beta}, "

@@ -14,7 +14,9 @@ preference layout (`prompt`, `chosen`, `rejected`) so the file also feeds TRL un
   (`train.dpo.step_pairs: first_step` keeps only the first step of each side).
 
 Selection orders the chosen candidates as it orders SFT rows: `diverse` puts a query's rarest
-solution class first (DARLING's idea, for pairs). A query keeps at most
+solution class first (DARLING's idea, for pairs). On a graded task the outcome pairs go by score
+instead (selftrain/arms/score_pairs.py): chosen = the higher score, rejected = a lower one at
+least `train.dpo.score_margin` below it; unknown scores are never in a pair. A query keeps at most
 `train.dpo.pairs_per_query` pairs, its step pairs first. A query without a pair contributes
 nothing; `pair_coverage@L` shows which levels still teach the policy something.
 """
@@ -22,9 +24,11 @@ nothing; `pair_coverage@L` shows which levels still teach the policy something.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 from selftrain.arms import parts as arms
+from selftrain.arms import score_pairs as graded
 from selftrain.arms.arm import Arm
 from selftrain.types import Critique, Sample
 
@@ -58,18 +62,26 @@ def build_pairs(cfg: Config, samples: list[Sample], critiques: dict[str, Critiqu
                          "use train.objective sft for agent tasks")
     arm, dpo = Arm.of(cfg.arm), cfg.train.dpo
     drawn = [s for s in arm.filter.eligible(samples, critiques) if s.origin != "refine"]
-    chosen = arms.by_query(arms.drop_duplicates(drawn))
-    if arm.config.selection == "diverse":
+    chosen = arms.by_query(drawn)
+    if arm.config.selection == "diverse":  # a class's size counts repeats: rarity among draws
         chosen = {q: arms.diverse_order(cs) for q, cs in partition(chosen).items()}
+    chosen = {q: arms.drop_duplicates(cs) for q, cs in chosen.items()}
     wrong = arms.by_query(arms.drop_duplicates(
         [s for s in samples if s.origin != "refine" and not s.correct]))
     steps: dict[str, list[Pair]] = {}
     if cfg.refine.mode == "resume":
         for pair in step_pairs(samples, critiques, dpo.step_pairs):
             steps.setdefault(pair.query_id, []).append(pair)
+    pair_up = outcome_pairs
+    if any(s.score is not None for s in samples):  # a graded task: sides by score
+        wrong = arms.by_query(arms.drop_duplicates(
+            graded.known([s for s in samples if s.origin != "refine"])))
+        if arm.config.selection != "diverse":
+            chosen = {q: graded.by_score(cs) for q, cs in chosen.items()}
+        pair_up = partial(graded_pairs, margin=dpo.score_margin)
     out = []
     for q in arms.by_query(samples):
-        mine = steps.get(q, []) + outcome_pairs(chosen.get(q, []), wrong.get(q, []))
+        mine = steps.get(q, []) + pair_up(chosen.get(q, []), wrong.get(q, []))
         out += mine[: dpo.pairs_per_query]
     return out
 
@@ -82,6 +94,13 @@ def outcome_pairs(chosen: list[Sample], wrong: list[Sample]) -> list[Pair]:
     return [_pair(chosen[i % len(chosen)], wrong[i % len(wrong)], "", chosen[i % len(chosen)]
                   .completion, wrong[i % len(wrong)].completion, "outcome")
             for i in range(max(len(chosen), len(wrong)))]
+
+
+def graded_pairs(chosen: list[Sample], scored: list[Sample], margin: float) -> list[Pair]:
+    """A graded task's outcome pairs: sides by score, at least `margin` apart
+    (`selftrain.arms.score_pairs.score_pairs`)."""
+    return [_pair(c, r, "", c.completion, r.completion, "outcome")
+            for c, r in graded.score_pairs(chosen, scored, margin)]
 
 
 def step_pairs(samples: list[Sample], critiques: dict[str, Critique], mode: str) -> list[Pair]:

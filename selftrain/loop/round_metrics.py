@@ -23,6 +23,7 @@ from selftrain.metrics import (
     tail_metrics,
 )
 from selftrain.metrics.formats import format_metrics
+from selftrain.metrics.outcome import unknown_score_shares
 from selftrain.metrics.pairs import pair_metrics
 from selftrain.metrics.policy import POLICY_METRICS, policy_diversity
 from selftrain.runfolder.schemas import PAIRS_FILE, TRAIN_SCHEMA
@@ -86,6 +87,8 @@ def round_metrics(cfg: Config, task: Task, frames: RoundFrames, pool: list[Query
     if formats is not None:  # each solution format's share (format collapse)
         out.update(format_metrics(train["completion"].tolist(), evals["completion"].tolist(),
                                   formats.format_of))
+    if abilities(task).graded is not None:  # what the scorer could not grade (an unreadable judge)
+        out.update(unknown_score_shares(samples, evals))
     figures = abilities(task).figures
     if figures is not None:  # task-specific figures (search agents: searches_per_traj, em, ...)
         out.update(figures.extra_metrics(samples=samples, train=train, evals=evals, test=test))

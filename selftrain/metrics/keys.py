@@ -19,6 +19,10 @@ ARM_TABLE_KEYS = ["pass@1", "acc@H", "coverage@H", "tail_ratio", "narrowing_kl",
 """Arms side by side at one round: `selftrain compare`'s terminal table and report.md's
 per-round table."""
 
+GRADED_TABLE_KEYS = ["score_mean", "unknown_score_share", "eval_unknown_score_share"]
+"""Graded tasks' columns after ARM_TABLE_KEYS in report.md's per-round table, where a run has
+them: the mean score, and the shares of samples the scorer could not grade."""
+
 COUNT_KEYS = frozenset({"gen_tokens", "critic_calls"})
 """Figures that are counts: shown without decimals."""
 

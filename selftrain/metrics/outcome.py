@@ -122,3 +122,16 @@ def score_metrics(eval_df: pd.DataFrame) -> dict[str, float]:
     for level, group in per_query.groupby("level"):
         out[f"score_mean@{int(level)}"] = float(group["score"].mean())
     return out
+
+
+def unknown_score_shares(samples: pd.DataFrame, evals: pd.DataFrame) -> dict[str, float]:
+    """A graded task's `unknown_score_share` (the round's samples, samples.parquet) and
+    `eval_unknown_score_share` (the test split, eval.parquet): the share of rows whose score is
+    unknown (null: a judge's answer without a readable score). A file without a `score` column
+    has no known score (its rows are written without the column when none has one): share 1."""
+    def share(df: pd.DataFrame) -> float:
+        if df.empty:
+            return 0.0
+        return float(df["score"].isna().mean()) if "score" in df.columns else 1.0
+
+    return {"unknown_score_share": share(samples), "eval_unknown_score_share": share(evals)}

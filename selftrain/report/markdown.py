@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from selftrain.metrics.keys import (
     ARM_TABLE_KEYS,
     COUNT_KEYS,
+    GRADED_TABLE_KEYS,
     PATHS_QUERIES,
     hardest_key,
     over_queries,
@@ -40,6 +41,7 @@ def per_round_table(by_arm: ByArm) -> list[str]:
     runs = [r for rs in by_arm.values() for r in rs]
     present = metric_keys(runs)
     keys = [resolve_key(k, present) for k in ARM_TABLE_KEYS]
+    keys += [k for k in GRADED_TABLE_KEYS if k in present]  # graded tasks only
     lines = ["| round | arm | seeds | " + " | ".join(f"`{k}`" for k in keys) + " |",
              "|---:|:---|---:|" + "---:|" * len(keys)]
     for k in sorted({k for r in runs for k in r.metrics}):

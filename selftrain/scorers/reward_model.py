@@ -23,16 +23,24 @@ class RewardModelScorer:
     name = "reward_model"
 
     def __init__(self, model: str, shift: float = 0.0, scale: float = 1.0, batch_size: int = 8,
-                 max_length: int = 2048, device: str | None = None) -> None:
+                 max_length: int = 2048, device: str | None = None,
+                 dtype: str | None = None) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         if scale <= 0:
             raise ScorerLoadError(f"reward_model scorer: scale must be > 0, got {scale}")
+        # the weights' dtype: bfloat16 halves an 8B model's memory beside the policy on one GPU;
+        # None loads them as transformers does (float32)
+        torch_dtype = getattr(torch, dtype, None) if dtype else None
+        if dtype and not isinstance(torch_dtype, torch.dtype):
+            raise ScorerLoadError(f"reward_model scorer: dtype {dtype!r} is not a torch dtype; "
+                                  f"use bfloat16, float16 or float32")
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         if not getattr(self.tokenizer, "chat_template", None):
             raise ScorerLoadError(f"reward_model scorer: the tokenizer of {model!r} has no chat "
                                   f"template; a reward model reads a chat (user, assistant)")
-        self.model = AutoModelForSequenceClassification.from_pretrained(model)
+        self.model = AutoModelForSequenceClassification.from_pretrained(model,
+                                                                        torch_dtype=torch_dtype)
         if self.model.config.num_labels != 1:
             raise ScorerLoadError(f"reward_model scorer: {model!r} has {self.model.config.num_labels} "
                                   f"labels; a reward model has a one-label head")

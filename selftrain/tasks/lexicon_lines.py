@@ -17,7 +17,8 @@ demonstrations alone.
 same prompt: `score_batch` gives each line quality x ((1 - w) + w x rarity), rarity = the mean
 over its words of the share of the prompt's *other* samples in the same call that do not use
 the word (1 for a call of one sample). So a perfect line whose words nobody else used scores 1,
-and one that every other sample repeats scores 1 - w. The loop scores each generate and evaluate
+and one that every other sample repeats scores 1 - w (so at breadth 1, where every right line is
+the same line, a threshold above 1 - w is refused). The loop scores each generate and evaluate
 call one query at a time (`selftrain.tasks.graded.scores`), so "the round's own samples" are
 those of one call: the first pass, or one wave.
 
@@ -78,6 +79,13 @@ class LexiconLinesTask:
         if not 0.0 <= distinct_weight <= 1.0 or not 0.0 < pass_threshold <= 1.0:
             raise ValueError(f"lexicon_lines needs distinct_weight in [0, 1] and pass_threshold in "
                              f"(0, 1], got {distinct_weight} and {pass_threshold}")
+        reachable = self.reachable_score(breadth, distinct_weight)
+        if pass_threshold > reachable + 1e-9:
+            raise ValueError(
+                f"key task.args.pass_threshold {pass_threshold} is above {reachable:g}, what a "
+                f"right line scores at breadth 1 with distinct_weight {distinct_weight} whenever "
+                f"another sample of its prompt is right too (it is the same line): set "
+                f"pass_threshold <= {reachable:g}")
         self.seed, self.breadth = seed, breadth
         self.distinct_weight, self._threshold = distinct_weight, pass_threshold
         full = build_lexicon(seed)
@@ -91,6 +99,15 @@ class LexiconLinesTask:
     @property
     def pass_threshold(self) -> float:
         return self._threshold
+
+    @staticmethod
+    def reachable_score(breadth: int, distinct_weight: float) -> float:
+        """The most every right line of a call can score once two or more are right. At
+        breadth 1 they are all the one passing line, so each word's rarity is 0 and the score
+        1 - distinct_weight: a higher threshold passes only a policy that gets a prompt right at
+        most once per call (the narrow pole's distinct arm before this check). At breadth >= 2
+        two right lines can share no word, so 1."""
+        return 1.0 - distinct_weight if breadth == 1 else 1.0
 
     # -- queries
 
