@@ -118,9 +118,13 @@ def raw_dpo(init: str, pairs_path: Path, train_cfg, seed: int) -> dict[str, Any]
 
     n, bs = len(pairs), s.batch_size
     model.eval()
+    parts = []
     with torch.no_grad():  # the reference: the init's log-probs of every pair, once
-        ref = torch.cat([torch.stack(side_logps(model, batch(list(range(i, min(n, i + bs))))),
-                                     -1).double() for i in range(0, n, bs)])
+        for i in range(0, n, bs):
+            logp, count = side_logps(model, batch(list(range(i, min(n, i + bs)))))
+            k = len(logp) // 2  # chosen sum, chosen tokens, rejected sum, rejected tokens
+            parts.append(torch.stack([logp[:k], count[:k], logp[k:], count[k:]], -1).double())
+    ref = torch.cat(parts)
     steps = -(-n // bs) * s.epochs
     optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=s.lr,
                               weight_decay=s.weight_decay)

@@ -108,9 +108,12 @@ class EncodedPair:
 
 def encode_pairs(tokenizer, rows: Sequence[dict[str, Any]], max_length: int) -> list[EncodedPair]:
     """Rows of pairs.parquet as token ids and labels: prompt + each side, learned as SFT
-    learns a completion (the side plus EOS)."""
+    learns a completion (the side plus EOS, less its masked spans: `<side>_mask`, an agent's
+    observations; None or an array of [start, end] arrays as pandas reads it)."""
     def side(row: dict[str, Any], key: str) -> tuple[list[int], list[int]]:
-        return tokenize_example(tokenizer, SFTExample(row["prompt"], row[key]), max_length)
+        mask = row.get(f"{key}_mask")
+        spans = [(int(a), int(b)) for a, b in (mask if mask is not None else [])]
+        return tokenize_example(tokenizer, SFTExample(row["prompt"], row[key], spans), max_length)
 
     return [EncodedPair(side(r, "chosen"), side(r, "rejected")) for r in rows]
 
