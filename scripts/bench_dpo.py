@@ -93,6 +93,19 @@ def side_logps(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, tor
     return (picked * learned).sum(-1), learned.sum(-1)
 
 
+def reference_pass(model, batch, n: int, bs: int) -> torch.Tensor:
+    """[n, 4]: chosen sum, chosen tokens, rejected sum, rejected tokens of every pair under
+    the model as it is (the init), in batches of `bs` pairs."""
+    model.eval()
+    parts = []
+    with torch.no_grad():
+        for i in range(0, n, bs):
+            logp, count = side_logps(model, batch(list(range(i, min(n, i + bs)))))
+            k = len(logp) // 2
+            parts.append(torch.stack([logp[:k], count[:k], logp[k:], count[k:]], -1).double())
+    return torch.cat(parts)
+
+
 def raw_dpo(init: str, pairs_path: Path, train_cfg, seed: int) -> dict[str, Any]:
     """The plain DPO loop from `init` on `pairs_path`: seconds (model loaded, as on a warm
     rank), the last epoch's mean loss, and the final weights."""
@@ -117,14 +130,7 @@ def raw_dpo(init: str, pairs_path: Path, train_cfg, seed: int) -> dict[str, Any]
         return collate([pairs[i].chosen for i in idx] + [pairs[i].rejected for i in idx], pad)
 
     n, bs = len(pairs), s.batch_size
-    model.eval()
-    parts = []
-    with torch.no_grad():  # the reference: the init's log-probs of every pair, once
-        for i in range(0, n, bs):
-            logp, count = side_logps(model, batch(list(range(i, min(n, i + bs)))))
-            k = len(logp) // 2  # chosen sum, chosen tokens, rejected sum, rejected tokens
-            parts.append(torch.stack([logp[:k], count[:k], logp[k:], count[k:]], -1).double())
-    ref = torch.cat(parts)
+    ref = reference_pass(model, batch, n, bs)
     steps = -(-n // bs) * s.epochs
     optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=s.lr,
                               weight_decay=s.weight_decay)

@@ -276,4 +276,4 @@ class DPOObjective:
                           trainer.device, trainer.rank, trainer.world_size, trainer.autocast)
         cache = reference.numel() * reference.element_size() / 2**20  # held through the epochs
         return stats | {"examples": len(rows), "reference_passes": trainer.reference_passes,
-                        "reference_mib": round(cache, 3)}
+                        "reference_mib": round(cache, 6)}
