@@ -124,7 +124,7 @@ def _step_pair(repaired: Sample, crit: Critique, repair: Sample, mode: str) -> P
     chosen = repair.completion[len(prefix):]
     rejected = (repaired.completion[len(prefix):] if repaired.completion.startswith(prefix)
                 else "".join(step + "\n" for step in repaired.steps[cut:]))
-    if mode == "first_step" and _turns(repaired):  # an agent's first turn, its observation
+    if mode == "first_step" and _turns(repaired) and _turns(repair):  # an agent's turn, its docs
         chosen = chosen[: _step_length(repair, cut)]
         rejected = rejected[: _step_length(repaired, cut)]
     elif mode == "first_step":
