@@ -188,8 +188,10 @@ def report(result: dict[str, Any]) -> Table:
     for key, s in result["spreads"].items():
         table.add_row(key, f"{s['median']:.2f}", f"{s['min']:.2f}", f"{s['max']:.2f}")
     r = result["ratios"]
-    for key in ("generate_slope_vs_raw", "finetune_slope_vs_raw"):
-        table.add_row(key, f"{r[key]:.2f}", "", "")
+    for key in ("generate_slope_vs_raw", "finetune_slope_vs_raw", "dpo_finetune_vs_raw",
+                "lora_dpo_state_vs_sft"):
+        if key in r:  # the dpo ratios: not in --quick
+            table.add_row(key, f"{r[key]:.2f}", "", "")
     for stage, f in result["fits"].items():
         table.add_row(f"{stage}: fixed s / per-item ms ({f['items']})",
                       f"{f['loop']['fixed_seconds']:.2f} / {1e3 * f['loop']['per_item_seconds']:.2f}",
