@@ -25,6 +25,9 @@ each repetition). Figures:
 - `ratios.policy_diversity_share`: the policy's diversity figures (selftrain/metrics/policy.py)
   on round 1's eval.parquet with an empty embedding cache (an upper bound: in the loop, texts
   the training set shares are already embedded), as a share of round 1's wall time.
+- `ratios.dpo_finetune_vs_raw`, `ratios.lora_dpo_state_vs_sft` and `dpo`: a dpo arm's round-1
+  finetune against a plain DPO loop, and LoRA-DPO's per-rank state against LoRA-SFT's
+  (scripts/bench_dpo.py; at the demo size, not in --quick).
 
     .venv/bin/python scripts/benchmark.py [--sizes 20,40,60] [--reps 3] [--quick] [--out runs/bench]
 
@@ -44,6 +47,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+from bench_dpo import dpo_bench
 from bench_loop import loop_run, peak_rss_mib, stage_parts
 from bench_raw import identical_share, raw_finetune, raw_generate, vllm_generate, weights_file
 from bench_stats import fixed_and_per_item, max_relative_deviation, ratio_of_slopes, spread
@@ -184,8 +188,10 @@ def report(result: dict[str, Any]) -> Table:
     for key, s in result["spreads"].items():
         table.add_row(key, f"{s['median']:.2f}", f"{s['min']:.2f}", f"{s['max']:.2f}")
     r = result["ratios"]
-    for key in ("generate_slope_vs_raw", "finetune_slope_vs_raw"):
-        table.add_row(key, f"{r[key]:.2f}", "", "")
+    for key in ("generate_slope_vs_raw", "finetune_slope_vs_raw", "dpo_finetune_vs_raw",
+                "lora_dpo_state_vs_sft"):
+        if key in r:  # the dpo ratios: not in --quick
+            table.add_row(key, f"{r[key]:.2f}", "", "")
     for stage, f in result["fits"].items():
         table.add_row(f"{stage}: fixed s / per-item ms ({f['items']})",
                       f"{f['loop']['fixed_seconds']:.2f} / {1e3 * f['loop']['per_item_seconds']:.2f}",
@@ -214,6 +220,7 @@ def main() -> None:
             runs.append(one_run(out, size, rep))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                             capture_output=True, text=True).stdout.strip()
+    dpo = None if args.quick else dpo_bench(out, sizes[-1], reps)  # scripts/bench_dpo.py
     vllm = None
     if (REPO / ".venv-vllm").exists() and not args.quick:  # vLLM on the same weights, once
         last = loop_run(out, sizes[-1], f"n{sizes[-1]}")
@@ -221,6 +228,9 @@ def main() -> None:
     result = {"date": time.strftime("%Y-%m-%d %H:%M"), "commit": commit, "vllm": vllm,
               "machine": f"{os.cpu_count()} CPUs", "reps": reps, "sizes": sizes,
               "headline_size": sizes[-1], **summarize(runs, sizes[-1]), "runs": runs}
+    if dpo is not None:
+        result["ratios"] |= dpo.pop("ratios")
+        result["dpo"] = dpo
     (out / "benchmark.json").write_text(json.dumps(result, indent=2) + "\n")
     Console().print(report(result))
     print(f"written {out / 'benchmark.json'}")

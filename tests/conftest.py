@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parent.parent
 # cores), directly or through another fixture, or when it is named below.
 SLOW_FIXTURES = {"ray_cluster", "model_cache", "two_nodes"}
 SLOW_FILES: set[str] = {"test_gpu_check.py",  # in-process CPU runs of the GPU check (~30 s)
-                        "test_benchmark.py"}  # make bench --quick: Ray runs at two sizes
+                        "test_benchmark.py",  # make bench --quick: Ray runs at two sizes
+                        "test_bench_dpo.py"}  # scripts/bench_dpo.py --quick: two Ray runs
 SLOW_TESTS: set[str] = {"test_a_rebuild_gives_the_shipped_files",  # rebuilds a base model
                         "test_a_sigkilled_driver_leaves_no_ray_process_of_its_cluster"}
 

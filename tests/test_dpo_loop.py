@@ -31,7 +31,9 @@ def test_step_dpo_arm(tmp_path, ray_cluster, model_cache):
     assert not (r0 / "train.parquet").exists()
     pairs = pd.read_parquet(r0 / "pairs.parquet")
     assert list(pairs.columns) == ["prompt", "chosen", "rejected", "query_id", "difficulty",
-                                   "origin", "chosen_id", "rejected_id"]
+                                   "origin", "chosen_id", "rejected_id", "chosen_mask",
+                                   "rejected_mask"]
+    assert pairs[["chosen_mask", "rejected_mask"]].isna().all().all()  # a text task masks nothing
     assert len(pairs) > 0 and set(pairs["origin"]) <= {"outcome", "step"}
 
     # the file is what the arm's rule builds from the round's samples and critiques

@@ -11,7 +11,13 @@ preference layout (`prompt`, `chosen`, `rejected`) so the file also feeds TRL un
 - step (Step-DPO, Lai et al. 2024): a `resume` repair that is correct and passes the critic,
   against the attempt it repaired. prompt = the query + the steps before that attempt's first
   error; chosen = the repair's continuation from there, rejected = the attempt's own
-  (`train.dpo.step_pairs: first_step` keeps only the first step of each side).
+  (`train.dpo.step_pairs: first_step` keeps only the first step of each side). A search
+  agent's likewise: prompt = the query + its turns before the first wrong one, observations
+  included; chosen and rejected = the two continuations from that turn.
+
+An agent's observations (what the retriever wrote, `Sample.loss_mask`) stay in each side's text
+and are left out of its log-probs exactly as SFT leaves them out of its loss: each side carries
+its own character spans (`chosen_mask`, `rejected_mask`).
 
 Selection orders the chosen candidates as it orders SFT rows: `diverse` puts a query's rarest
 solution class first (DARLING's idea, for pairs). On a graded task the outcome pairs go by score
@@ -49,6 +55,10 @@ class Pair:
     chosen_id: str
     rejected_id: str
     """sample_ids of the two sides (a step pair's chosen side is a refinement)."""
+    chosen_mask: list[list[int]] | None = None
+    rejected_mask: list[list[int]] | None = None
+    """[start, end) character spans of each side that are context, not policy output (an
+    agent's observations), as train.parquet's `loss_mask`; None: every character is learned."""
 
     def row(self) -> dict:
         return asdict(self)
@@ -57,9 +67,6 @@ class Pair:
 def build_pairs(cfg: Config, samples: list[Sample], critiques: dict[str, Critique],
                 partition: arms.Partition) -> list[Pair]:
     """The round's pairs, query by query in order of first appearance."""
-    if any(s.loss_mask for s in samples):
-        raise ValueError("train.objective dpo does not yet mask agent observations in pairs; "
-                         "use train.objective sft for agent tasks")
     arm, dpo = Arm.of(cfg.arm), cfg.train.dpo
     drawn = [s for s in arm.filter.eligible(samples, critiques) if s.origin != "refine"]
     chosen = arms.by_query(drawn)
@@ -130,17 +137,47 @@ def _step_pair(repaired: Sample, crit: Critique, repair: Sample, mode: str) -> P
     cut = crit.first_error
     if cut < 0:
         return None
-    prefix = "".join(step + "\n" for step in repaired.steps[:cut])
+    prefix = kept_steps(repaired, cut)
     if not repair.completion.startswith(prefix):
         return None
     chosen = repair.completion[len(prefix):]
     rejected = (repaired.completion[len(prefix):] if repaired.completion.startswith(prefix)
                 else "".join(step + "\n" for step in repaired.steps[cut:]))
-    if mode == "first_step":
+    if mode == "first_step" and _turns(repaired) and _turns(repair):  # an agent's turn, its docs
+        chosen = chosen[: _step_length(repair, cut)]
+        rejected = rejected[: _step_length(repaired, cut)]
+    elif mode == "first_step":
         chosen, rejected = _first_line(chosen), _first_line(rejected)
     if not chosen.strip() or chosen == rejected:
         return None
     return _pair(repair, repaired, prefix, chosen, rejected, "step")
+
+
+def kept_steps(sample: Sample, cut: int) -> str:
+    """The text a `resume` repair keeps before step `cut`, as `stages._ask_again` writes it: an
+    agent's turns as they stand in the completion (observations included), a text task's lines
+    each with its newline."""
+    if _turns(sample):
+        return "".join(sample.steps[:cut])
+    return "".join(step + "\n" for step in sample.steps[:cut])
+
+
+def _turns(sample: Sample) -> bool:
+    """Steps that concatenate back to the completion: an agent's turns (text + observation).
+    A text task's lines lose their newlines, so only a one-line sample matches, and a
+    one-step sample's prefix and first step read the same either way."""
+    return "".join(sample.steps) == sample.completion
+
+
+def _step_length(sample: Sample, i: int) -> int:
+    return len(sample.steps[i]) if i < len(sample.steps) else 0
+
+
+def side_mask(mask: list[list[int]] | None, start: int, length: int) -> list[list[int]] | None:
+    """A sample's masked spans, within its side: the completion's text from `start`, `length`
+    characters long."""
+    spans = [[max(0, a - start), min(length, b - start)] for a, b in mask or []]
+    return [s for s in spans if s[1] > s[0]] or None
 
 
 def _first_line(text: str) -> str:
@@ -150,6 +187,9 @@ def _first_line(text: str) -> str:
 
 def _pair(chosen: Sample, rejected: Sample, prefix: str, chosen_text: str, rejected_text: str,
           origin: str) -> Pair:
+    """`prefix`: the text both sides' completions start with (the kept steps of a step pair)."""
     return Pair(prompt=chosen.prompt + prefix, chosen=chosen_text, rejected=rejected_text,
                 query_id=chosen.query_id, difficulty=chosen.difficulty, origin=origin,
-                chosen_id=chosen.sample_id, rejected_id=rejected.sample_id)
+                chosen_id=chosen.sample_id, rejected_id=rejected.sample_id,
+                chosen_mask=side_mask(chosen.loss_mask, len(prefix), len(chosen_text)),
+                rejected_mask=side_mask(rejected.loss_mask, len(prefix), len(rejected_text)))

@@ -34,7 +34,11 @@ PAIR_SCHEMA = pa.schema([
     ("prompt", pa.string()), ("chosen", pa.string()), ("rejected", pa.string()),
     ("query_id", pa.string()), ("difficulty", pa.int64()), ("origin", pa.string()),
     ("chosen_id", pa.string()), ("rejected_id", pa.string()),
+    ("chosen_mask", pa.list_(pa.list_(pa.int64()))),
+    ("rejected_mask", pa.list_(pa.list_(pa.int64()))),
 ])
+"""(`chosen_mask`, `rejected_mask`: character spans of each side left out of its log-probs, an
+agent's observations, as train.parquet's `loss_mask`; null for a text task.)"""
 
 
 def train_row(sample: Sample, completion_tokens: int) -> dict[str, Any]:

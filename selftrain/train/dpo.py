@@ -20,22 +20,21 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
 from selftrain.config import DPOConfig
-from selftrain.train.optim import adamw_with_schedule, optimizer_step, state_mib
+from selftrain.train.optim import state_mib
 from selftrain.train.sft import (
     IGNORE,
     SFTExample,
     SFTSettings,
     collate,
-    epoch_shard,
+    run_epochs,
     tokenize_example,
 )
 from selftrain.train.sharding import reshard
@@ -109,9 +108,12 @@ class EncodedPair:
 
 def encode_pairs(tokenizer, rows: Sequence[dict[str, Any]], max_length: int) -> list[EncodedPair]:
     """Rows of pairs.parquet as token ids and labels: prompt + each side, learned as SFT
-    learns a completion (the side plus EOS)."""
+    learns a completion (the side plus EOS, less its masked spans: `<side>_mask`, an agent's
+    observations; None or an array of [start, end] arrays as pandas reads it)."""
     def side(row: dict[str, Any], key: str) -> tuple[list[int], list[int]]:
-        return tokenize_example(tokenizer, SFTExample(row["prompt"], row[key]), max_length)
+        mask = row.get(f"{key}_mask")
+        spans = [(int(a), int(b)) for a, b in (mask if mask is not None else [])]
+        return tokenize_example(tokenizer, SFTExample(row["prompt"], row[key], spans), max_length)
 
     return [EncodedPair(side(r, "chosen"), side(r, "rejected")) for r in rows]
 
@@ -195,42 +197,54 @@ class Figures:
         return {key: float(values[i]) / count for i, key in enumerate(FIGURES)}
 
 
+@dataclass
+class _DPOBatches:
+    """DPO's step: both sides of the batch's pairs in one forward, the loss against their
+    reference log-probs; tokens and the epoch's figures counted."""
+
+    model: torch.nn.Module
+    pairs: Sequence[EncodedPair]
+    reference: torch.Tensor
+    cfg: DPOConfig
+    pad_id: int
+    device: torch.device
+    autocast: torch.dtype | None
+    tokens: int = 0
+    figures: Figures = field(default_factory=Figures.empty)
+    _last: tuple[PairLoss, SideLogps, SideLogps] | None = None
+
+    def new_epoch(self) -> None:
+        self.figures = Figures.empty()
+
+    def loss(self, idx: list[int]) -> torch.Tensor:
+        policy_c, policy_r = forward_pairs(self.model, [self.pairs[i] for i in idx],
+                                           self.pad_id, self.device, self.autocast)
+        ref = self.reference[idx].to(self.device)
+        out = dpo_loss(policy_c, policy_r, SideLogps(ref[:, 0], ref[:, 1]),
+                       SideLogps(ref[:, 2], ref[:, 3]), self.cfg)
+        self._last = (out, policy_c, policy_r)
+        return out.loss
+
+    def done(self, loss: torch.Tensor) -> None:
+        assert self._last is not None
+        out, policy_c, policy_r = self._last
+        self.figures.add(out, policy_c, policy_r)
+        self.tokens += int(policy_c.tokens.sum() + policy_r.tokens.sum())
+
+
 def train_dpo(model: torch.nn.Module, tokenizer, pairs: Sequence[EncodedPair],
               reference: torch.Tensor, settings: SFTSettings, cfg: DPOConfig,
               device: torch.device, rank: int = 0, world_size: int = 1,
               autocast: torch.dtype | None = None) -> dict[str, Any]:
     """The DPO loop on this rank's shard of `pairs` (every rank takes the same steps, the
-    shuffling of `selftrain.train.sft`); `reference`: `reference_logps` of the same pairs.
-    Returns this rank's stats and the figures of the last epoch (over all ranks)."""
+    optimiser's loop of `selftrain.train.sft`); `reference`: `reference_logps` of the same
+    pairs. Returns this rank's stats and the figures of the last epoch (over all ranks)."""
     if not pairs:
         return {"steps": 0, "loss": float("nan"), "tokens": 0}
-    rng = random.Random(settings.seed)
-    total = math.ceil(math.ceil(len(pairs) / world_size) / settings.batch_size) * settings.epochs
-    if settings.max_steps is not None:
-        total = min(total, settings.max_steps)
-    optim, sched = adamw_with_schedule(model, settings.lr, settings.weight_decay, total,
-                                       settings.warmup_ratio)
-    model.train()
-    step, tokens = 0, 0
-    while step < total:
-        shard, figures = epoch_shard(len(pairs), rng, rank, world_size), Figures.empty()
-        for b in range(0, len(shard), settings.batch_size):
-            if step >= total:
-                break
-            idx = shard[b : b + settings.batch_size]
-            policy_c, policy_r = forward_pairs(model, [pairs[i] for i in idx],
-                                               tokenizer.pad_token_id, device, autocast)
-            ref = reference[idx].to(device)
-            out = dpo_loss(policy_c, policy_r, SideLogps(ref[:, 0], ref[:, 1]),
-                           SideLogps(ref[:, 2], ref[:, 3]), cfg)
-            out.loss.backward()
-            optimizer_step(model, optim, sched)
-            figures.add(out, policy_c, policy_r)
-            tokens += int(policy_c.tokens.sum() + policy_r.tokens.sum())
-            step += 1
-    model.eval()
-    means = figures.means(device, world_size)
-    return {"steps": step, "loss": means["train/loss"], "tokens": tokens, **means,
+    batches = _DPOBatches(model, pairs, reference, cfg, tokenizer.pad_token_id, device, autocast)
+    step, optim = run_epochs(model, len(pairs), batches, settings, rank, world_size)
+    means = batches.figures.means(device, world_size)
+    return {"steps": step, "loss": means["train/loss"], "tokens": batches.tokens, **means,
             **state_mib(model, optim)}
 
 
@@ -260,4 +274,6 @@ class DPOObjective:
         model = for_training(trainer.model, trainer.cfg.strategy, trainer.world_size)
         stats = train_dpo(model, trainer.tokenizer, pairs, reference, job.settings, job.dpo,
                           trainer.device, trainer.rank, trainer.world_size, trainer.autocast)
-        return stats | {"examples": len(rows), "reference_passes": trainer.reference_passes}
+        cache = reference.numel() * reference.element_size() / 2**20  # held through the epochs
+        return stats | {"examples": len(rows), "reference_passes": trainer.reference_passes,
+                        "reference_mib": round(cache, 6)}

@@ -12,6 +12,7 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
@@ -94,6 +95,81 @@ def epoch_shard(n: int, rng: random.Random, rank: int, world_size: int) -> list[
     return order[rank::world_size]
 
 
+class Batches(Protocol):
+    """What one objective's step does on a batch of example indices, for `run_epochs`."""
+
+    def new_epoch(self) -> None:
+        """An epoch starts: the figures kept per epoch start again."""
+
+    def loss(self, idx: list[int]) -> torch.Tensor:
+        """The forward pass of examples `idx`: the scalar loss to backpropagate."""
+
+    def done(self, loss: torch.Tensor) -> None:
+        """After the update: count the batch's tokens and figures."""
+
+
+def run_epochs(model: torch.nn.Module, n: int, batches: Batches, settings: SFTSettings,
+               rank: int = 0, world_size: int = 1,
+               on_step: Callable[[int, int, float], None] | None = None,
+               ) -> tuple[int, torch.optim.Optimizer]:
+    """The optimiser's loop that SFT and DPO share: `settings.epochs` passes over this rank's
+    shard of `n` examples (the same number of steps on every rank, at most `max_steps`),
+    AdamW with the warmup-cosine schedule, one clipped update per batch. Returns the steps
+    taken and the optimizer (its state is part of the rank's memory figures)."""
+    rng = random.Random(settings.seed)
+    total = math.ceil(math.ceil(n / world_size) / settings.batch_size) * settings.epochs
+    if settings.max_steps is not None:
+        total = min(total, settings.max_steps)
+    optim, sched = adamw_with_schedule(model, settings.lr, settings.weight_decay, total,
+                                       settings.warmup_ratio)
+    model.train()
+    step = 0
+    while step < total:
+        shard = epoch_shard(n, rng, rank, world_size)
+        batches.new_epoch()
+        for b in range(0, len(shard), settings.batch_size):
+            if step >= total:
+                break
+            loss = batches.loss(shard[b : b + settings.batch_size])
+            loss.backward()
+            optimizer_step(model, optim, sched)
+            batches.done(loss)
+            step += 1
+            if on_step is not None:
+                on_step(step, total, loss.item())
+    model.eval()
+    return step, optim
+
+
+@dataclass
+class _SFTBatches:
+    """SFT's step: the model's own loss on the learned tokens; tokens and losses counted."""
+
+    model: torch.nn.Module
+    encoded: list[tuple[list[int], list[int]]]
+    pad_id: int
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    tokens: int = 0
+    losses: list[float] = field(default_factory=list)
+    _labels: torch.Tensor | None = None
+
+    def new_epoch(self) -> None:
+        self.losses = []
+
+    def loss(self, idx: list[int]) -> torch.Tensor:
+        batch = collate([self.encoded[i] for i in idx], self.pad_id)
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        self._labels = batch["labels"]
+        dtype = self.autocast_dtype
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            return self.model(**batch).loss
+
+    def done(self, loss: torch.Tensor) -> None:
+        self.tokens += int((self._labels != IGNORE).sum())
+        self.losses.append(loss.item())
+
+
 def train_sft(
     model: torch.nn.Module,
     tokenizer,
@@ -114,32 +190,8 @@ def train_sft(
     if not examples:
         return {"steps": 0, "loss": float("nan"), "tokens": 0}
     encoded = [tokenize_example(tokenizer, ex, settings.max_length) for ex in examples]
-    rng = random.Random(settings.seed)
-    total = math.ceil(math.ceil(len(encoded) / world_size) / settings.batch_size) * settings.epochs
-    if settings.max_steps is not None:
-        total = min(total, settings.max_steps)
-    optim, sched = adamw_with_schedule(model, settings.lr, settings.weight_decay, total,
-                                       settings.warmup_ratio)
-    model.train()
-    step, tokens, losses = 0, 0, []
-    while step < total:
-        shard = epoch_shard(len(encoded), rng, rank, world_size)
-        losses = []
-        for b in range(0, len(shard), settings.batch_size):
-            if step >= total:
-                break
-            batch = collate([encoded[i] for i in shard[b : b + settings.batch_size]],
-                            tokenizer.pad_token_id)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                loss = model(**batch).loss
-            loss.backward()
-            optimizer_step(model, optim, sched)
-            tokens += int((batch["labels"] != IGNORE).sum())
-            losses.append(loss.item())
-            step += 1
-            if on_step is not None:
-                on_step(step, total, losses[-1])
-    model.eval()
-    return {"steps": step, "loss": sum(losses) / max(1, len(losses)), "tokens": tokens,
+    batches = _SFTBatches(model, encoded, tokenizer.pad_token_id, device, autocast_dtype)
+    step, optim = run_epochs(model, len(encoded), batches, settings, rank, world_size, on_step)
+    losses = batches.losses
+    return {"steps": step, "loss": sum(losses) / max(1, len(losses)), "tokens": batches.tokens,
             **state_mib(model, optim)}
