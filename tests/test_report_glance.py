@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import yaml
 from rich.cells import cell_len
 from rich.console import Console
 from rich.constrain import Constrain
@@ -156,3 +157,22 @@ def test_terminal_tables_fit_100_columns():
     body = "\n".join(lines)
     assert "gen_tokens" in body and "coverage@H" in body
     assert "critique_noisy" in body and "(12)" in body and "report.md" in body
+
+
+def test_pool_figures_of_a_dpo_arm_read_not_comparable(tmp_path):
+    """A dpo arm writes no training rows, so its coverage / tail_ratio / distinct_paths against
+    an SFT arm compare pairs with nothing: the cells say so (test figures stay compared)."""
+    make_experiment(tmp_path)
+    for seed in (0, 1, 2):
+        path = tmp_path / "critique" / f"seed{seed}" / "config.yaml"
+        cfg = yaml.safe_load(path.read_text())
+        path.write_text(yaml.safe_dump({**cfg, "train": {**cfg.get("train", {}),
+                                                          "objective": "dpo"}}))
+    result = compare_runs(tmp_path, ["rs", "critique"], [0, 1, 2], "rs", resamples=200)
+    for c in result["cells"]:
+        if c["queries"] == "pool":
+            assert c["unlike"].startswith("not comparable: critique learn(s) from pairs")
+        else:
+            assert c["unlike"] is None
+    row1 = next(x for x in comparison_markdown(result) if x.startswith("| 1 | 3 |"))
+    assert "not comparable" in row1 and "[" in row1  # pass@1 still has its interval

@@ -125,7 +125,8 @@ def compare_runs(exp_dir: str | Path, arms: Sequence[str], seeds: Sequence[int],
                                        rounds.tables(ref, s, k)[queries]) for s in have]
                 cells.append({**_cell(arm, ref, k, have, figure, queries, seed_pairs,
                                       resamples, bootstrap_seed, confidence),
-                              "equal": equal_reason(k, figure, seed_pairs), **tokens,
+                              "equal": equal_reason(k, figure, seed_pairs),
+                              "unlike": unlike_reason(exp_dir, (arm, ref), queries), **tokens,
                               **_queries(figure, seed_pairs)})
     return {"baseline": baseline, "arms": list(arms), "seeds": list(seeds),
             "resamples": resamples, "bootstrap_seed": bootstrap_seed,
@@ -173,6 +174,26 @@ def equal_reason(k: int, figure: str, seed_pairs: list[SeedPair]) -> str | None:
     return None
 
 
+def unlike_reason(exp_dir: Path, arms: tuple[str, str], queries: str) -> str | None:
+    """Why a pool figure cannot compare the two arms, or None: an arm that finetunes on
+    preference pairs (objective dpo) writes no training rows, so its coverage, tail_ratio and
+    distinct_paths count nothing; its pairs' figures (`pair_coverage@L`) say what it learns."""
+    if queries != "pool":
+        return None
+    pairs = [a for a in arms if _objective(exp_dir / a) != "sft"]
+    if not pairs:
+        return None
+    return f"not comparable: {' and '.join(pairs)} learn(s) from pairs (read pair_coverage@L)"
+
+
+def _objective(arm_dir: Path) -> str:
+    """train.objective of an arm, from its first seed's config.yaml (sft when unrecorded)."""
+    for config in sorted(arm_dir.glob("seed*/config.yaml")):
+        train = (yaml.safe_load(config.read_text()) or {}).get("train") or {}
+        return str(train.get("objective", "sft"))
+    return "sft"
+
+
 def _queries(figure: str, seed_pairs: list[SeedPair]) -> dict[str, float | None]:
     """For `distinct_paths`, the pool queries it is a mean over (those with 2 or more accepted
     completions), mean over seeds; None for the other figures."""
@@ -200,8 +221,8 @@ def signed(value: float | None, digits: int = 3) -> str:
 def cell_text(cell: dict[str, Any]) -> str:
     """A comparison cell as report.md prints it: the difference, its interval and the verdict,
     or why it is equal by construction ("same policy", "0 in both")."""
-    if cell.get("equal"):
-        return str(cell["equal"])
+    if cell.get("equal") or cell.get("unlike"):
+        return str(cell.get("equal") or cell["unlike"])
     text = (f"{signed(cell['diff'])} [{signed(cell['lo'])}, {signed(cell['hi'])}] "
             f"{verdict_text(cell)}")
     if cell.get("arm_queries") is not None and cell.get("reference_queries") is not None:

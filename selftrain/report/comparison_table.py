@@ -39,8 +39,8 @@ def _rows(cells: list[dict[str, Any]], seeds: int) -> list[list[str]]:
         rows.append([label, "gen_tokens", tokens_text(at_k[0], "arm_gen_tokens"),
                      tokens_text(at_k[0], "reference_gen_tokens"), "", "", ""])
         for c in at_k:
-            if c.get("equal"):
-                diff, interval, verdict = str(c["equal"]), "", ""
+            if c.get("equal") or c.get("unlike"):
+                diff, interval, verdict = str(c.get("equal") or c["unlike"]), "", ""
             else:
                 diff = signed(c["diff"])
                 interval = f"[{signed(c['lo'], 2)}, {signed(c['hi'], 2)}]"
