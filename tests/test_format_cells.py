@@ -52,8 +52,9 @@ def test_per_query_counts_and_figures_by_hand():
     w = np.array([[2.0, 0.0, 1.0], [1.0, 1.0, 1.0]])
     assert dominant_share(table, w).tolist() == pytest.approx([8 / 12, 6 / 12])
     assert share_of("none")(table, w).tolist() == pytest.approx([1 / 12, 2 / 12])
-    # No format columns (a task without formats): undefined.
+    # No format columns (a task without formats): undefined, and no format cells at all.
     assert dominant_share(table.drop(columns=list(table.columns)), None) is None
+    assert format_figures([table.drop(columns=list(table.columns))]) == {}
 
 
 def test_figures_equal_the_rounds_own_on_resampled_samples():
