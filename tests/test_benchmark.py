@@ -89,3 +89,8 @@ def test_parts_say_where_a_stages_seconds_went(bench):
             assert abs(parts[f"time/{stage}/other"]) <= 0.05 + 0.1 * stages[stage]
         assert "time/finetune/warm_wait" in parts
         assert parts["time/generate/compute"] > 0 and parts["time/finetune/compute"] > 0
+        # the policy's diversity figures: the metrics stage's own part, within that stage
+        spent = parts["time/metrics/policy_diversity"]
+        assert 0 < spent <= stages["metrics"]
+        assert r["ratios"]["policy_diversity_share"] == spent / r["loop"]["round_seconds"]
+        assert r["ratios"]["policy_diversity_cold_share"] > 0

@@ -249,7 +249,8 @@ def test_compare_runs_over_run_folders(tmp_path):
     json.dumps(result)  # JSON-able as it is
     assert result["baseline"] == "rs" and result["resamples"] == 500
     cells = {(c["round"], c["figure"]): c for c in result["cells"]}
-    assert len(cells) == 2 * 5 and {c["arm"] for c in result["cells"]} == {"critique"}
+    # 5 figures, and the format figures of the test samples (all of no format: 3)
+    assert len(cells) == 2 * (5 + 3) and {c["arm"] for c in result["cells"]} == {"critique"}
     for k in (0, 1):
         # critique trains on every level-3 query: its hard coverage is 1, rs's well below.
         cov = cells[k, "coverage@H"]

@@ -6,6 +6,8 @@ Reading back what was written (rather than the in-memory records) is deliberate:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,10 +61,13 @@ class RoundFrames:
 
 def round_metrics(cfg: Config, task: Task, frames: RoundFrames, pool: list[Query],
                   test: list[Query], samples_per_query: int, times: dict[str, float],
-                  tokenizer: Any) -> dict[str, Any]:
+                  tokenizer: Any, part: Callable[[str], AbstractContextManager] = nullcontext
+                  ) -> dict[str, Any]:
     """Every figure of one round. tokenizer: the policy's (a Hugging Face tokenizer), whose
     token ids and vocabulary the n-gram diversity figures count in; test: the test queries
-    (task figures such as a search task's em/subem read their gold answers)."""
+    (task figures such as a search task's em/subem read their gold answers); part: the stage
+    timer's `part`, which times the policy's diversity figures (`policy_diversity`, what they
+    add to a round: `make bench` reports it)."""
     samples, train, evals, critiques = frames.samples, frames.train, frames.evals, frames.critiques
     pool_df = pd.DataFrame({"query_id": [q.query_id for q in pool],
                             "difficulty": [q.difficulty for q in pool]})
@@ -77,10 +82,11 @@ def round_metrics(cfg: Config, task: Task, frames: RoundFrames, pool: list[Query
         token_ids=lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"],
         vocab_size=len(tokenizer), enabled=DIVERSITY_METRICS - disabled))
     if POLICY_METRICS - disabled:  # what the policy itself writes: the test split's samples
-        judge = build_judge(cfg.judge.name, cfg.judge.path, cfg.judge.args, task)
-        out.update(policy_diversity(
-            evals, judge=judge, enabled=POLICY_METRICS - disabled,
-            token_ids=lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"]))
+        with part("policy_diversity"):
+            judge = build_judge(cfg.judge.name, cfg.judge.path, cfg.judge.args, task)
+            out.update(policy_diversity(
+                evals, judge=judge, enabled=POLICY_METRICS - disabled,
+                token_ids=lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"]))
     from selftrain.tasks import abilities
 
     formats = abilities(task).formats

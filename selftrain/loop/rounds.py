@@ -280,7 +280,7 @@ class Round:
             per_query = run.folder.stage_info(k, "generate")["samples_per_query"]
             frames = RoundFrames.read(self.dir)
             metrics = round_metrics(self.cfg, run.task, frames, run.pool, run.test, per_query,
-                                    self.times, run.tokenizer)
+                                    self.times, run.tokenizer, part=st.part)
             metrics["skipped_prompts"] = sum(run.skipped.values())
             if k > 0:  # the objective's own figures (dpo: train/*) of the finetune that made it
                 metrics |= finetune_figures(run.folder.stage_info(k, "finetune"))

@@ -1,7 +1,8 @@
 """Arm comparisons over seeds: from an experiment's run folders to `comparison.json` and its table.
 
-For every (arm, reference) pair and round, each figure of BOOTSTRAP_FIGURES is stated as the
-difference of the seed means with a 95% paired-bootstrap interval and a verdict
+For every (arm, reference) pair and round, each figure of BOOTSTRAP_FIGURES (and, for a task
+with solution formats, the test split's format figures) is stated as the difference of the seed
+means with a 95% paired-bootstrap interval and a verdict
 (selftrain/metrics/bootstrap.py). The per-query data come from the round's parquet files; the
 figure recomputed from them must equal metrics.json, or the run folder is reported as
 inconsistent instead of compared.
@@ -21,6 +22,7 @@ import yaml
 from selftrain.loop.round_metrics import RoundFrames
 from selftrain.metrics.bootstrap import FIGURES, SeedPair, paired_bootstrap
 from selftrain.metrics.diversity import paths_per_query, solution_keys
+from selftrain.metrics.format_tables import TableFigure, format_columns, format_figures
 from selftrain.metrics.keys import BOOTSTRAP_FIGURES
 from selftrain.metrics.outcome import per_test_query
 from selftrain.metrics.tail import per_pool_query
@@ -35,14 +37,21 @@ def round_tables(round_dir: Path, task: Any) -> dict[str, pd.DataFrame]:
     """{"test": per test query, "pool": per pool query with `paths`} of one round, by query_id.
 
     The pool is the queries of the round's first-pass samples (every pool query has K of them).
+    A task with solution formats adds each test query's `format/<name>` counts.
     """
+    from selftrain.tasks import abilities
+
     frames = RoundFrames.read(round_dir)
     first = frames.samples[frames.samples["origin"] == "sample"]
     pool = first[["query_id", "difficulty"]].drop_duplicates("query_id")
     table = per_pool_query(pool, frames.samples, frames.train)
     keys = solution_keys(frames.train["completion"].tolist(), task.solution_key, task.split_steps)
     table["paths"] = paths_per_query(frames.train["query_id"].tolist(), keys).reindex(table.index)
-    return {"test": per_test_query(frames.evals), "pool": table.sort_index()}
+    test = per_test_query(frames.evals)
+    formats = abilities(task).formats
+    if formats is not None:
+        test = test.join(format_columns(frames.evals, formats.format_of))
+    return {"test": test, "pool": table.sort_index()}
 
 
 def _task_of(run_dir: Path) -> Any:
@@ -79,11 +88,18 @@ def _key(figure: str, table: pd.DataFrame) -> str:
     return figure.replace("@H", f"@{table['level'].max()}")
 
 
+def figures_of(tests: list[pd.DataFrame]) -> list[tuple[str, str, TableFigure]]:
+    """(figure, queries, function) of every figure compared, given the per-test-query tables
+    of both arms over the seeds: BOOTSTRAP_FIGURES, then the format figures they support."""
+    return ([(f, q, FIGURES[f]) for f, q in BOOTSTRAP_FIGURES.items()]
+            + [(f, "test", fn) for f, fn in format_figures(tests).items()])
+
+
 def _check(tables: dict[str, pd.DataFrame], round_dir: Path) -> None:
     written = json.loads((round_dir / "metrics.json").read_text())
-    for figure, queries in BOOTSTRAP_FIGURES.items():
+    for figure, queries, fn in figures_of([tables["test"]]):
         key = _key(figure, tables[queries])
-        value = FIGURES[figure](tables[queries], None)
+        value = fn(tables[queries], None)
         if written.get(key) is None and value is None:
             continue
         if key in written and (value is None or written[key] is None
@@ -120,12 +136,12 @@ def compare_runs(exp_dir: str | Path, arms: Sequence[str], seeds: Sequence[int],
             # the budget beside every figure: a comparison is fair only at a stated budget
             tokens = {"arm_gen_tokens": _recorded(exp_dir / arm, have, k, "gen_tokens"),
                       "reference_gen_tokens": _recorded(exp_dir / ref, have, k, "gen_tokens")}
-            for figure, queries in BOOTSTRAP_FIGURES.items():
-                seed_pairs = [SeedPair(rounds.tables(arm, s, k)[queries],
-                                       rounds.tables(ref, s, k)[queries]) for s in have]
-                cells.append({**_cell(arm, ref, k, have, figure, queries, seed_pairs,
+            tables = [(rounds.tables(arm, s, k), rounds.tables(ref, s, k)) for s in have]
+            for figure, queries, fn in figures_of([t["test"] for pair in tables for t in pair]):
+                seed_pairs = [SeedPair(a[queries], b[queries]) for a, b in tables]
+                cells.append({**_cell(arm, ref, k, have, (figure, fn), queries, seed_pairs,
                                       resamples, bootstrap_seed, confidence),
-                              "equal": equal_reason(k, figure, seed_pairs),
+                              "equal": equal_reason(k, (figure, fn), seed_pairs),
                               "unlike": unlike_reason(exp_dir, (arm, ref), queries), **tokens,
                               **_queries(figure, seed_pairs)})
     return {"baseline": baseline, "arms": list(arms), "seeds": list(seeds),
@@ -133,10 +149,10 @@ def compare_runs(exp_dir: str | Path, arms: Sequence[str], seeds: Sequence[int],
             "confidence": confidence, "method": METHOD, "cells": cells}
 
 
-def _cell(arm: str, ref: str, k: int, seeds: list[int], figure: str, queries: str,
-          seed_pairs: list[SeedPair], resamples: int, bootstrap_seed: int,
+def _cell(arm: str, ref: str, k: int, seeds: list[int], figure: tuple[str, TableFigure],
+          queries: str, seed_pairs: list[SeedPair], resamples: int, bootstrap_seed: int,
           confidence: float) -> dict[str, Any]:
-    fn = FIGURES[figure]
+    figure, fn = figure
     d = paired_bootstrap(seed_pairs, fn, resamples=resamples, seed=bootstrap_seed,
                          confidence=confidence)
 
@@ -161,14 +177,16 @@ def _recorded(run_root: Path, seeds: list[int], k: int, key: str) -> float | Non
     return sum(kept) / len(kept) if kept else None
 
 
-def equal_reason(k: int, figure: str, seed_pairs: list[SeedPair]) -> str | None:
+def equal_reason(k: int, figure: str | tuple[str, TableFigure],
+                 seed_pairs: list[SeedPair]) -> str | None:
     """Why a cell is equal by construction, or None: "same policy" at round 0, where both arms
     sample the base policy (every seed's per-query tables identical), "0 in both" where the
     figure is 0 in every seed of both arms. Such a cell's `+0.000 [+0.000, +0.000]` says
     nothing about the arms, so tables print the reason instead."""
     if k == 0 and all(p.arm.equals(p.reference) for p in seed_pairs):
         return "same policy"
-    values = [FIGURES[figure](t, None) for p in seed_pairs for t in (p.arm, p.reference)]
+    fn = figure[1] if isinstance(figure, tuple) else FIGURES[figure]
+    values = [fn(t, None) for p in seed_pairs for t in (p.arm, p.reference)]
     if values and all(v is not None and v == 0 for v in values):
         return "0 in both"
     return None
@@ -250,17 +268,27 @@ def comparison_markdown(result: dict[str, Any]) -> list[str]:
         by_pair.setdefault((cell["arm"], cell["reference"]), []).append(cell)
     for (arm, ref), cells in by_pair.items():
         figures = list(dict.fromkeys(c["figure"] for c in cells))
-        keys = {c["figure"]: c["key"] for c in cells}
-        lines += [f"`{arm}` − `{ref}`:", "",
-                  f"| round | seeds | `gen_tokens` ({arm} / {ref}) | "
-                  + " | ".join(f"`{keys[f]}`" for f in figures) + " |",
-                  "|---:|---:|---:|" + "---:|" * len(figures)]
-        for k in sorted({c["round"] for c in cells}):
-            row = {c["figure"]: c for c in cells if c["round"] == k}
-            first = next(iter(row.values()))
-            tokens = (f"{tokens_text(first, 'arm_gen_tokens')} / "
-                      f"{tokens_text(first, 'reference_gen_tokens')}")
-            lines.append(f"| {k} | {len(first['seeds'])} | {tokens} | " + " | ".join(
-                cell_text(row[f]) if f in row else "–" for f in figures) + " |")
-        lines.append("")
+        formats = [f for f in figures if f not in BOOTSTRAP_FIGURES]
+        lines += [f"`{arm}` − `{ref}`:", ""]
+        lines += _pair_table(cells, [f for f in figures if f not in formats], (arm, ref))
+        if formats:  # a second table: the test samples' solution formats
+            lines += [f"`{arm}` − `{ref}`, formats of the test samples:", ""]
+            lines += _pair_table(cells, formats, (arm, ref))
     return lines
+
+
+def _pair_table(cells: list[dict[str, Any]], figures: list[str],
+                pair: tuple[str, str]) -> list[str]:
+    """One pair's rounds × `figures` table, with both arms' `gen_tokens`, then a blank line."""
+    keys = {c["figure"]: c["key"] for c in cells}
+    lines = [f"| round | seeds | `gen_tokens` ({pair[0]} / {pair[1]}) | "
+             + " | ".join(f"`{keys[f]}`" for f in figures) + " |",
+             "|---:|---:|---:|" + "---:|" * len(figures)]
+    for k in sorted({c["round"] for c in cells}):
+        row = {c["figure"]: c for c in cells if c["round"] == k}
+        first = next(iter(row.values()))
+        tokens = (f"{tokens_text(first, 'arm_gen_tokens')} / "
+                  f"{tokens_text(first, 'reference_gen_tokens')}")
+        lines.append(f"| {k} | {len(first['seeds'])} | {tokens} | " + " | ".join(
+            cell_text(row[f]) if f in row else "–" for f in figures) + " |")
+    return lines + [""]

@@ -30,6 +30,13 @@ def _mean(cell: dict[str, Any], side: str) -> str:
     return text if queries is None else f"{text} ({queries:.0f})"  # report.md: unrounded
 
 
+def _short(key: str) -> str:
+    """A format figure's key as the terminal shows it (report.md has the full key)."""
+    return (key.replace("eval_format_share/", "format/")
+            .replace("eval_dominant_format_share", "dominant_format")
+            .replace("eval_format_entropy", "format_entropy"))
+
+
 def _rows(cells: list[dict[str, Any]], seeds: int) -> list[list[str]]:
     rows = []
     for k in sorted({c["round"] for c in cells}):
@@ -40,12 +47,13 @@ def _rows(cells: list[dict[str, Any]], seeds: int) -> list[list[str]]:
                      tokens_text(at_k[0], "reference_gen_tokens"), "", "", ""])
         for c in at_k:
             if c.get("equal") or c.get("unlike"):
-                diff, interval, verdict = str(c.get("equal") or c["unlike"]), "", ""
+                diff = str(c["equal"]) if c.get("equal") else "not comparable (pairs)"
+                interval, verdict = "", ""
             else:
                 diff = signed(c["diff"])
                 interval = f"[{signed(c['lo'], 2)}, {signed(c['hi'], 2)}]"
                 verdict = _verdict(c)
-            rows.append(["", c["key"], _mean(c, "arm"), _mean(c, "reference"), diff, interval,
+            rows.append(["", _short(c["key"]), _mean(c, "arm"), _mean(c, "reference"), diff, interval,
                          verdict])
     return rows
 
