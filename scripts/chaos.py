@@ -19,7 +19,7 @@ process of the run left 30 s after its driver ended (a killed driver's cluster i
 selftrain/cluster/ray_reaper.py). It prints trials passed / run and writes `chaos.md` (a table:
 trial, what was killed, when, outcome, wall time) to the output folder.
 
-    .venv/bin/python scripts/chaos.py [--trials 20] [--seed 0] [--rounds 2] [--out runs/chaos]
+    .venv/bin/python scripts/chaos.py [--trials 20] [--seed 0] [--rounds 1] [--out runs/chaos]
 """
 
 from __future__ import annotations
@@ -51,8 +51,10 @@ class Trial:
 
     index: int
     target: str
-    at_s: float
-    """When to strike, in seconds after the driver started (later if the target is not up)."""
+    after: tuple[int, str] | None
+    """The stage whose record starts the clock (None: the driver's start)."""
+    delay_s: float
+    """Seconds after that to strike (later if the target is not up yet)."""
     pid: int | None = None
     killed_s: float | None = None
     phase: str = ""
@@ -78,10 +80,10 @@ def write_config(out: Path, rounds: int) -> tuple[Path, dict]:
     model = resolve_model(demo, make_task(demo.task.name, **demo.task.args))  # the shipped one
     cfg = load_config(REPO / "configs" / "countdown_rs.yaml", [
         "experiment=chaos", f"rounds={rounds}", f"model.path={model}",
-        "task.args={seed: 0, levels: [2, 3, 4], train_per_level: 3, test_per_level: 2}",
+        "task.args={seed: 0, levels: [2, 3, 4], train_per_level: 20, test_per_level: 8}",
         "arm.name=critique", "critic.name=countdown-oracle",
         "critic.resources={num_workers: 1, num_cpus: 0}", "refine.attempts=2",
-        "rollout.num_samples=2", "eval.num_samples=2", "eval.pass_k=[1,2]", "train.epochs=1",
+        "rollout.num_samples=4", "eval.num_samples=4", "eval.pass_k=[1,4]", "train.epochs=2",
         "ray.num_cpus=4", "metrics.disabled=[embed_div]", "tracking.mode=offline"])
     path = out / "chaos.yaml"
     path.write_text(dump_yaml(cfg))
@@ -126,19 +128,34 @@ def phase(run: Path, rounds: int) -> str:
     return f"round {k} · {stage}"
 
 
+def recorded(run: Path, stage: tuple[int, str]) -> bool:
+    try:
+        done = json.loads((run / "manifest.json").read_text()).get("rounds", {})
+    except (OSError, ValueError):
+        return False
+    return stage[1] in done.get(str(stage[0]), {})
+
+
 def strike(trial: Trial, proc: subprocess.Popen, folder: Path, run: Path, rounds: int) -> None:
-    """Wait for the trial's moment, then SIGKILL its target (as soon as it is up)."""
+    """Wait for the trial's moment, then SIGKILL its target (as soon as it is up). The target's
+    pid is looked up while waiting, so the kill itself is not late by a scan of /proc."""
     start = time.time()
-    while time.time() - start < trial.at_s and proc.poll() is None:
-        time.sleep(0.1)
+    clock, pid, looked = start if trial.after is None else None, None, 0.0
     while proc.poll() is None:
-        pid = find(trial.target, proc.pid, folder / ".ray")
-        if pid is not None and alive(pid):
-            trial.phase = phase(run, rounds)
-            os.kill(pid, signal.SIGKILL)
-            trial.pid, trial.killed_s = pid, time.time() - start
-            return
-        time.sleep(0.2)
+        now = time.time()
+        if clock is None and recorded(run, trial.after):
+            clock = now
+        if pid is None and now - looked > 0.5:
+            pid, looked = find(trial.target, proc.pid, folder / ".ray"), now
+        if clock is not None and now - clock >= trial.delay_s:
+            if pid is None or not alive(pid):
+                pid = find(trial.target, proc.pid, folder / ".ray")
+            if pid is not None and alive(pid):
+                trial.phase = phase(run, rounds)
+                os.kill(pid, signal.SIGKILL)
+                trial.pid, trial.killed_s = pid, time.time() - start
+                return
+        time.sleep(0.01)
     trial.problems.append(f"the run ended (exit {proc.returncode}) before the {trial.target} "
                           f"was killed: nothing was tested")
 
@@ -197,20 +214,37 @@ def run_trial(trial: Trial, out: Path, config: Path, meta: dict, ref: Path,
     return trial
 
 
-def plan(n: int, seed: int, ref_wall: float) -> list[Trial]:
-    """Each trial's target and moment, from its own seeded generator."""
+def plan(n: int, seed: int, timeline: list[tuple[int, str, float, float]]) -> list[Trial]:
+    """Each trial's target and moment, from its own seeded generator: a quarter of them in the
+    start-up (before round 0's first stage), the others at a random point of a random stage of
+    the reference run's `timeline` ((round, stage, start s, seconds) in order)."""
     trials = []
     for i in range(n):
         rng = random.Random(seed * 100_003 + i)
         target = rng.choice(TARGETS)
         if target == "ray cluster":
             target = rng.choice(CLUSTER)
-        trials.append(Trial(i, target, round(rng.uniform(0.03, 0.85) * ref_wall, 1)))
+        j = rng.randrange(len(timeline)) if rng.random() >= 0.25 else None
+        if j is None:
+            after, delay = None, rng.uniform(0.0, timeline[0][2])
+        elif j == 0:
+            after, delay = None, timeline[0][2] + rng.uniform(0.0, timeline[0][3])
+        else:
+            after, delay = timeline[j - 1][:2], rng.uniform(0.0, timeline[j][3])
+        trials.append(Trial(i, target, after, round(delay, 2)))
     return trials
 
 
-def reference(out: Path, config: Path, meta: dict) -> tuple[Path, float]:
-    """The undisturbed run every trial is compared with, and its wall time."""
+def stage_timeline(run: Path, launched: float) -> list[tuple[int, str, float, float]]:
+    """(round, stage, start s after the driver's launch, seconds) of every recorded stage."""
+    rounds = json.loads((run / "manifest.json").read_text())["rounds"]
+    stages = [(int(k), name, rec["started"] - launched, rec["seconds"])
+              for k, recs in rounds.items() for name, rec in recs.items()]
+    return sorted(stages, key=lambda s: s[2])
+
+
+def reference(out: Path, config: Path, meta: dict) -> tuple[Path, float, list]:
+    """The undisturbed run every trial is compared with, its wall time and stage timeline."""
     folder = out / "ref"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -223,7 +257,7 @@ def reference(out: Path, config: Path, meta: dict) -> tuple[Path, float]:
                 left_behind(folder) + check_run(run, run, meta["rounds"]))
     if problems:
         raise SystemExit(f"the reference run failed: {problems}")
-    return run, wall
+    return run, wall, stage_timeline(run, start)
 
 
 def table(trials: list[Trial], seed: int, wall_s: float, ref_wall: float) -> str:
@@ -235,7 +269,7 @@ def table(trials: list[Trial], seed: int, wall_s: float, ref_wall: float) -> str
              "|---|---|---|---|---|---|"]
     for t in trials:
         killed = f"{t.target} (pid {t.pid})" if t.pid else f"{t.target} (not killed)"
-        when = f"{t.phase}, {t.killed_s:.1f} s" if t.killed_s is not None else f"({t.at_s} s)"
+        when = f"{t.phase}, {t.killed_s:.1f} s" if t.killed_s is not None else "–"
         result = "pass" if t.passed else "FAIL: " + "; ".join(t.problems).replace("|", "/")
         lines.append(f"| {t.index} | {killed} | {when} | {' → '.join(t.steps)} | {result} | "
                      f"{t.wall_s:.0f} s |")
@@ -246,19 +280,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--rounds", type=int, default=2, help="rounds after round 0")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds after round 0")
     parser.add_argument("--out", default=str(REPO / "runs" / "chaos"))
     args = parser.parse_args()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     config, meta = write_config(out, args.rounds)
-    ref, ref_wall = reference(out, config, meta)
+    ref, ref_wall, timeline = reference(out, config, meta)
     print(f"reference run: {ref_wall:.0f} s ({ref})", flush=True)
     started, trials = time.time(), []
-    for trial in plan(args.trials, args.seed, ref_wall):
+    for trial in plan(args.trials, args.seed, timeline):
         trials.append(run_trial(trial, out, config, meta, ref, ref_wall))
         t = trials[-1]
-        print(f"trial {t.index}: {t.target} at {t.killed_s or t.at_s:.1f} s ({t.phase}): "
+        print(f"trial {t.index}: {t.target} at {t.killed_s or 0:.1f} s ({t.phase}): "
               f"{' → '.join(t.steps)}: {'pass' if t.passed else t.problems} "
               f"[{t.wall_s:.0f} s]", flush=True)
     text = table(trials, args.seed, time.time() - started, ref_wall)

@@ -83,12 +83,22 @@ def test_phase_is_the_stage_after_the_last_recorded_one(tmp_path):
     assert phase(tmp_path, 0) == "end"
 
 
-def test_plan_is_seeded_and_covers_every_target():
-    trials = plan(200, seed=0, ref_wall=100.0)
-    assert [(t.target, t.at_s) for t in trials] == [(t.target, t.at_s)
-                                                     for t in plan(200, 0, 100.0)]
+TIMELINE = [(0, "generate", 10.0, 2.0), (0, "critique", 12.0, 1.0), (0, "metrics", 13.0, 0.5),
+            (1, "finetune", 13.5, 3.0)]
+
+
+def test_plan_is_seeded_and_covers_every_target_and_stage():
+    trials = plan(400, seed=0, timeline=TIMELINE)
+    assert [(t.target, t.after, t.delay_s) for t in trials] == [
+        (t.target, t.after, t.delay_s) for t in plan(400, 0, TIMELINE)]
     assert {t.target for t in trials} == (set(TARGETS) - {"ray cluster"}) | set(CLUSTER)
-    assert all(3.0 <= t.at_s <= 85.0 for t in trials)
+    # start-up (before round 0's first stage, 10 s in) or inside round 0's generate ...
+    assert all(0.0 <= t.delay_s <= 12.0 for t in trials if t.after is None)
+    assert any(t.delay_s > 10.0 for t in trials if t.after is None)
+    # ... or within a later stage's reference seconds, counted from its predecessor's record
+    assert {t.after for t in trials} == {None, (0, "generate"), (0, "critique"), (0, "metrics")}
+    longest = {(0, "generate"): 1.0, (0, "critique"): 0.5, (0, "metrics"): 3.0}
+    assert all(t.delay_s <= longest[t.after] for t in trials if t.after is not None)
 
 
 @pytest.mark.slow
