@@ -20,6 +20,7 @@ selftrain/cluster/ray_reaper.py). It prints trials passed / run and writes `chao
 trial, what was killed, when, outcome, wall time) to the output folder.
 
     .venv/bin/python scripts/chaos.py [--trials 20] [--seed 0] [--rounds 1] [--out runs/chaos]
+                                      [--only 6,10]
 """
 
 from __future__ import annotations
@@ -282,6 +283,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=1, help="rounds after round 0")
     parser.add_argument("--out", default=str(REPO / "runs" / "chaos"))
+    parser.add_argument("--only", help="run only these trials of the plan, e.g. 6,10 (a rerun "
+                                       "of failed ones after a fix)")
     args = parser.parse_args()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -289,7 +292,10 @@ def main() -> int:
     ref, ref_wall, timeline = reference(out, config, meta)
     print(f"reference run: {ref_wall:.0f} s ({ref})", flush=True)
     started, trials = time.time(), []
+    only = {int(i) for i in args.only.split(",")} if args.only else None
     for trial in plan(args.trials, args.seed, timeline):
+        if only is not None and trial.index not in only:
+            continue
         trials.append(run_trial(trial, out, config, meta, ref, ref_wall))
         t = trials[-1]
         print(f"trial {t.index}: {t.target} at {t.killed_s or 0:.1f} s ({t.phase}): "
