@@ -35,6 +35,7 @@ def test_same_files_ignores_only_the_stage_seconds(tmp_path):
     ref = _run_folder(tmp_path / "ref", 0.5, 3.0)
     assert same_files(_run_folder(tmp_path / "slower", 0.5, 9.0), ref) == []
     assert same_files(_run_folder(tmp_path / "float32", 0.5 * (1 + 1e-8), 3.0), ref) == []
+    assert same_files(_run_folder(tmp_path / "tiny", 0.5 + 2e-7, 3.0), ref) == []
     other = _run_folder(tmp_path / "other", 0.25, 3.0)
     assert same_files(other, ref) == ["round_0/metrics.json differs in ['pass@1']",
                                       "round_1/metrics.json differs in ['pass@1']"]
