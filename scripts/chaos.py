@@ -148,7 +148,8 @@ def strike(trial: Trial, proc: subprocess.Popen, folder: Path, run: Path, rounds
             clock = now
         if pid is None and now - looked > 0.5:
             pid, looked = find(trial.target, proc.pid, folder / ".ray"), now
-        if clock is not None and now - clock >= trial.delay_s:
+        late = trial.after is None and recorded(run, (0, "generate"))  # this start-up was quicker
+        if clock is not None and (now - clock >= trial.delay_s or late):
             if pid is None or not alive(pid):
                 pid = find(trial.target, proc.pid, folder / ".ray")
             if pid is not None and alive(pid):
