@@ -7,7 +7,7 @@ VENV := .venv
 STAMP := $(VENV)/.selftrain-installed
 PIP := $(VENV)/bin/pip --disable-pip-version-check -q
 
-.PHONY: demo test test-unit test-vllm lint bench clean-runs
+.PHONY: demo test test-unit test-vllm lint bench chaos clean-runs
 
 $(STAMP): pyproject.toml constraints.txt
 	date +%s > .selftrain-setup-started
@@ -36,6 +36,12 @@ test-vllm:
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check selftrain critics tests scripts
+
+# SIGKILL one process of a small critique-arm run per trial, carry on, compare with an
+# undisturbed run (scripts/chaos.py); not part of `make test`: ~1-2 min a trial on 2 cores
+TRIALS ?= 20
+chaos: $(STAMP)
+	$(VENV)/bin/python scripts/chaos.py --trials $(TRIALS)
 
 bench: $(STAMP)
 	$(VENV)/bin/python scripts/benchmark.py

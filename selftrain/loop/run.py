@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from selftrain.arms.arm import Arm
+from selftrain.cluster.cluster_watch import ClusterWatch
 from selftrain.cluster.groups import ActorGroup
 from selftrain.cluster.pool import GroupPool
 from selftrain.cluster.ray_start import start_ray
@@ -97,6 +99,8 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
     groups: dict[str, Any] = {}
     tracker: Tracker | None = None
     kept: dict[str, str] = {}  # the groups handed on to the next run, by name: their keys
+    watch: ClusterWatch | None = None
+    finished = threading.Event()
     with _run_log(folder) as log_path:
         try:
             task = build_task(cfg.task.name, cfg.task.path, cfg.task.args)
@@ -111,6 +115,7 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
             if budget is None and folder.manifest.get("budget_from"):
                 budget = BudgetTarget(folder.path / folder.manifest["budget_from"])
             start_ray(cfg, folder.path.parents[2] / ".ray")
+            watch = ClusterWatch(lambda kind: _cluster_lost(kind, folder, finished.is_set()))
             start_groups(cfg, arm, base, storage, groups, reuse)
             tracker = Tracker(cfg, folder, label)
             pool, test, skipped = _fitting_queries(cfg, task, folder, base, prompts)
@@ -128,6 +133,7 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
             wandb = folder.path / "wandb"
             _say(f"run finished: {storage.uri_of(folder.path)}"
                  + (f" (wandb: {wandb})" if wandb.is_dir() else ""))
+            finished.set()
         except KeyboardInterrupt as err:
             raise _interrupted(err, folder, tracker) from None
         except BaseException as err:
@@ -138,8 +144,7 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
             log.error("run %s failed:\n%s", folder.path, full_report(err))
             raise RunFailed(describe(err), folder.path, log_path) from err
         finally:
-            release_groups(groups, reuse, kept)
-            folder.release_lock()
+            _close(watch, groups, reuse, kept, folder, finished.is_set())
 
 
 def _interrupted(err: KeyboardInterrupt, folder: RunFolder,
@@ -151,6 +156,36 @@ def _interrupted(err: KeyboardInterrupt, folder: RunFolder,
     if tracker is not None:
         tracker.finish(exit_code=EXIT_INTERRUPTED)
     return stopped
+
+
+def _close(watch: ClusterWatch | None, groups: dict[str, Any], reuse: GroupPool | None,
+           kept: dict[str, str], folder: RunFolder, finished: bool) -> None:
+    """Hand the groups on (or shut them down) and release the folder; when the local cluster
+    ended under the run, ending the process is what is left (a shutdown would block on the
+    dead GCS)."""
+    if watch is not None and (lost := watch.close()) is not None:
+        _cluster_lost(lost, folder, finished)
+    release_groups(groups, reuse, kept)
+    folder.release_lock()
+
+
+def _cluster_lost(kind: str, folder: RunFolder, finished: bool) -> None:
+    """The run's local Ray cluster ended under it: one line, and the process ends now (Ray
+    would end it in 60 s, exit 1, with no word on going on); exit 0 when the run had finished.
+    What the stages recorded is whole (files are written atomically), as after a SIGKILL."""
+    if finished:
+        line = f"(the run's Ray cluster stopped as the run ended: its {kind} exited)"
+    else:
+        line = (f"error: the run's local Ray cluster stopped (its {kind} process ended); the "
+                f"stages recorded so far are kept\n  to continue: selftrain run --resume "
+                f"{folder.path}")
+    log.error("%s", line)
+    print(line, file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    folder.release_lock()
+    os._exit(0 if finished else 1)
 
 
 def _say(line: str) -> None:
