@@ -365,6 +365,50 @@ def test_a_sigkilled_driver_leaves_no_ray_process_of_its_cluster(tmp_path):
             os.kill(pid, signal.SIGKILL)  # what the fix failed to end, so the test leaves none
 
 
+SLOW_INIT = """
+import sys, time
+from pathlib import Path
+import ray
+real_init = ray.init
+def init(*args, **kwargs):  # the cluster is up, ray.init has not returned: the driver dies here
+    real_init(*args, **kwargs)
+    print(ray._private.worker._global_node.get_session_dir_path(), flush=True)
+    time.sleep(600)
+ray.init = init
+from selftrain.config import load_config
+from selftrain.cluster.ray_start import start_ray
+start_ray(load_config(sys.argv[1], ["ray.num_cpus=1"]), Path(sys.argv[2]))
+"""
+
+
+def test_a_driver_killed_while_its_cluster_starts_leaves_nothing(tmp_path):
+    """SIGKILL before `ray.init` returns (found by make chaos: the agents stayed, since the
+    watcher started after ray.init): within 30 s no process of that cluster is left."""
+    import signal
+    import tempfile
+    import time
+
+    from selftrain.cluster.ray_reaper import session_pids
+
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    driver = subprocess.Popen([sys.executable, "-c", SLOW_INIT, str(CONFIG), temp], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    session = driver.stdout.readline().strip()
+    try:
+        assert session and session_pids(session), "the driver did not start a cluster"
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+        deadline = time.time() + 30
+        while session_pids(session) and time.time() < deadline:
+            time.sleep(0.5)
+        assert session_pids(session) == []
+    finally:
+        driver.kill()
+        for pid in session_pids(session) if session else []:
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_ctrl_c_in_a_compare_names_the_run_and_the_compare_resume(tmp_path, capsys):
     """How the command line tells an interrupted compare (the run of the in-turn compare that
     was interrupted, and the experiment to resume); a folder with nothing to resume gets no

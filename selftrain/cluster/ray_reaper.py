@@ -6,6 +6,10 @@ driver that starts a local cluster also starts a small watcher process (in its o
 Ctrl-C does not reach it) that waits for the driver to end and then kills every process whose
 command line names the cluster's session folder, or that holds a file in it open (each Ray
 process of that cluster does, and no other process does). On a normal exit it finds none and ends.
+
+The watcher starts before `ray.init`, so a driver killed while the cluster starts leaves nothing
+either (found by `make chaos`): it knows the Ray temp folder, and the driver's sessions are the
+folders there whose name ends in the driver's pid (`session_<date>_<time>_<us>_<pid>`).
 """
 
 from __future__ import annotations
@@ -18,11 +22,21 @@ import time
 from pathlib import Path
 
 
-def watch_local_cluster(session_dir: str) -> subprocess.Popen:
-    """Start the watcher of the cluster whose session folder is `session_dir`."""
+def watch_local_cluster(temp_dir: str | Path) -> subprocess.Popen:
+    """Start the watcher of the clusters this process starts with Ray's temp folder `temp_dir`
+    (call it before `ray.init`)."""
     return subprocess.Popen([sys.executable, "-m", "selftrain.cluster.ray_reaper", str(os.getpid()),
-                             session_dir], start_new_session=True, stdin=subprocess.DEVNULL,
+                             str(temp_dir)], start_new_session=True, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True)
+
+
+def driver_sessions(temp_dir: str | Path, driver_pid: int) -> list[str]:
+    """The session folders of the clusters `driver_pid` started under `temp_dir`."""
+    root = Path(temp_dir)
+    if not root.is_dir():
+        return []
+    return sorted(str(p) for p in root.glob(f"session_*_{driver_pid}")
+                  if p.is_dir() and not p.is_symlink())
 
 
 def session_pids(session_dir: str) -> list[int]:
@@ -75,10 +89,11 @@ def reap(session_dir: str, grace_s: float = 5.0) -> None:
             time.sleep(0.2)
 
 
-def main(driver_pid: int, session_dir: str) -> None:
+def main(driver_pid: int, temp_dir: str) -> None:
     while _alive(driver_pid):
         time.sleep(0.5)
-    reap(session_dir)
+    for session_dir in driver_sessions(temp_dir, driver_pid):
+        reap(session_dir)
 
 
 if __name__ == "__main__":

@@ -41,8 +41,9 @@ def start_ray(cfg: Config, temp_dir: Path) -> None:
         return
     temp_dir = temp_dir.resolve()
     temp_dir.mkdir(parents=True, exist_ok=True)
+    # the cluster this driver starts ends with it, also when the driver is SIGKILLed, even
+    # while the cluster is still starting
+    watch_local_cluster(temp_dir)
     ray.init(num_cpus=cfg.ray.num_cpus, _temp_dir=str(temp_dir), include_dashboard=False,
              runtime_env={"env_vars": env}, log_to_driver=False,
              configure_logging=True, logging_level="WARNING")
-    # the cluster this driver started ends with it, also when the driver is SIGKILLed
-    watch_local_cluster(ray._private.worker._global_node.get_session_dir_path())
