@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 RATIOS = ("generate_vs_raw", "finetune_vs_raw", "round_overhead_share", "generate_slope_vs_raw",
-          "finetune_slope_vs_raw", "policy_diversity_share")
+          "finetune_slope_vs_raw", "policy_diversity_share", "dpo_finetune_vs_raw",
+          "lora_dpo_state_vs_sft", "run_overhead_s", "finished_resume_s")
 STAGES = ("generate", "filter", "evaluate", "finetune", "metrics")
 
 
@@ -24,7 +25,7 @@ def table(runs: list[dict]) -> list[str]:
            "| ratio | " + " | ".join(head) + " | median | largest distance from the median |",
            "| --- |" + " ---: |" * (len(runs) + 2)]
     for key in RATIOS:
-        values = [r["ratios"].get(key) for r in runs]
+        values = [r["ratios"].get(key, r.get(key)) for r in runs]
         if any(v is None for v in values):
             continue
         med = statistics.median(values)
