@@ -337,9 +337,9 @@ time.sleep(600)
 """
 
 
-def test_a_sigkilled_driver_leaves_no_ray_process_of_its_cluster(tmp_path):
-    """The driver starts its local cluster as a run does, prints the session folder and is
-    killed with SIGKILL: within 30 s no process of that cluster (gcs, raylet, agents) is left."""
+def _killed_driver_leaves_nothing(tmp_path, script: str) -> None:
+    """Run `script` as a driver that prints its cluster's session folder, SIGKILL it then:
+    within 30 s no process of that cluster (gcs, raylet, agents) is left."""
     import signal
     import tempfile
     import time
@@ -348,7 +348,7 @@ def test_a_sigkilled_driver_leaves_no_ray_process_of_its_cluster(tmp_path):
 
     env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's socket paths must stay short
-    driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(CONFIG), temp],
+    driver = subprocess.Popen([sys.executable, "-c", script, str(CONFIG), temp],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     session = driver.stdout.readline().strip()
     try:
@@ -363,6 +363,12 @@ def test_a_sigkilled_driver_leaves_no_ray_process_of_its_cluster(tmp_path):
         driver.kill()
         for pid in session_pids(session) if session else []:
             os.kill(pid, signal.SIGKILL)  # what the fix failed to end, so the test leaves none
+
+
+def test_a_sigkilled_driver_leaves_no_ray_process_of_its_cluster(tmp_path):
+    """The driver starts its local cluster as a run does, prints the session folder and is
+    killed with SIGKILL: within 30 s no process of that cluster (gcs, raylet, agents) is left."""
+    _killed_driver_leaves_nothing(tmp_path, DRIVER)
 
 
 SLOW_INIT = """
@@ -384,29 +390,7 @@ start_ray(load_config(sys.argv[1], ["ray.num_cpus=1"]), Path(sys.argv[2]))
 def test_a_driver_killed_while_its_cluster_starts_leaves_nothing(tmp_path):
     """SIGKILL before `ray.init` returns (found by make chaos: the agents stayed, since the
     watcher started after ray.init): within 30 s no process of that cluster is left."""
-    import signal
-    import tempfile
-    import time
-
-    from selftrain.cluster.ray_reaper import session_pids
-
-    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
-    driver = subprocess.Popen([sys.executable, "-c", SLOW_INIT, str(CONFIG), temp], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    session = driver.stdout.readline().strip()
-    try:
-        assert session and session_pids(session), "the driver did not start a cluster"
-        driver.send_signal(signal.SIGKILL)
-        driver.wait()
-        deadline = time.time() + 30
-        while session_pids(session) and time.time() < deadline:
-            time.sleep(0.5)
-        assert session_pids(session) == []
-    finally:
-        driver.kill()
-        for pid in session_pids(session) if session else []:
-            os.kill(pid, signal.SIGKILL)
+    _killed_driver_leaves_nothing(tmp_path, SLOW_INIT)
 
 
 def test_ctrl_c_in_a_compare_names_the_run_and_the_compare_resume(tmp_path, capsys):
