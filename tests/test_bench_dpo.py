@@ -8,9 +8,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -23,14 +25,17 @@ def _sha(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def bench(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench_dpo")
+def bench():
+    out = Path(tempfile.mkdtemp(prefix="bdpo-", dir="/tmp"))  # Ray's socket paths stay short
     env = dict(os.environ, PYTHONPATH=str(REPO))
     done = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_dpo.py"), "--quick",
                            "--out", str(out)], env=env, capture_output=True, text=True,
                           timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads((out / "bench_dpo.json").read_text())
+    try:
+        assert done.returncode == 0, done.stderr[-3000:]
+        yield json.loads((out / "bench_dpo.json").read_text())
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def test_the_raw_loop_read_the_loop_stages_init_and_pairs(bench):
