@@ -55,8 +55,15 @@ def sessions(ray_dir: Path) -> list[Path]:
     """The Ray session folders under a run's Ray temp dir, oldest first."""
     if not ray_dir.is_dir():
         return []
-    found = [p for p in ray_dir.glob("session_*") if p.is_dir() and not p.is_symlink()]
-    return sorted(found, key=lambda p: p.stat().st_mtime)
+    found = []
+    for p in ray_dir.glob("session_*"):
+        if p.name == "session_latest":  # Ray's link to the newest one, replaced as it starts
+            continue
+        try:
+            found.append((p.stat().st_mtime, p))
+        except OSError:  # gone meanwhile
+            continue
+    return [p for _, p in sorted(found) if p.is_dir()]
 
 
 def find(target: str, driver_pid: int, ray_dir: Path) -> int | None:
