@@ -11,8 +11,9 @@ import statistics
 import sys
 from pathlib import Path
 
-RATIOS = ("generate_vs_raw", "finetune_vs_raw", "round_overhead_share", "generate_slope_vs_raw",
-          "finetune_slope_vs_raw", "policy_diversity_share", "dpo_finetune_vs_raw",
+RATIOS = ("generate_vs_raw", "finetune_vs_raw", "evaluate_vs_raw", "round_overhead_share",
+          "generate_slope_vs_raw", "finetune_slope_vs_raw", "policy_diversity_share",
+          "policy_diversity_compute_share", "dpo_finetune_vs_raw",
           "lora_dpo_state_vs_sft", "run_overhead_s", "finished_resume_s")
 STAGES = ("generate", "filter", "evaluate", "finetune", "metrics")
 

@@ -25,8 +25,12 @@ each repetition). Figures:
 - `ratios.policy_diversity_share`: the seconds round 1's metrics stage spent on the policy's
   diversity figures (selftrain/metrics/policy.py; the stage's `policy_diversity` part, with the
   embedding cache and torch threads the loop had), as a share of round 1's wall time (goal:
-  <= 0.10); `ratios.policy_diversity_cold_share`: the same figures recomputed here on round 1's
-  eval.parquet with an empty embedding cache and one torch thread (an upper bound).
+  <= 0.10). The evaluate stage embeds each chunk's test samples in a background thread while
+  the worker generates the next (selftrain/metrics/embed.py `prefetch`), so most of MiniLM's
+  work is off this path: `ratios.evaluate_vs_raw` shows whether that slows evaluate, and
+  `ratios.policy_diversity_compute_share` adds the prefetch thread's seconds back (the cost
+  where no core is idle); `ratios.policy_diversity_cold_share`: the figures recomputed here on
+  round 1's eval.parquet with an empty embedding cache and one torch thread (an upper bound).
 - `ratios.dpo_finetune_vs_raw`, `ratios.lora_dpo_state_vs_sft` and `dpo`: a dpo arm's round-1
   finetune against a plain DPO loop, and LoRA-DPO's per-rank state against LoRA-SFT's
   (scripts/bench_dpo.py; at the demo size, not in --quick).
@@ -98,9 +102,13 @@ def one_run(out: Path, size: int, rep: int) -> dict[str, Any]:
         "raw": raw,
         "ratios": {"generate_vs_raw": raw["generate_seconds"] / st["generate"]["seconds"],
                    "finetune_vs_raw": raw["finetune_seconds"] / st["finetune"]["seconds"],
+                   "evaluate_vs_raw": raw["evaluate_seconds"] / st["evaluate"]["seconds"],
                    "round_overhead_share": 1 - compute / loop["round_seconds"],
                    "policy_diversity_share": (parts.get("time/metrics/policy_diversity", 0.0)
                                               / loop["round_seconds"]),
+                   "policy_diversity_compute_share": (
+                       (parts.get("time/metrics/policy_diversity", 0.0)
+                        + st["metrics"].get("embed_prefetch_s", 0.0)) / loop["round_seconds"]),
                    "policy_diversity_cold_share": (policy_diversity_seconds(loop["folder"],
                                                                             loop["cfg"])
                                                    / loop["round_seconds"])},

@@ -79,7 +79,7 @@ def test_every_figure_is_recomputed_from_its_repetitions(bench):
 
 
 def test_parts_say_where_a_stages_seconds_went(bench):
-    _, result = bench
+    out, result = bench
     for r in result["runs"]:
         parts, stages = r["loop"]["parts"], r["loop"]["stages"]
         for stage in ("generate", "evaluate", "finetune"):
@@ -94,3 +94,10 @@ def test_parts_say_where_a_stages_seconds_went(bench):
         assert 0 < spent <= stages["metrics"]
         assert r["ratios"]["policy_diversity_share"] == spent / r["loop"]["round_seconds"]
         assert r["ratios"]["policy_diversity_cold_share"] > 0
+        # the cost where no core is idle adds the prefetch thread's seconds back (0 here when
+        # round 1's test samples repeat round 0's, all embedded then)
+        assert r["ratios"]["policy_diversity_compute_share"] >= r["ratios"]["policy_diversity_share"]
+        assert r["ratios"]["evaluate_vs_raw"] > 0
+        manifest = json.loads((out / f"bench-n{r['size']}" / "rs" / "seed0" / "manifest.json")
+                              .read_text())  # round 0 embedded its test samples during evaluate
+        assert manifest["rounds"]["0"]["metrics"]["embed_prefetch_s"] > 0

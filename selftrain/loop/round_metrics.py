@@ -27,7 +27,7 @@ from selftrain.metrics import (
 from selftrain.metrics.formats import format_metrics
 from selftrain.metrics.outcome import unknown_score_shares
 from selftrain.metrics.pairs import pair_metrics
-from selftrain.metrics.policy import POLICY_METRICS, policy_diversity
+from selftrain.metrics.policy import CLASS_FIGURES, POLICY_METRICS, policy_diversity
 from selftrain.runfolder.schemas import PAIRS_FILE, TRAIN_SCHEMA
 from selftrain.types import Query
 
@@ -57,6 +57,16 @@ class RoundFrames:
                    evals=pd.read_parquet(round_dir / "eval.parquet"),
                    critiques=pd.read_parquet(crit_path) if crit_path.exists() else None,
                    pairs=pd.read_parquet(pairs_path) if pairs_path.exists() else None)
+
+
+def embeds_eval(cfg: Config) -> bool:
+    """Whether this round's metrics embed the test samples (MiniLM: `eval_embed_div`, or the
+    embedding judge's classes), so the evaluate stage should start on them as they arrive."""
+    disabled = set(cfg.metrics.disabled)
+    if cfg.eval.num_samples < 2 or not POLICY_METRICS - disabled:
+        return False
+    return "eval_embed_div" not in disabled or (
+        cfg.judge.name == "embedding" and not CLASS_FIGURES <= disabled)
 
 
 def round_metrics(cfg: Config, task: Task, frames: RoundFrames, pool: list[Query],

@@ -27,11 +27,13 @@ from selftrain.errors import Interrupted, StageError
 from selftrain.loop import stages
 from selftrain.loop.round_metrics import (
     RoundFrames,
+    embeds_eval,
     example_rows,
     finetune_figures,
     round_histograms,
     round_metrics,
 )
+from selftrain.metrics.embed import prefetch, take_prefetch_seconds
 from selftrain.runfolder.folder import atomic_write_json, write_parquet, write_table
 from selftrain.runfolder.schemas import (
     PAIR_SCHEMA,
@@ -265,7 +267,8 @@ class Round:
         run = self.run
         with self.stage("evaluate") as st:
             with st.part("dispatch_compute"):
-                rows = stages.evaluate(self.cfg, run.task, run.rollout, run.test, policy, self.k)
+                rows = stages.evaluate(self.cfg, run.task, run.rollout, run.test, policy, self.k,
+                                       on_texts=prefetch if embeds_eval(self.cfg) else None)
             with st.part("write"):
                 write_parquet(path, scored_rows(rows))
             st.record([path])
@@ -288,7 +291,8 @@ class Round:
                               round_histograms(run.task, frames, run.pool, per_query))
             atomic_write_json(self.dir / "examples.json", example_rows(frames, k))
             atomic_write_json(path, metrics)
-            st.record([path, self.dir / "histograms.json", self.dir / "examples.json"])
+            st.record([path, self.dir / "histograms.json", self.dir / "examples.json"],
+                      embed_prefetch_s=round(take_prefetch_seconds(), 3))
         run.tracker.log_round(k, self.dir, policy if k > 0 else None)
         if run.tracker.run_id:
             run.folder.set_meta(wandb_logged_round=k)

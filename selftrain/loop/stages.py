@@ -240,8 +240,9 @@ def select_training_set(arm: Arm, task: Task, pool: list[Query], samples: list[S
 
 
 def evaluate(cfg: Config, task: Task, group: ActorGroup, queries: list[Query], weights: str,
-             k: int) -> list[dict]:
-    """n samples per test query; one row of eval.parquet each."""
+             k: int, on_texts: Callable[[list[str]], None] | None = None) -> list[dict]:
+    """n samples per test query; one row of eval.parquet each. `on_texts` gets each chunk's
+    completions as the chunk arrives (the round starts embedding them for its metrics)."""
     params = SamplingConfig(n=cfg.eval.num_samples, temperature=cfg.eval.temperature,
                             top_p=cfg.rollout.top_p, max_new_tokens=cfg.rollout.max_new_tokens,
                             stop=task.stop)
@@ -260,6 +261,8 @@ def evaluate(cfg: Config, task: Task, group: ActorGroup, queries: list[Query], w
                     correct, score = graded.passes(task, marks[j]), marks[j]
                 rows.append(eval_row(query, j, g.text, task.extract_answer(g.text), correct,
                                      g.num_tokens, score))
+        if on_texts is not None:
+            on_texts([row["completion"] for row in rows])
         return rows
 
     return run_generation(group, job, weights, cfg.rollout.batch_size, (cfg.seed, "evaluate"),

@@ -12,13 +12,18 @@ tokenized once, sorted by length so a batch pads little, and run under `torch.in
 
 Embeddings are kept per text (up to `CACHE_SIZE` texts per process): a round's training set and
 its test samples, and the rounds after it, repeat many completions, and MiniLM is most of the
-cost of the diversity figures.
+cost of the diversity figures. `prefetch` fills that cache in a background thread while a stage
+waits on its workers (the evaluate stage hands it each chunk's completions as they arrive), so
+the metrics stage that follows finds them embedded instead of spending its own seconds on them.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
+import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -33,6 +38,10 @@ CACHE_SIZE = 200_000
 """Texts whose embeddings are kept (about 300 MB of float32); the cache starts over when full."""
 
 _cache: dict[tuple[str, str], np.ndarray] = {}
+_prefetching: list[Future] = []
+_executor: ThreadPoolExecutor | None = None
+_prefetch_seconds = 0.0
+log = logging.getLogger(__name__)
 
 
 @functools.cache
@@ -82,10 +91,64 @@ class Embedder:
         """Embeddings of `texts`, shape (len(texts), dim), float32, each row of unit norm."""
         if len(texts) == 0:
             return np.zeros((0, DIM), dtype=np.float32)
+        wait_prefetched()
+        self._fill(texts)
+        return np.stack([_cache[(self.device, t)] for t in texts])
+
+    def _fill(self, texts: Sequence[str]) -> None:
+        """Embed the texts not yet in the cache, in one sorted batch run."""
         new = sorted({t for t in texts if (self.device, t) not in _cache})
         if new:
             if len(_cache) + len(new) > CACHE_SIZE:
                 _cache.clear()
             emb = _embed(new, self.device, self.batch_size)
             _cache.update(((self.device, t), e) for t, e in zip(new, emb))
-        return np.stack([_cache[(self.device, t)] for t in texts])
+
+
+def _one_torch_thread() -> None:
+    """The prefetch thread computes on one core: torch's thread count is per OS thread, so the
+    driver's own count is untouched, and the other cores stay with the workers it waits on."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def prefetch(texts: Sequence[str], device: str = "cpu", batch_size: int = 64) -> None:
+    """Start embedding `texts` in the background (one thread, one torch thread); the next
+    `Embedder.encode` waits for it first. A failure here is logged and the texts are embedded
+    again by `encode`, so a figure never depends on whether the prefetch ran."""
+    global _executor
+    if not texts:
+        return
+    if _executor is None:
+        _executor = ThreadPoolExecutor(1, thread_name_prefix="embed-prefetch",
+                                       initializer=_one_torch_thread)
+    _prefetching.append(_executor.submit(_timed_fill, Embedder(device, batch_size), list(texts)))
+
+
+def _timed_fill(embedder: Embedder, texts: list[str]) -> None:
+    global _prefetch_seconds
+    start = time.perf_counter()
+    try:
+        embedder._fill(texts)
+    finally:
+        _prefetch_seconds += time.perf_counter() - start
+
+
+def take_prefetch_seconds() -> float:
+    """Seconds the prefetch thread has computed since the last call (the work it moved off the
+    critical path: a benchmark adds it back to tell the figures' cost where no core is idle)."""
+    global _prefetch_seconds
+    wait_prefetched()
+    seconds, _prefetch_seconds = _prefetch_seconds, 0.0
+    return seconds
+
+
+def wait_prefetched() -> None:
+    """Block until every prefetch started so far has finished (or failed: logged)."""
+    while _prefetching:
+        future = _prefetching.pop(0)
+        try:
+            future.result()
+        except Exception:  # the embedding is recomputed by the caller
+            log.warning("embedding prefetch failed; encode recomputes it", exc_info=True)
