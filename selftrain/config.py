@@ -235,6 +235,9 @@ class CompareConfig:
     """Runs at once, each with its own actor groups; fewer when the cluster cannot place more."""
     baseline: str = "rs"
     """The arm every other arm is compared with."""
+    pairs: list[list[str]] = field(default_factory=list)
+    """More comparisons, each [arm, reference]: where one baseline is not the question (the
+    flip experiment asks within each reward landscape, not across them)."""
     resamples: int = 2000
     """Paired-bootstrap resamples per interval."""
     bootstrap_seed: int = 0

@@ -185,6 +185,23 @@ def test_compare_resume_of_a_finished_experiment_answers_without_ray(handed_over
     assert seconds < 60, seconds  # ~2 s on a quiet 2-core machine; the bound allows contention
 
 
+def test_compare_pairs_added_on_resume_compare_two_arms_from_the_records(handed_over):
+    """compare.pairs shapes no recorded file: a finished experiment's resume takes it and
+    writes the pair's cells (b and a are the same config: every cell says so)."""
+    _, exp = handed_over
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-m", "selftrain", "compare", "--resume", str(exp),
+                           "compare.pairs=[[b, a]]", "--no-report"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    cells = json.loads((exp / "comparison.json").read_text())["cells"]
+    pair = [c for c in cells if (c["arm"], c["reference"]) == ("b", "a")]
+    assert pair and {c["round"] for c in pair} == {0, 1}
+    assert all(c["diff"] in (0, None) for c in pair)
+    assert {c["arm"] for c in cells if c["reference"] == "rs"} == {"a", "b"}  # the baseline's stay
+    assert not (exp.parent / ".ray").exists()
+
+
 def test_a_changed_record_rewrites_the_comparison_on_resume(tmp_path):
     from selftrain.experiments.finished import stamp_summary, summary_current
     from selftrain.experiments.plan import plan

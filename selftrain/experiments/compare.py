@@ -144,7 +144,8 @@ def summarize(cfg: Config, runs: list[PlannedRun], exp_dir: Path, *, report: boo
 
     labels = list(dict.fromkeys(r.label for r in runs))
     seeds = list(dict.fromkeys(r.seed for r in runs))
-    pairs = list(dict.fromkeys((r.target, r.label) for r in runs if r.target))
+    pairs = list(dict.fromkeys([(r.target, r.label) for r in runs if r.target]
+                               + [(a, b) for a, b in cfg.compare.pairs]))
     c, storage = cfg.compare, storage_for(cfg.run_root, cfg.staging_dir)
     if len(labels) > 1:
         result = compare_runs(exp_dir, labels, seeds, baseline=c.baseline, pairs=pairs,

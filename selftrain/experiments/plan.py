@@ -59,6 +59,10 @@ def plan(cfg: Config) -> list[PlannedRun]:
     if len(arms) > 1 and cfg.compare.baseline not in arms:
         raise ConfigError(f"compare.baseline {cfg.compare.baseline!r} is not an arm (arms: "
                           f"{', '.join(arms)}); set compare.baseline to the arm to compare with")
+    for pair in cfg.compare.pairs:
+        if len(pair) != 2 or any(a not in arms for a in pair):
+            raise ConfigError(f"compare.pairs entry {pair!r} is not [arm, reference] of two arms "
+                              f"(arms: {', '.join(arms)})")
     runs = []
     for seed in cfg.seeds or [cfg.seed]:
         for label, arm in arms.items():
