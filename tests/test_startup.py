@@ -199,6 +199,9 @@ def test_compare_pairs_added_on_resume_compare_two_arms_from_the_records(handed_
     assert pair and {c["round"] for c in pair} == {0, 1}
     assert all(c["diff"] in (0, None) for c in pair)
     assert {c["arm"] for c in cells if c["reference"] == "rs"} == {"a", "b"}  # the baseline's stay
+    # the policy's diversity figures are cells too, recomputed from eval.parquet (and checked
+    # against metrics.json) with the run's tokenizer and solution-key judge
+    assert {"eval_distinct_n", "eval_classes", "effective_div"} <= {c["key"] for c in cells}
     assert not (exp.parent / ".ray").exists()
 
 

@@ -1,5 +1,6 @@
 """`compare --resume` of an experiment whose every run is finished: answered from the run
-folders, without Ray, a model, a tokenizer or the task (seconds, not minutes).
+folders, without Ray or a model (seconds, not minutes; a comparison written again reads the
+runs' tokenizer for the policy figures).
 
 Each run is checked as `run --resume` checks a finished run (`finished_history`: every round
 recorded, every recorded file intact). The comparison and report are computed from the runs'

@@ -1,7 +1,8 @@
 """Arm comparisons over seeds: from an experiment's run folders to `comparison.json` and its table.
 
-For every (arm, reference) pair and round, each figure of BOOTSTRAP_FIGURES (and, for a task
-with solution formats, the test split's format figures) is stated as the difference of the seed
+For every (arm, reference) pair and round, each figure of BOOTSTRAP_FIGURES, the policy's
+diversity figures a run folder can give again (selftrain/metrics/policy_tables.py) and, for a
+task with solution formats, the test split's format figures, is stated as the difference of the seed
 means with a 95% paired-bootstrap interval and a verdict
 (selftrain/metrics/bootstrap.py). The per-query data come from the round's parquet files; the
 figure recomputed from them must equal metrics.json, or the run folder is reported as
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,8 @@ from selftrain.metrics.diversity import paths_per_query, solution_keys
 from selftrain.metrics.format_tables import TableFigure, format_columns, format_figures
 from selftrain.metrics.keys import BOOTSTRAP_FIGURES
 from selftrain.metrics.outcome import per_test_query
+from selftrain.metrics.policy_tables import ORDER as POLICY_ORDER
+from selftrain.metrics.policy_tables import policy_columns, policy_figures
 from selftrain.metrics.tail import per_pool_query
 
 METHOD = ("difference of the seed means (arm - reference) with a percentile interval from a "
@@ -33,11 +37,14 @@ METHOD = ("difference of the seed means (arm - reference) with a percentile inte
           "each difficulty level, the same resample for both arms")
 
 
-def round_tables(round_dir: Path, task: Any) -> dict[str, pd.DataFrame]:
+def round_tables(round_dir: Path, task: Any, policy: PolicyInputs | None = None
+                 ) -> dict[str, pd.DataFrame]:
     """{"test": per test query, "pool": per pool query with `paths`} of one round, by query_id.
 
     The pool is the queries of the round's first-pass samples (every pool query has K of them).
-    A task with solution formats adds each test query's `format/<name>` counts.
+    A task with solution formats adds each test query's `format/<name>` counts; `policy` (the
+    run's tokenizer and free judge) adds its `policy/<figure>` values for the policy figures
+    metrics.json holds.
     """
     from selftrain.tasks import abilities
 
@@ -51,7 +58,37 @@ def round_tables(round_dir: Path, task: Any) -> dict[str, pd.DataFrame]:
     formats = abilities(task).formats
     if formats is not None:
         test = test.join(format_columns(frames.evals, formats.format_of))
+    if policy is not None:
+        written = json.loads((round_dir / "metrics.json").read_text())
+        keys = [k for k in POLICY_ORDER if written.get(k) is not None]
+        if keys:
+            test = test.join(policy_columns(frames.evals, policy.token_ids, policy.judge, keys))
     return {"test": test, "pool": table.sort_index()}
+
+
+@dataclass
+class PolicyInputs:
+    """What a run's policy figures are recomputed with: its tokenizer's token ids and, when the
+    run's judge is the free solution-key judge, that judge (else None: no class figures)."""
+
+    token_ids: Any
+    judge: Any | None
+
+    @classmethod
+    def of_run(cls, run_dir: Path, task: Any) -> PolicyInputs | None:
+        """None when the run folder holds no checkpoint to read the tokenizer from."""
+        from transformers import AutoTokenizer
+
+        from selftrain.judges.builtin import SolutionKeyJudge
+
+        found = sorted(run_dir.glob("round_*/checkpoint/tokenizer_config.json"))
+        if not found:
+            return None
+        tokenizer = AutoTokenizer.from_pretrained(found[0].parent)
+        judge = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("judge") or {}
+        free = judge.get("name", "solution-key") == "solution-key" and not judge.get("path")
+        return cls(lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"],
+                   SolutionKeyJudge(task) if free else None)
 
 
 def _task_of(run_dir: Path) -> Any:
@@ -68,6 +105,7 @@ class _Rounds:
     def __init__(self, exp_dir: Path, task: Any | None) -> None:
         self.exp_dir, self.task = exp_dir, task
         self.cache: dict[tuple[str, int, int], dict[str, pd.DataFrame]] = {}
+        self.policy: dict[Path, PolicyInputs | None] = {}
 
     def done(self, arm: str, seed: int) -> set[int]:
         run = self.exp_dir / arm / f"seed{seed}"
@@ -78,7 +116,9 @@ class _Rounds:
         if (arm, seed, k) not in self.cache:
             run = self.exp_dir / arm / f"seed{seed}"
             self.task = self.task or _task_of(run)
-            tables = round_tables(run / f"round_{k}", self.task)
+            if run not in self.policy:
+                self.policy[run] = PolicyInputs.of_run(run, self.task)
+            tables = round_tables(run / f"round_{k}", self.task, self.policy[run])
             _check(tables, run / f"round_{k}")
             self.cache[arm, seed, k] = tables
         return self.cache[arm, seed, k]
@@ -92,6 +132,7 @@ def figures_of(tests: list[pd.DataFrame]) -> list[tuple[str, str, TableFigure]]:
     """(figure, queries, function) of every figure compared, given the per-test-query tables
     of both arms over the seeds: BOOTSTRAP_FIGURES, then the format figures they support."""
     return ([(f, q, FIGURES[f]) for f, q in BOOTSTRAP_FIGURES.items()]
+            + [(f, "test", fn) for f, fn in policy_figures(tests).items()]
             + [(f, "test", fn) for f, fn in format_figures(tests).items()])
 
 

@@ -31,10 +31,12 @@ def _mean(cell: dict[str, Any], side: str) -> str:
 
 
 def _short(key: str) -> str:
-    """A format figure's key as the terminal shows it (report.md has the full key)."""
+    """A format or policy figure's key as the terminal shows it (report.md has the full key)."""
     return (key.replace("eval_format_share/", "format/")
             .replace("eval_dominant_format_share", "dominant_format")
-            .replace("eval_format_entropy", "format_entropy"))
+            .replace("eval_format_entropy", "format_entropy")
+            .replace("eval_distinct_n", "distinct_n").replace("_passing", "_pass")
+            .replace("eval_classes", "classes").replace("passing_pair_div", "pass_pair_div"))
 
 
 def _rows(cells: list[dict[str, Any]], seeds: int) -> list[list[str]]:
