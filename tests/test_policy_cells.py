@@ -56,7 +56,7 @@ def test_the_plain_mean_is_the_rounds_figure_and_weights_draw_queries():
     whole = policy_diversity(EVALS, judge=judge, token_ids=token_ids,
                              enabled={"eval_distinct_n", *ORDER})
     figures = policy_figures([table])
-    assert list(figures) == list(ORDER)
+    assert list(figures) == list(ORDER[:-1])  # the diversity figures, by default
     for key, fn in figures.items():
         assert fn(table, None) == pytest.approx(whole[key], rel=1e-12), key
     weights = np.array([[1.0, 0.0], [0.0, 2.0], [2.0, 1.0]])  # a alone, b twice, a twice + b
@@ -72,3 +72,10 @@ def test_without_a_judge_only_the_ngram_figures():
     only = policy_columns(EVALS, token_ids, SameText(), keys=["eval_classes"])
     assert list(only.columns) == ["policy/eval_classes"]
     assert policy_figures([pd.DataFrame(index=["a"])]) == {}
+
+
+def test_unknown_score_share_per_query():
+    evals = EVALS.assign(score=[1.0, None, 0.5, 0.0, None, None, 1.0, 0.0])
+    table = policy_columns(evals, token_ids, None, keys=["eval_unknown_score_share"])
+    assert table["policy/eval_unknown_score_share"].to_dict() == {"a": 0.25, "b": 0.5}
+    assert mean_of("eval_unknown_score_share")(table, None) == 3 / 8  # the pooled share

@@ -22,6 +22,7 @@ import pandas as pd
 
 from selftrain.metrics.diversity import TokenIds
 from selftrain.metrics.format_tables import TableFigure
+from selftrain.metrics.outcome import unknown_score_shares
 from selftrain.metrics.policy import CLASS_FIGURES, policy_diversity
 from selftrain.types import Judge
 
@@ -29,14 +30,16 @@ COLUMN = "policy/"
 """Prefix of the per-query columns: `policy/<figure>` = that test query's value."""
 
 ORDER = ("eval_distinct_n", "eval_distinct_n_passing", "eval_classes", "eval_classes_passing",
-         "effective_div", "passing_pair_div")
-"""The figures a comparison states, in the order its tables list them."""
+         "effective_div", "passing_pair_div", "eval_unknown_score_share")
+"""The figures a comparison states, in the order its tables list them. The last is not a
+diversity figure but is read the same way: a graded task's share of test samples whose score
+is unknown (an unreadable judge), a mean over queries of equal sample counts."""
 
 
 def policy_columns(evals: pd.DataFrame, token_ids: TokenIds, judge: Judge | None,
-                   keys: Iterable[str] = ORDER) -> pd.DataFrame:
+                   keys: Iterable[str] = ORDER[:-1]) -> pd.DataFrame:
     """query_id -> `policy/<figure>` of its test samples (NaN where undefined), for the figures
-    of `keys`; the class figures only with a `judge`."""
+    of `keys`; the class figures only with a `judge`; `eval_unknown_score_share` needs neither."""
     keys = set(keys) & set(ORDER)
     enabled = {"eval_distinct_n"} & {k.removesuffix("_passing") for k in keys}
     if judge is not None:
@@ -44,6 +47,9 @@ def policy_columns(evals: pd.DataFrame, token_ids: TokenIds, judge: Judge | None
     rows = {}
     for query_id, group in evals.groupby("query_id", sort=True):
         values = policy_diversity(group, judge=judge, token_ids=token_ids, enabled=enabled)
+        if "eval_unknown_score_share" in keys:
+            values["eval_unknown_score_share"] = unknown_score_shares(group.iloc[:0], group)[
+                "eval_unknown_score_share"]
         rows[query_id] = {COLUMN + k: np.nan if values.get(k) is None else float(values[k])
                           for k in ORDER if k in keys and k in values}
     table = pd.DataFrame.from_dict(rows, orient="index", dtype=float)

@@ -36,7 +36,8 @@ def _short(key: str) -> str:
             .replace("eval_dominant_format_share", "dominant_format")
             .replace("eval_format_entropy", "format_entropy")
             .replace("eval_distinct_n", "distinct_n").replace("_passing", "_pass")
-            .replace("eval_classes", "classes").replace("passing_pair_div", "pass_pair_div"))
+            .replace("eval_classes", "classes").replace("passing_pair_div", "pass_pair_div")
+            .replace("eval_unknown_score_share", "unknown_score"))
 
 
 def _rows(cells: list[dict[str, Any]], seeds: int) -> list[list[str]]:
