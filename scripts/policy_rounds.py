@@ -1,13 +1,13 @@
-"""The policy's own diversity, round 0 against a later round, per arm of an experiment folder:
-over all test samples and over passing ones (the Shypula et al. 2025 comparison), each with a
-95% interval from a bootstrap over test queries (paired: both rounds answer the same queries).
+"""What the loop did to each arm's policy: round k against round 0 of the same runs, over all
+test samples and over passing ones (the Shypula et al. 2025 comparison), with the comparison's
+own statistics: the seed mean of the difference, a 95% paired bootstrap over seeds and then test
+queries within each level (both rounds answer the same queries), `mde` for a null result.
 
-    .venv/bin/python scripts/policy_rounds.py runs/countdown_compare --round 3 [--seed 0]
+    .venv/bin/python scripts/policy_rounds.py runs/flip --round 3 [--arms a,b] [--seeds 0,1,2]
 
-Prints a markdown table (arm, figure, round 0, round k, difference [interval]). The per-query
-figures are `selftrain.metrics.policy.policy_diversity` on each query's rows of eval.parquet,
-with the run's judge and the round's tokenizer; a passing figure is averaged over the queries
-with at least 2 passing samples, as in metrics.json.
+Prints a markdown table (arm, figure, round 0, round k, difference [interval] or (±mde)). The
+per-query tables and figure functions are those of `selftrain compare`
+(selftrain/report/comparison.py), each checked against the round's metrics.json.
 """
 
 from __future__ import annotations
@@ -15,67 +15,51 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-from transformers import AutoTokenizer
+from selftrain.metrics.bootstrap import SeedPair, paired_bootstrap
+from selftrain.report.comparison import _Rounds, figures_of
 
-from selftrain.config import load_config
-from selftrain.judges import build_judge
-from selftrain.metrics.policy import policy_diversity
-from selftrain.tasks import make_task
-
-KEYS = ["pass@1", "eval_distinct_n", "eval_distinct_n_passing", "eval_embed_div",
-        "eval_embed_div_passing", "eval_classes", "eval_classes_passing", "effective_div",
-        "passing_pair_div"]
+KEYS = ("pass@1", "eval_distinct_n", "eval_distinct_n_passing", "eval_classes",
+        "eval_classes_passing", "effective_div", "passing_pair_div", "eval_dominant_format_share")
 
 
-class TokenIds:
-    """The policy tokenizer's token ids of texts, as the round's metrics count them."""
-
-    def __init__(self, tokenizer) -> None:
-        self.tokenizer = tokenizer
-
-    def __call__(self, texts: list[str]) -> list[list[int]]:
-        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-
-
-def per_query(run: Path, k: int, judge, token_ids) -> pd.DataFrame:
-    """One row per test query of round k: its policy figures and pass@1."""
-    evals = pd.read_parquet(run / f"round_{k}" / "eval.parquet")
-    rows = {}
-    for q, group in evals.groupby("query_id", sort=True):
-        rows[q] = {**policy_diversity(group, judge=judge, token_ids=token_ids),
-                   "pass@1": group["correct"].mean()}
-    return pd.DataFrame(rows).T.astype(float)
+def arm_rows(rounds: _Rounds, arm: str, seeds: list[int], k: int) -> list[str]:
+    have = [s for s in seeds if {0, k} <= rounds.done(arm, s)]
+    if not have:
+        return []
+    pairs = [(rounds.tables(arm, s, k)["test"], rounds.tables(arm, s, 0)["test"]) for s in have]
+    rows = []
+    for figure, queries, fn in figures_of([t for pair in pairs for t in pair]):
+        if figure not in KEYS or queries != "test":
+            continue
+        d = paired_bootstrap([SeedPair(a, b) for a, b in pairs], fn)
+        if d.diff is None:
+            continue
+        first = sum(fn(b, None) for _, b in pairs) / len(pairs)
+        text = f"{d.diff:+.3f} [{d.lo:+.3f}, {d.hi:+.3f}]"
+        if d.verdict == "no difference detected":
+            text += f" (±{d.mde:.3f})"
+        rows.append(f"| {arm} | `{figure}` | {first:.3f} | {first + d.diff:.3f} | {text} |")
+    return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("experiment", type=Path)
     ap.add_argument("--round", type=int, required=True)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--resamples", type=int, default=2000)
+    ap.add_argument("--arms", default=None, help="comma-separated (default: every arm folder)")
+    ap.add_argument("--seeds", default=None, help="comma-separated (default: every seed folder)")
     args = ap.parse_args()
-    rng = np.random.default_rng(0)
-    k = args.round
-    print(f"| arm | figure | round 0 | round {k} | round {k} − round 0 [95%] |")
+    exp, k = args.experiment, args.round
+    arms = (args.arms.split(",") if args.arms else
+            sorted(p.name for p in exp.iterdir() if any(p.glob("seed*/round_0"))))
+    seeds = ([int(s) for s in args.seeds.split(",")] if args.seeds else
+             sorted({int(p.name[4:]) for a in arms for p in (exp / a).glob("seed*")}))
+    rounds = _Rounds(exp, None)
+    print(f"| arm | figure | round 0 | round {k} | round {k} − round 0 [95%] (±detectable) |")
     print("|---|---|---:|---:|---:|")
-    for arm_dir in sorted(p for p in args.experiment.iterdir() if (p / f"seed{args.seed}").is_dir()):
-        run = arm_dir / f"seed{args.seed}"
-        cfg = load_config(run / "config.yaml")
-        judge = build_judge(cfg.judge.name, cfg.judge.path, cfg.judge.args,
-                            make_task(cfg.task.name, **cfg.task.args))
-        tok = AutoTokenizer.from_pretrained(run / f"round_{args.round}" / "checkpoint")
-        token_ids = TokenIds(tok)
-        first, last = (per_query(run, k, judge, token_ids) for k in (0, args.round))
-        draws = rng.integers(0, len(first), size=(args.resamples, len(first)))
-        for key in KEYS:
-            a, b = first[key].to_numpy(), last[key].to_numpy()
-            diffs = [np.nanmean(b[d]) - np.nanmean(a[d]) for d in draws]
-            lo, hi = np.nanpercentile(diffs, [2.5, 97.5])
-            m0, m1 = np.nanmean(a), np.nanmean(b)
-            print(f"| {arm_dir.name} | `{key}` | {m0:.3f} | {m1:.3f} | {m1 - m0:+.3f} "
-                  f"[{lo:+.3f}, {hi:+.3f}] |")
+    for arm in arms:
+        for row in arm_rows(rounds, arm, seeds, k):
+            print(row)
 
 
 if __name__ == "__main__":
