@@ -25,9 +25,10 @@ each repetition). Figures:
 - `ratios.policy_diversity_share`: the seconds round 1's metrics stage spent on the policy's
   diversity figures (selftrain/metrics/policy.py; the stage's `policy_diversity` part, with the
   embedding cache and torch threads the loop had), as a share of round 1's wall time (goal:
-  <= 0.10). The evaluate stage embeds each chunk's test samples in a background thread while
-  the worker generates the next (selftrain/metrics/embed.py `prefetch`), so most of MiniLM's
-  work is off this path: `ratios.evaluate_vs_raw` shows whether that slows evaluate, and
+  <= 0.10). With `metrics.prefetch_embeddings` (off by default) the evaluate stage embeds each
+  chunk's test samples in a background thread while the worker generates the next
+  (selftrain/metrics/embed.py `prefetch`), which takes MiniLM's work off this path:
+  `ratios.evaluate_vs_raw` shows whether that slows evaluate, and
   `ratios.policy_diversity_compute_share` adds the prefetch thread's seconds back (the cost
   where no core is idle); `ratios.policy_diversity_cold_share`: the figures recomputed here on
   round 1's eval.parquet with an empty embedding cache and one torch thread (an upper bound).

@@ -63,10 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         pairs = preference_pairs(train, tmp / "pairs.parquet")
         check_dpo("fsdp", model_path, pairs, tmp / "dpo-fsdp", sizes, device)
         check_dpo("lora", model_path, pairs, tmp / "dpo-lora", sizes, device)
+    check_scorer_and_judge(tmp, device)
+    check_weight_path(tmp, device, small=cpu)
     if device.type == "cuda":
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
-    print(f"OK: generation, bf16 finetune, critics, FSDP and LoRA rounds (SFT and DPO) ran on "
-          f"{device.type}")
+    print(f"OK: generation, bf16 finetune, critics, FSDP and LoRA rounds (SFT and DPO), the "
+          f"reward-model scorer and the pair-classifier judge ran on {device.type}")
     return 0
 
 
@@ -253,6 +255,123 @@ def check_dpo(kind: str, base: Path, pairs: Path, out: Path, sizes: Sizes,
     print(f"dpo-{kind}: {stats['steps']} steps ({stats['precision']}) in {dt:.1f}s, one reference "
           f"pass per round, loss {stats['train/loss']:.3f}, margin "
           f"{stats['train/rewards/margins']:.3f}, accuracy {stats['train/rewards/accuracies']:.2f}")
+
+
+def check_scorer_and_judge(tmp: Path, device: torch.device) -> None:
+    """8. The model-backed scorer and judge on the device: a reward model (one-label Llama head,
+    chat template; float32 and bfloat16) and DARLING's kind of pair classifier (DeBERTa-v2),
+    both tiny and random, give the CPU's float32 scores and classes."""
+    from transformers import (
+        DebertaV2Config,
+        DebertaV2ForSequenceClassification,
+        LlamaConfig,
+        LlamaForSequenceClassification,
+    )
+
+    from selftrain.judges.classifier import ClassifierJudge
+    from selftrain.models.tiny_model import build_char_tokenizer
+    from selftrain.scorers.reward_model import RewardModelScorer
+
+    tok = build_char_tokenizer()
+    tok.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    torch.manual_seed(0)
+    rm = LlamaForSequenceClassification(LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, intermediate_size=128, max_position_embeddings=256, num_labels=1,
+        pad_token_id=tok.pad_token_id))
+    torch.nn.init.normal_(rm.score.weight, std=1.0)
+    rm.save_pretrained(tmp / "rm")
+    tok.save_pretrained(tmp / "rm")
+    prompts = ["sea: b d", "write a line about the sky", "x"] * 4
+    replies = ["bavo dune", "a long line about the sky and its clouds", "y"] * 4
+    want = RewardModelScorer(str(tmp / "rm"), device="cpu").logits(prompts, replies)
+    on_device = RewardModelScorer(str(tmp / "rm"), device=str(device), batch_size=4)
+    if next(on_device.model.parameters()).device.type != device.type:
+        raise SystemExit(f"FAIL: the reward model is not on {device.type}")
+    got = on_device.logits(prompts, replies)
+    half = RewardModelScorer(str(tmp / "rm"), device=str(device), dtype="bfloat16").logits(
+        prompts, replies)
+    worst, worst_half = (max(abs(a - b) for a, b in zip(x, want)) for x in (got, half))
+    if worst > 1e-3 or worst_half > 0.1 * (1 + max(map(abs, want))):
+        raise SystemExit(f"FAIL: reward-model logits on {device.type} differ from the CPU's by "
+                         f"{worst:.2e} (float32) / {worst_half:.2e} (bfloat16)")
+    print(f"reward_model scorer: {len(got)} logits equal the CPU's within {worst:.1e} "
+          f"(bfloat16: {worst_half:.1e})")
+
+    config = DebertaV2Config(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2,
+                             num_attention_heads=2, intermediate_size=64,
+                             max_position_embeddings=128, num_labels=2,
+                             pad_token_id=tok.pad_token_id)
+    torch.manual_seed(1)
+    DebertaV2ForSequenceClassification(config).save_pretrained(tmp / "pair")
+    tok.save_pretrained(tmp / "pair")
+    groups = [["2+3=5", "3+2=5", "5-0=5", "1+4=5"], ["4*3=12", "3*4=12", "12=12", "6+6=12"]]
+    pairs = sorted({(a, b) for g in groups for a in g for b in g if a < b})
+    cpu = ClassifierJudge(model=str(tmp / "pair"), batch_size=5)
+    probs = cpu.same_probability(pairs)
+    ordered = sorted(probs)  # halfway between two neighbours: no pair within noise of it
+    threshold = (ordered[len(ordered) // 2 - 1] + ordered[len(ordered) // 2]) / 2
+    cpu.threshold = threshold
+    judge = ClassifierJudge(model=str(tmp / "pair"), batch_size=5, device=str(device),
+                            threshold=threshold)
+    worst = max(abs(a - b) for a, b in zip(judge.same_probability(pairs), probs))
+    if worst > 1e-4 or judge.classes(groups) != cpu.classes(groups):
+        raise SystemExit(f"FAIL: the pair classifier on {device.type} differs from the CPU's "
+                         f"({worst:.2e})")
+    print(f"classifier judge: {len(pairs)} pair probabilities within {worst:.1e} of the CPU's, "
+          f"the same classes")
+
+
+def check_weight_path(tmp: Path, device: torch.device, small: bool) -> None:
+    """9. What a round's new weights cost on their way to a generator, for a model of
+    Qwen2.5-1.5B's shape (random; small on the CPU): the trainer's float32 state to the host,
+    the checkpoint written as rank 0 writes it (and synced to disk), and read into a live
+    bfloat16 generator as the HF backend reads it; beside them the in-memory copy from the
+    trainer's tensors into the generator's on the device, the floor any weight-transfer path
+    (NCCL, CUDA IPC) has. docs/design.md ("How new weights reach the generators") uses these."""
+    import os
+
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    from selftrain.device import synchronize
+    from selftrain.models.tiny_model import build_char_tokenizer
+    from selftrain.train.checkpoints import load_into, write_checkpoint
+
+    shape = (dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=2, num_key_value_heads=1, vocab_size=512) if small else
+             dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                  num_attention_heads=12, num_key_value_heads=2, vocab_size=151936))
+    config = Qwen2Config(**shape, tie_word_embeddings=True, max_position_embeddings=4096)
+    with torch.device(device):
+        trainer = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        generator = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    params = sum(p.numel() for p in trainer.parameters())
+    gb = params * 4 / 1e9
+
+    def timed(fn) -> float:
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        return time.perf_counter() - start
+
+    state: dict[str, torch.Tensor] = {}
+    to_host = timed(lambda: state.update({k: v.to("cpu") for k, v in trainer.state_dict().items()}))
+    out = tmp / "weights" / "checkpoint"
+    out.parent.mkdir()
+    write = timed(lambda: write_checkpoint(out, trainer, build_char_tokenizer(), state))
+    sync = timed(os.sync)
+    read = timed(lambda: load_into(generator, out))
+    pairs = list(zip(generator.parameters(), trainer.parameters()))
+    copy = timed(lambda: [g.data.copy_(t.data) for g, t in pairs])
+    gen_norm = sum(float(p.float().norm()) for p in generator.parameters())
+    want = sum(float(p.to(torch.bfloat16).float().norm()) for p in trainer.parameters())
+    if abs(gen_norm - want) > 1e-3 * want:
+        raise SystemExit("FAIL: the generator does not hold the trainer's weights after the copy")
+    print(f"weight path, {params / 1e9:.2f}B parameters ({gb:.1f} GB float32): to host "
+          f"{to_host:.2f} s, checkpoint write {write:.2f} s + sync {sync:.2f} s "
+          f"({gb / (write + sync):.2f} GB/s), read into the generator {read:.2f} s "
+          f"({gb / read:.2f} GB/s), in-memory copy on {device.type} {copy * 1e3:.1f} ms")
 
 
 def round_problem(kind: str, rank, stats: dict, out: Path, device: torch.device) -> str | None:

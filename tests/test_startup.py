@@ -139,7 +139,8 @@ def handed_over(tmp_path_factory, ray_cluster, model_cache):
     tmp = tmp_path_factory.mktemp("handover")
     arms = "arms={a: {arm.name: critique}, rs: {arm.name: rs}, b: {arm.name: critique}}"
     cfg = small_config(tmp, model_cache, arms, "tracking.enabled=false", "refine.attempts=2",
-                       "experiment=handover", config="countdown_compare.yaml")
+                       "experiment=handover", "metrics.prefetch_embeddings=true",
+                       config="countdown_compare.yaml")
     run_compare(cfg)
     return cfg, tmp / "runs" / "handover"
 
@@ -202,6 +203,9 @@ def test_compare_pairs_added_on_resume_compare_two_arms_from_the_records(handed_
     # the policy's diversity figures are cells too, recomputed from eval.parquet (and checked
     # against metrics.json) with the run's tokenizer and solution-key judge
     assert {"eval_distinct_n", "eval_classes", "effective_div"} <= {c["key"] for c in cells}
+    # metrics.prefetch_embeddings: round 0's test samples were embedded during evaluate
+    manifest = json.loads((exp / "a" / "seed0" / "manifest.json").read_text())
+    assert manifest["rounds"]["0"]["metrics"]["embed_prefetch_s"] > 0
     assert not (exp.parent / ".ray").exists()
 
 

@@ -16,7 +16,8 @@ from typing import Any
 from selftrain.config import Config, ConfigError, to_dict
 
 FREE = ("run_root", "experiment", "staging_dir", "ray.", "tracking.", "compare.max_concurrent",
-        "compare.baseline", "compare.pairs", "compare.resamples", "compare.bootstrap_seed", "compare.confidence")
+        "compare.baseline", "compare.pairs", "compare.resamples", "compare.bootstrap_seed", "compare.confidence",
+        "metrics.prefetch_embeddings")
 """Keys (or key prefixes) a resume may change: they shape no recorded file."""
 
 

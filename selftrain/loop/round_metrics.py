@@ -60,10 +60,12 @@ class RoundFrames:
 
 
 def embeds_eval(cfg: Config) -> bool:
-    """Whether this round's metrics embed the test samples (MiniLM: `eval_embed_div`, or the
-    embedding judge's classes), so the evaluate stage should start on them as they arrive."""
+    """Whether the evaluate stage should start embedding the test samples as they arrive
+    (`metrics.prefetch_embeddings`, and this round's metrics embed them: MiniLM's
+    `eval_embed_div`, or the embedding judge's classes)."""
     disabled = set(cfg.metrics.disabled)
-    if cfg.eval.num_samples < 2 or not POLICY_METRICS - disabled:
+    if not cfg.metrics.prefetch_embeddings or cfg.eval.num_samples < 2 or not (
+            POLICY_METRICS - disabled):
         return False
     return "eval_embed_div" not in disabled or (
         cfg.judge.name == "embedding" and not CLASS_FIGURES <= disabled)
