@@ -364,8 +364,9 @@ def check_weight_path(tmp: Path, device: torch.device, small: bool) -> None:
     read = timed(lambda: load_into(generator, out))
     pairs = list(zip(generator.parameters(), trainer.parameters()))
     copy = timed(lambda: [g.data.copy_(t.data) for g, t in pairs])
-    gen_norm = sum(float(p.float().norm()) for p in generator.parameters())
-    want = sum(float(p.to(torch.bfloat16).float().norm()) for p in trainer.parameters())
+    with torch.no_grad():
+        gen_norm = sum(float(p.float().norm()) for p in generator.parameters())
+        want = sum(float(p.to(torch.bfloat16).float().norm()) for p in trainer.parameters())
     if abs(gen_norm - want) > 1e-3 * want:
         raise SystemExit("FAIL: the generator does not hold the trainer's weights after the copy")
     print(f"weight path, {params / 1e9:.2f}B parameters ({gb:.1f} GB float32): to host "
