@@ -39,6 +39,8 @@ from bench_loop import demo_base_model
 from bench_raw import weights_file
 from bench_stats import spread
 
+from selftrain.device import single_cpu_thread
+
 REPO = Path(__file__).resolve().parent.parent
 PREFS = REPO / "configs" / "countdown_prefs.yaml"
 
@@ -174,8 +176,9 @@ def max_weight_diff(model, checkpoint: Path) -> float:
 def one_rep(out: Path, per_level: int, rep: int) -> dict[str, Any]:
     """A loop run and its raw twin, on the very init file and pairs the loop's stage read."""
     loop = loop_dpo(out, per_level, f"n{per_level}")
-    torch.set_num_threads(1)  # the one CPU a training rank gets
-    raw = raw_dpo(loop["init"], loop["pairs"], loop["cfg"].train, loop["cfg"].seed + 1)
+    with single_cpu_thread():  # the one CPU a training rank gets; the driver's own count after
+        raw = raw_dpo(loop["init"], loop["pairs"], loop["cfg"].train, loop["cfg"].seed + 1)
+        raw_threads = torch.get_num_threads()
     return {
         "size": per_level, "rep": rep,
         "loop": {"seconds": loop["seconds"], "parts": loop["parts"], "loss": loop["loss"],
@@ -183,7 +186,7 @@ def one_rep(out: Path, per_level: int, rep: int) -> dict[str, Any]:
                  "pairs": file_sha(loop["pairs"])},
         "raw": {"seconds": raw["seconds"], "loss": raw["loss"], "steps": raw["steps"],
                 "init": raw["init"], "pairs": raw["pairs"],
-                "torch_threads": torch.get_num_threads()},
+                "torch_threads": raw_threads},
         "loss_abs_diff": abs(raw["loss"] - loop["loss"]),
         "max_weight_diff": max_weight_diff(raw["model"], loop["checkpoint"]),
         "ratio": raw["seconds"] / loop["seconds"],

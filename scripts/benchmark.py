@@ -61,6 +61,8 @@ from bench_stats import fixed_and_per_item, max_relative_deviation, ratio_of_slo
 from rich.console import Console
 from rich.table import Table
 
+from selftrain.device import single_cpu_thread
+
 REPO = Path(__file__).resolve().parent.parent
 STAGES = ("generate", "filter", "evaluate", "finetune", "metrics")
 
@@ -68,7 +70,11 @@ STAGES = ("generate", "filter", "evaluate", "finetune", "metrics")
 def raw_twin(loop: dict[str, Any]) -> dict[str, Any]:
     """The raw computation of the loop run's round 1, on the very weights its stages used."""
     cfg, folder = loop["cfg"], loop["folder"]
-    torch.set_num_threads(1)  # the one CPU a rollout worker and a training rank get
+    with single_cpu_thread():  # the one CPU a rollout worker and a training rank get
+        return _raw_twin(loop, cfg, folder)
+
+
+def _raw_twin(loop: dict[str, Any], cfg, folder: Path) -> dict[str, Any]:
     gen = raw_generate(loop["policy"], loop["pool_prompts"], loop["gen_params"],
                        cfg.rollout.batch_size, loop["gen_seeds"])
     ev = raw_generate(loop["policy"], loop["test_prompts"], loop["eval_params"],
@@ -89,7 +95,9 @@ def raw_twin(loop: dict[str, Any]) -> dict[str, Any]:
 
 
 def one_run(out: Path, size: int, rep: int) -> dict[str, Any]:
+    driver_threads = torch.get_num_threads()  # the loop's driver (metrics) runs with these
     loop = loop_run(out, size, f"n{size}")
+    loop["torch_threads"] = {**loop["torch_threads"], "driver": driver_threads}
     raw = raw_twin(loop)
     st, parts = loop["stages"], stage_parts(loop)
     compute = (raw["generate_seconds"] + raw["evaluate_seconds"] + raw["finetune_seconds"]
@@ -132,10 +140,11 @@ def policy_diversity_seconds(folder: Path, cfg) -> float:
                         build_task(cfg.task.name, cfg.task.path, cfg.task.args))
     embed.Embedder().encode(["load the model"])
     embed._cache.clear()
-    start = time.perf_counter()
-    policy_diversity(evals, judge=judge, token_ids=lambda texts: tokenizer(
-        texts, add_special_tokens=False)["input_ids"])
-    return time.perf_counter() - start
+    with single_cpu_thread():
+        start = time.perf_counter()
+        policy_diversity(evals, judge=judge, token_ids=lambda texts: tokenizer(
+            texts, add_special_tokens=False)["input_ids"])
+        return time.perf_counter() - start
 
 
 def per_round_seconds(run: dict[str, Any], stage: str) -> float:
