@@ -47,8 +47,11 @@ def test_the_raw_side_used_the_loop_stages_weights(bench):
     # the same weights, chunks and seeds give the loop's very samples
     assert result["identical_share"] == {"generate": 1.0, "evaluate": 1.0}
     for run in result["runs"]:
-        assert run["loop"]["torch_threads"] == {"rollout_worker": 1, "training_rank": 1}
+        threads = run["loop"]["torch_threads"]
+        assert (threads["rollout_worker"], threads["training_rank"]) == (1, 1)
         assert run["raw"]["torch_threads"] == 1
+    # the raw side's one thread is its own: every loop run's driver had the process's count
+    assert len({run["loop"]["torch_threads"]["driver"] for run in result["runs"]}) == 1
 
 
 def test_every_figure_is_recomputed_from_its_repetitions(bench):
