@@ -135,7 +135,9 @@ def handed_over(tmp_path_factory, ray_cluster, model_cache):
     """A sequential compare of three runs: critique (fresh groups), rs (takes over the rollout
     and training groups), critique again under another label (takes over all three)."""
     from selftrain.experiments.compare import run_compare
+    from selftrain.metrics import embed
 
+    embed._cache.clear()  # this process may have embedded these texts in an earlier test
     tmp = tmp_path_factory.mktemp("handover")
     arms = "arms={a: {arm.name: critique}, rs: {arm.name: rs}, b: {arm.name: critique}}"
     cfg = small_config(tmp, model_cache, arms, "tracking.enabled=false", "refine.attempts=2",
