@@ -24,8 +24,9 @@ each repetition). Figures:
 - `scaling`: round 1's wall time per size and the worst distance from a line; peak RSS;
 - `ratios.policy_diversity_share`: the seconds round 1's metrics stage spent on the policy's
   diversity figures (selftrain/metrics/policy.py; the stage's `policy_diversity` part, with the
-  embedding cache and torch threads the loop had), as a share of round 1's wall time (goal:
-  <= 0.10). With `metrics.prefetch_embeddings` (off by default) the evaluate stage embeds each
+  embedding cache and torch threads the loop had: each loop run starts with an empty cache, as
+  a run's driver does, and `embed_precision` is the MiniLM arithmetic it used), as a share of
+  round 1's wall time (goal: <= 0.10). With `metrics.prefetch_embeddings` (off by default) the evaluate stage embeds each
   chunk's test samples in a background thread while the worker generates the next
   (selftrain/metrics/embed.py `prefetch`), which takes MiniLM's work off this path:
   `ratios.evaluate_vs_raw` shows whether that slows evaluate, and
@@ -62,6 +63,7 @@ from rich.console import Console
 from rich.table import Table
 
 from selftrain.device import single_cpu_thread
+from selftrain.metrics import embed
 
 REPO = Path(__file__).resolve().parent.parent
 STAGES = ("generate", "filter", "evaluate", "finetune", "metrics")
@@ -96,6 +98,7 @@ def _raw_twin(loop: dict[str, Any], cfg, folder: Path) -> dict[str, Any]:
 
 def one_run(out: Path, size: int, rep: int) -> dict[str, Any]:
     driver_threads = torch.get_num_threads()  # the loop's driver (metrics) runs with these
+    embed._cache.clear()  # a run's driver starts with no text embedded (an earlier rep's are not its)
     loop = loop_run(out, size, f"n{size}")
     loop["torch_threads"] = {**loop["torch_threads"], "driver": driver_threads}
     raw = raw_twin(loop)
@@ -104,6 +107,7 @@ def one_run(out: Path, size: int, rep: int) -> dict[str, Any]:
                + st["metrics"]["seconds"])
     return {
         "size": size, "rep": rep, "items": loop["items"],
+        "embed_precision": st["metrics"]["embed_precision"],
         "loop": {"stages": {s: e["seconds"] for s, e in st.items()},
                  "round_seconds": loop["round_seconds"], "parts": parts,
                  "generate_tokens": loop["generate_tokens"], "weights": loop["weights"],
@@ -130,7 +134,7 @@ def policy_diversity_seconds(folder: Path, cfg) -> float:
     from transformers import AutoTokenizer
 
     from selftrain.judges import build_judge
-    from selftrain.metrics import embed
+    from selftrain.loop.round_metrics import metrics_embedder
     from selftrain.metrics.policy import policy_diversity
     from selftrain.tasks import build_task
 
@@ -138,11 +142,12 @@ def policy_diversity_seconds(folder: Path, cfg) -> float:
     tokenizer = AutoTokenizer.from_pretrained(folder / "round_1" / "checkpoint")
     judge = build_judge(cfg.judge.name, cfg.judge.path, cfg.judge.args,
                         build_task(cfg.task.name, cfg.task.path, cfg.task.args))
-    embed.Embedder().encode(["load the model"])
+    embedder = metrics_embedder(cfg)  # the loop's precision
+    embedder.encode(["load the model"])
     embed._cache.clear()
     with single_cpu_thread():
         start = time.perf_counter()
-        policy_diversity(evals, judge=judge, token_ids=lambda texts: tokenizer(
+        policy_diversity(evals, judge=judge, embedder=embedder, token_ids=lambda texts: tokenizer(
             texts, add_special_tokens=False)["input_ids"])
         return time.perf_counter() - start
 
@@ -188,6 +193,7 @@ def summarize(runs: list[dict[str, Any]], headline: int) -> dict[str, Any]:
         "parts": {k: spread([r["loop"]["parts"].get(k, 0.0) for r in at]) for k in parts_keys},
         "weights": at[0]["loop"]["weights"] | {"raw": at[0]["raw"]["weights"]},
         "identical_share": at[0]["raw"]["identical_share"],
+        "embed_precision": at[0]["embed_precision"],
         "scaling": scaling(runs),
         "peak_rss_mib": at[0]["loop"]["peak_rss_mib"] | {"driver": peak_rss_mib(os.getpid())},
     }

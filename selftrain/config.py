@@ -217,6 +217,11 @@ class MetricsConfig:
     metrics stage finds them cached. For a driver with idle cores (rollout on GPUs). Off by
     default: on a 2-core CPU machine it moved MiniLM's seconds out of the metrics stage without
     shortening the round (the thread competes with the workers), measured with `make bench`."""
+    embed_precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """MiniLM's arithmetic for `embed_div` and `eval_embed_div`: auto = bf16 where the driver
+    multiplies it natively (AVX-512 BF16 / AMX, or a GPU), else fp32 (sentence-transformers'
+    own). bf16 is ~2.8x faster on a 2-core AVX-512 BF16 CPU and moves an embed_div by about
+    1e-3 at most; the metrics stage records the one used (`embed_precision` in the manifest)."""
 
 
 @dataclass

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from selftrain.metrics.embed import resolve_precision
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -103,3 +105,6 @@ def test_parts_say_where_a_stages_seconds_went(bench):
         manifest = json.loads((out / f"bench-n{r['size']}" / "rs" / "seed0" / "manifest.json")
                               .read_text())  # the default: no prefetch, all in the metrics stage
         assert manifest["rounds"]["0"]["metrics"]["embed_prefetch_s"] == 0
+        # MiniLM's arithmetic as `metrics.embed_precision: auto` resolves it on this machine
+        assert (manifest["rounds"]["1"]["metrics"]["embed_precision"] == r["embed_precision"]
+                == resolve_precision("auto"))

@@ -29,17 +29,22 @@ class SolutionKeyJudge:
 
 class EmbeddingJudge:
     """Two completions are equivalent when the cosine of their all-MiniLM-L6-v2 embeddings is
-    at least `threshold`; classes are the connected components. One MiniLM call per round."""
+    at least `threshold`; classes are the connected components. One MiniLM call per round.
+    precision: MiniLM's arithmetic (selftrain/metrics/embed.py); fp32 by default, since a
+    cosine near the threshold decides a class."""
 
     name = "embedding"
 
     def __init__(self, task: Any = None, threshold: float = 0.9,
-                 embedder: Embedder | None = None) -> None:
+                 embedder: Embedder | None = None, precision: str = "fp32") -> None:
         if not -1.0 <= threshold <= 1.0:
             raise JudgeLoadError(f"embedding judge: judge.args.threshold must lie in [-1, 1], "
                                  f"got {threshold}")
         self.threshold = threshold
-        self.embedder = embedder or Embedder()
+        try:
+            self.embedder = embedder or Embedder(precision=precision)
+        except ValueError as e:
+            raise JudgeLoadError(f"embedding judge: judge.args.precision: {e}") from None
 
     def classes(self, groups: Sequence[Sequence[str]]) -> list[list[int]]:
         texts = sorted({t for g in groups for t in g})

@@ -24,6 +24,7 @@ from selftrain.metrics import (
     score_metrics,
     tail_metrics,
 )
+from selftrain.metrics.embed import Embedder
 from selftrain.metrics.formats import format_metrics
 from selftrain.metrics.outcome import unknown_score_shares
 from selftrain.metrics.pairs import pair_metrics
@@ -71,6 +72,12 @@ def embeds_eval(cfg: Config) -> bool:
         cfg.judge.name == "embedding" and not CLASS_FIGURES <= disabled)
 
 
+def metrics_embedder(cfg: Config) -> Embedder:
+    """The MiniLM embedder of a round's figures (`metrics.embed_precision`, resolved on this
+    machine: its `precision` is what the metrics stage records)."""
+    return Embedder(precision=cfg.metrics.embed_precision)
+
+
 def round_metrics(cfg: Config, task: Task, frames: RoundFrames, pool: list[Query],
                   test: list[Query], samples_per_query: int, times: dict[str, float],
                   tokenizer: Any, part: Callable[[str], AbstractContextManager] = nullcontext
@@ -84,6 +91,7 @@ def round_metrics(cfg: Config, task: Task, frames: RoundFrames, pool: list[Query
     pool_df = pd.DataFrame({"query_id": [q.query_id for q in pool],
                             "difficulty": [q.difficulty for q in pool]})
     disabled = set(cfg.metrics.disabled)
+    embedder = metrics_embedder(cfg)
 
     out: dict[str, Any] = {}
     out.update(tail_metrics(pool_df, samples, train, samples_per_query))
@@ -92,12 +100,12 @@ def round_metrics(cfg: Config, task: Task, frames: RoundFrames, pool: list[Query
     out.update(diversity_metrics(
         train, samples, solution_key=task.solution_key, split_steps=task.split_steps,
         token_ids=lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"],
-        vocab_size=len(tokenizer), enabled=DIVERSITY_METRICS - disabled))
+        vocab_size=len(tokenizer), enabled=DIVERSITY_METRICS - disabled, embedder=embedder))
     if POLICY_METRICS - disabled:  # what the policy itself writes: the test split's samples
         with part("policy_diversity"):
             judge = build_judge(cfg.judge.name, cfg.judge.path, cfg.judge.args, task)
             out.update(policy_diversity(
-                evals, judge=judge, enabled=POLICY_METRICS - disabled,
+                evals, judge=judge, enabled=POLICY_METRICS - disabled, embedder=embedder,
                 token_ids=lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"]))
     from selftrain.tasks import abilities
 

@@ -8,11 +8,12 @@ names round, stage and the cause. The compute lives in `stages.py`.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from selftrain.loop.round_metrics import (
     embeds_eval,
     example_rows,
     finetune_figures,
+    metrics_embedder,
     round_histograms,
     round_metrics,
 )
@@ -268,10 +270,17 @@ class Round:
         with self.stage("evaluate") as st:
             with st.part("dispatch_compute"):
                 rows = stages.evaluate(self.cfg, run.task, run.rollout, run.test, policy, self.k,
-                                       on_texts=prefetch if embeds_eval(self.cfg) else None)
+                                       on_texts=self.prefetch())
             with st.part("write"):
                 write_parquet(path, scored_rows(rows))
             st.record([path])
+
+    def prefetch(self) -> Callable[[list[str]], None] | None:
+        """What evaluate hands each chunk's completions to: with `metrics.prefetch_embeddings`,
+        a background embedding for this round's metrics (same embedder, so they find it)."""
+        if not embeds_eval(self.cfg):
+            return None
+        return functools.partial(prefetch, embedder=metrics_embedder(self.cfg))
 
     def metrics(self, policy: str) -> dict[str, Any]:
         """Every figure of docs/metrics.md, recomputed from this round's files."""
@@ -292,7 +301,8 @@ class Round:
             atomic_write_json(self.dir / "examples.json", example_rows(frames, k))
             atomic_write_json(path, metrics)
             st.record([path, self.dir / "histograms.json", self.dir / "examples.json"],
-                      embed_prefetch_s=round(take_prefetch_seconds(), 3))
+                      embed_prefetch_s=round(take_prefetch_seconds(), 3),
+                      embed_precision=metrics_embedder(self.cfg).precision)
         run.tracker.log_round(k, self.dir, policy if k > 0 else None)
         if run.tracker.run_id:
             run.folder.set_meta(wandb_logged_round=k)
