@@ -16,13 +16,13 @@ import argparse
 from pathlib import Path
 
 from selftrain.metrics.bootstrap import SeedPair, paired_bootstrap
-from selftrain.report.comparison import _Rounds, figures_of
+from selftrain.report.comparison import RoundTables, figures_of
 
 KEYS = ("pass@1", "eval_distinct_n", "eval_distinct_n_passing", "eval_classes",
         "eval_classes_passing", "effective_div", "passing_pair_div", "eval_dominant_format_share")
 
 
-def arm_rows(rounds: _Rounds, arm: str, seeds: list[int], k: int) -> list[str]:
+def arm_rows(rounds: RoundTables, arm: str, seeds: list[int], k: int) -> list[str]:
     have = [s for s in seeds if {0, k} <= rounds.done(arm, s)]
     if not have:
         return []
@@ -54,7 +54,7 @@ def main() -> None:
             sorted(p.name for p in exp.iterdir() if any(p.glob("seed*/round_0"))))
     seeds = ([int(s) for s in args.seeds.split(",")] if args.seeds else
              sorted({int(p.name[4:]) for a in arms for p in (exp / a).glob("seed*")}))
-    rounds = _Rounds(exp, None)
+    rounds = RoundTables(exp, None)
     print(f"| arm | figure | round 0 | round {k} | round {k} − round 0 [95%] (±detectable) |")
     print("|---|---|---:|---:|---:|")
     for arm in arms:

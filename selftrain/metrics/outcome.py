@@ -124,14 +124,17 @@ def score_metrics(eval_df: pd.DataFrame) -> dict[str, float]:
     return out
 
 
+def unknown_score_share(rows: pd.DataFrame) -> float:
+    """The share of `rows` whose score is unknown (null: a judge's answer without a readable
+    score). Rows without a `score` column have no known score (a file's rows are written without
+    the column when none has one): share 1."""
+    if rows.empty:
+        return 0.0
+    return float(rows["score"].isna().mean()) if "score" in rows.columns else 1.0
+
+
 def unknown_score_shares(samples: pd.DataFrame, evals: pd.DataFrame) -> dict[str, float]:
     """A graded task's `unknown_score_share` (the round's samples, samples.parquet) and
-    `eval_unknown_score_share` (the test split, eval.parquet): the share of rows whose score is
-    unknown (null: a judge's answer without a readable score). A file without a `score` column
-    has no known score (its rows are written without the column when none has one): share 1."""
-    def share(df: pd.DataFrame) -> float:
-        if df.empty:
-            return 0.0
-        return float(df["score"].isna().mean()) if "score" in df.columns else 1.0
-
-    return {"unknown_score_share": share(samples), "eval_unknown_score_share": share(evals)}
+    `eval_unknown_score_share` (the test split, eval.parquet)."""
+    return {"unknown_score_share": unknown_score_share(samples),
+            "eval_unknown_score_share": unknown_score_share(evals)}

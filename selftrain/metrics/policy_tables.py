@@ -22,7 +22,7 @@ import pandas as pd
 
 from selftrain.metrics.diversity import TokenIds
 from selftrain.metrics.format_tables import TableFigure
-from selftrain.metrics.outcome import unknown_score_shares
+from selftrain.metrics.outcome import unknown_score_share
 from selftrain.metrics.policy import CLASS_FIGURES, policy_diversity
 from selftrain.types import Judge
 
@@ -48,8 +48,7 @@ def policy_columns(evals: pd.DataFrame, token_ids: TokenIds, judge: Judge | None
     for query_id, group in evals.groupby("query_id", sort=True):
         values = policy_diversity(group, judge=judge, token_ids=token_ids, enabled=enabled)
         if "eval_unknown_score_share" in keys:
-            values["eval_unknown_score_share"] = unknown_score_shares(group.iloc[:0], group)[
-                "eval_unknown_score_share"]
+            values["eval_unknown_score_share"] = unknown_score_share(group)
         rows[query_id] = {COLUMN + k: np.nan if values.get(k) is None else float(values[k])
                           for k in ORDER if k in keys and k in values}
     table = pd.DataFrame.from_dict(rows, orient="index", dtype=float)

@@ -37,14 +37,14 @@ METHOD = ("difference of the seed means (arm - reference) with a percentile inte
           "each difficulty level, the same resample for both arms")
 
 
-def round_tables(round_dir: Path, task: Any, policy: PolicyInputs | None = None
-                 ) -> dict[str, pd.DataFrame]:
+def round_tables(round_dir: Path, task: Any, policy: PolicyInputs | None = None,
+                 written: dict[str, Any] | None = None) -> dict[str, pd.DataFrame]:
     """{"test": per test query, "pool": per pool query with `paths`} of one round, by query_id.
 
     The pool is the queries of the round's first-pass samples (every pool query has K of them).
     A task with solution formats adds each test query's `format/<name>` counts; `policy` (the
     run's tokenizer and free judge) adds its `policy/<figure>` values for the policy figures
-    metrics.json holds.
+    `written` (the round's metrics.json, read here when not given) holds.
     """
     from selftrain.tasks import abilities
 
@@ -59,7 +59,8 @@ def round_tables(round_dir: Path, task: Any, policy: PolicyInputs | None = None
     if formats is not None:
         test = test.join(format_columns(frames.evals, formats.format_of))
     if policy is not None:
-        written = json.loads((round_dir / "metrics.json").read_text())
+        if written is None:
+            written = json.loads((round_dir / "metrics.json").read_text())
         keys = [k for k in POLICY_ORDER if written.get(k) is not None]
         if keys:
             test = test.join(policy_columns(frames.evals, policy.token_ids, policy.judge, keys))
@@ -75,8 +76,10 @@ class PolicyInputs:
     judge: Any | None
 
     @classmethod
-    def of_run(cls, run_dir: Path, task: Any) -> PolicyInputs | None:
-        """None when the run folder holds no checkpoint to read the tokenizer from."""
+    def of_run(cls, run_dir: Path, task: Any, config: dict[str, Any] | None = None
+               ) -> PolicyInputs | None:
+        """None when the run folder holds no checkpoint to read the tokenizer from. config:
+        the run's config.yaml (read here when not given)."""
         from transformers import AutoTokenizer
 
         from selftrain.judges.builtin import SolutionKeyJudge
@@ -85,41 +88,54 @@ class PolicyInputs:
         if not found:
             return None
         tokenizer = AutoTokenizer.from_pretrained(found[0].parent)
-        judge = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("judge") or {}
+        judge = (config if config is not None else run_config(run_dir)).get("judge") or {}
         free = judge.get("name", "solution-key") == "solution-key" and not judge.get("path")
         return cls(lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"],
                    SolutionKeyJudge(task) if free else None)
 
 
-def _task_of(run_dir: Path) -> Any:
-    """The task of a run folder, built from its config.yaml (for its solution keys)."""
+def run_config(run_dir: Path) -> dict[str, Any]:
+    """A run folder's config.yaml, as recorded (a mapping; empty when the file is)."""
+    return yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+
+
+def task_of(config: dict[str, Any]) -> Any:
+    """The task a recorded config names (for its solution keys)."""
     from selftrain.tasks import build_task
 
-    task = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("task") or {}
+    task = config.get("task") or {}
     return build_task(task.get("name"), task.get("path"), task.get("args"))
 
 
-class _Rounds:
-    """Per-query tables of (arm, seed, round), read once, each checked against metrics.json."""
+class RoundTables:
+    """Per-query tables of an experiment's (arm, seed, round), each read once from the run
+    folder and checked against the round's metrics.json; what comparisons and
+    scripts/policy_rounds.py resample. task: the experiment's (None: from the first run's
+    config.yaml)."""
 
-    def __init__(self, exp_dir: Path, task: Any | None) -> None:
+    def __init__(self, exp_dir: Path, task: Any | None = None) -> None:
         self.exp_dir, self.task = exp_dir, task
         self.cache: dict[tuple[str, int, int], dict[str, pd.DataFrame]] = {}
         self.policy: dict[Path, PolicyInputs | None] = {}
 
     def done(self, arm: str, seed: int) -> set[int]:
+        """The rounds of (arm, seed) with a metrics.json."""
         run = self.exp_dir / arm / f"seed{seed}"
         return {int(p.parent.name.removeprefix("round_"))
                 for p in run.glob("round_*/metrics.json")}
 
     def tables(self, arm: str, seed: int, k: int) -> dict[str, pd.DataFrame]:
+        """{"test": ..., "pool": ...} of round k (`round_tables`), checked."""
         if (arm, seed, k) not in self.cache:
             run = self.exp_dir / arm / f"seed{seed}"
-            self.task = self.task or _task_of(run)
-            if run not in self.policy:
-                self.policy[run] = PolicyInputs.of_run(run, self.task)
-            tables = round_tables(run / f"round_{k}", self.task, self.policy[run])
-            _check(tables, run / f"round_{k}")
+            if self.task is None or run not in self.policy:
+                config = run_config(run)
+                self.task = self.task or task_of(config)
+                self.policy[run] = PolicyInputs.of_run(run, self.task, config)
+            round_dir = run / f"round_{k}"
+            written = json.loads((round_dir / "metrics.json").read_text())
+            tables = round_tables(round_dir, self.task, self.policy[run], written)
+            _check(tables, round_dir, written)
             self.cache[arm, seed, k] = tables
         return self.cache[arm, seed, k]
 
@@ -136,8 +152,8 @@ def figures_of(tests: list[pd.DataFrame]) -> list[tuple[str, str, TableFigure]]:
             + [(f, "test", fn) for f, fn in format_figures(tests).items()])
 
 
-def _check(tables: dict[str, pd.DataFrame], round_dir: Path) -> None:
-    written = json.loads((round_dir / "metrics.json").read_text())
+def _check(tables: dict[str, pd.DataFrame], round_dir: Path, written: dict[str, Any]) -> None:
+    """Every compared figure of the tables equals the round's metrics.json (`written`)."""
     for figure, queries, fn in figures_of([tables["test"]]):
         key = _key(figure, tables[queries])
         value = fn(tables[queries], None)
@@ -168,7 +184,7 @@ def compare_runs(exp_dir: str | Path, arms: Sequence[str], seeds: Sequence[int],
         raise ValueError(f"comparison names arm(s) {sorted(missing)} that are not among the "
                          f"arms {list(arms)}")
     wanted = [(a, baseline) for a in arms if a != baseline] + [tuple(p) for p in pairs]
-    rounds = _Rounds(exp_dir, task)
+    rounds = RoundTables(exp_dir, task)
     cells = []
     for arm, ref in dict.fromkeys(wanted):
         done = {s: rounds.done(arm, s) & rounds.done(ref, s) for s in seeds}
@@ -248,7 +264,7 @@ def unlike_reason(exp_dir: Path, arms: tuple[str, str], queries: str) -> str | N
 def _objective(arm_dir: Path) -> str:
     """train.objective of an arm, from its first seed's config.yaml (sft when unrecorded)."""
     for config in sorted(arm_dir.glob("seed*/config.yaml")):
-        train = (yaml.safe_load(config.read_text()) or {}).get("train") or {}
+        train = run_config(config.parent).get("train") or {}
         return str(train.get("objective", "sft"))
     return "sft"
 
