@@ -3,6 +3,7 @@ what its round-1 stages used and where their seconds went."""
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,8 @@ def loop_run(out: Path, per_level: int, tag: str) -> dict[str, Any]:
         worker = run.rollout.call_all("info")[0]
         rank = run.trainer.info()[0]
         clock = run.rollout.call_all("clock")[0]
+        memory = {"rollout_worker": peak_rss_mib(worker["pid"]),  # while the workers live
+                  "training_rank": peak_rss_mib(rank["pid"])}
         stages = run.folder.manifest["rounds"]["1"]
         folder, task = run.folder.path, run.task
         pool, test = [q.prompt for q in run.pool], [q.prompt for q in run.test]
@@ -95,8 +98,10 @@ def loop_run(out: Path, per_level: int, tag: str) -> dict[str, Any]:
         "weights": {"generate": weights_file(policy), "finetune": weights_file(init)},
         "torch_threads": {"rollout_worker": worker["torch_threads"],
                           "training_rank": rank["torch_threads"]},
-        "memory": {"rollout_worker": peak_rss_mib(worker["pid"]),
-                   "training_rank": peak_rss_mib(rank["pid"])},
+        "frozen_objects": {"rollout_worker": worker["frozen_objects"],
+                           "training_rank": rank["frozen_objects"],
+                           "driver": gc.get_freeze_count()},
+        "memory": memory,
     }
 
 

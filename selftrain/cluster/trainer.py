@@ -24,6 +24,7 @@ checkpoint it wrote.
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 from pathlib import Path
@@ -34,6 +35,8 @@ import torch
 
 from selftrain.cluster.groups import ActorGroup
 from selftrain.config import TrainConfig
+from selftrain.device import best_device, configure_threads
+from selftrain.heap import settle_heap
 from selftrain.runfolder.storage import Storage
 from selftrain.train.rank_trainer import FinetuneJob, RankTrainer, examples_from_rows
 from selftrain.train.sft import SFTSettings
@@ -45,8 +48,6 @@ class TrainerWorker:
     """One rank: its process-group membership and the policy it trains, kept across rounds."""
 
     def __init__(self, *, cfg: TrainConfig, storage: Storage) -> None:
-        from selftrain.device import configure_threads
-
         configure_threads(cfg.resources.num_cpus)
         self.cfg, self.storage = cfg, storage
         self.rank, self.world_size = 0, cfg.resources.num_workers
@@ -55,7 +56,7 @@ class TrainerWorker:
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "rank": self.rank,
                 "node": ray.get_runtime_context().get_node_id(),
-                "torch_threads": torch.get_num_threads()}
+                "torch_threads": torch.get_num_threads(), "frozen_objects": gc.get_freeze_count()}
 
     def address(self) -> str:
         """tcp://host:port for the process group's rendezvous (asked of rank 0)."""
@@ -70,19 +71,19 @@ class TrainerWorker:
 
         import torch.distributed as dist
 
-        from selftrain.device import best_device
-
         self.rank = rank
         dist.init_process_group(backend, init_method=init_method, rank=rank,
                                 world_size=self.world_size,
                                 timeout=datetime.timedelta(minutes=30))
         self.policy = RankTrainer(self.cfg, rank, self.world_size, best_device())
+        settle_heap()
 
     def warm(self, path: str) -> None:
         """Load the policy at `path` ahead of the first finetune (while round 0 samples)."""
         assert self.policy is not None, "join() the process group first"
         self.storage.ensure_local(path)
         self.policy.warm(path)
+        settle_heap()  # the loaded policy stays for the run
 
     def finetune(self, job: FinetuneJob) -> dict[str, Any]:
         """The job's objective (SFT, DPO) on this rank's shard of its data; rank 0 saves the

@@ -11,6 +11,7 @@ raised it, so the driver can tell the user the cause rather than Ray's wrapping 
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections import deque
@@ -22,6 +23,7 @@ from selftrain.backends import Generation, SamplingConfig, make_backend
 from selftrain.config import CriticConfig, TaskConfig
 from selftrain.device import configure_threads
 from selftrain.errors import WorkerError
+from selftrain.heap import settle_heap
 from selftrain.runfolder.storage import LocalStorage, Storage
 from selftrain.tasks import build_task
 from selftrain.types import Critique, CritiqueRequest
@@ -61,6 +63,7 @@ class RolloutWorker:
         self.storage = storage or LocalStorage(".")
         self._env = None
         self.chunks: deque[dict[str, Any]] = deque(maxlen=4096)
+        settle_heap()  # the model and its libraries stay: no full collection walks them again
 
     def reset(self) -> None:
         """What a fresh worker holds, for the next run of a sequential compare that takes this
@@ -151,7 +154,7 @@ class RolloutWorker:
         import torch
 
         return {"pid": os.getpid(), "node": _node_id(), "weights": self.weights,
-                "torch_threads": torch.get_num_threads()}
+                "torch_threads": torch.get_num_threads(), "frozen_objects": gc.get_freeze_count()}
 
 
 class CriticWorker:
@@ -162,6 +165,7 @@ class CriticWorker:
         configure_threads(num_cpus)
         self.specs = critic, task
         self.reset()
+        settle_heap()
 
     def reset(self) -> None:
         """A fresh task and critic (a critic may keep state between calls): at start, and for

@@ -16,6 +16,7 @@ from typing import Any
 
 from selftrain.cluster.pool import GroupPool
 from selftrain.config import Config
+from selftrain.heap import settle_heap
 from selftrain.loop.resume import finished_history
 from selftrain.loop.rounds import Round
 from selftrain.loop.run import RunContext, open_run
@@ -62,4 +63,5 @@ def run_rounds(run: RunContext) -> dict[int, dict[str, Any]]:
             history[k] = rnd.metrics(policy)
         console.print(run_progress_table(f"{cfg.experiment} · {run.label} · seed {cfg.seed}",
                                          history))
+        settle_heap()  # what the round loaded (its figures' libraries, MiniLM) stays too
     return history

@@ -27,6 +27,7 @@ from selftrain.cluster.ray_start import start_ray
 from selftrain.cluster.trainer import TrainerGroup
 from selftrain.config import Config, dump_yaml
 from selftrain.errors import EXIT_INTERRUPTED, Interrupted, RunFailed, describe, full_report
+from selftrain.heap import settle_heap
 from selftrain.loop.config_change import record_config_changes
 from selftrain.loop.prompts import PromptFormat
 from selftrain.loop.run_groups import group_keys, release_groups, start_groups
@@ -126,6 +127,7 @@ def open_run(cfg: Config, label: str, *, resume: bool = False, overwrite: bool =
                              prompts=prompts, pool=pool, test=test, budget=budget,
                              skipped=skipped)
             tracker.replay(folder, base)
+            settle_heap()  # what the driver has loaded stays for the run
             yield run
             tracker.finish(exit_code=0)
             kept = group_keys(cfg, arm, base) if reuse is not None else {}
