@@ -12,6 +12,7 @@ from conftest import small_config
 from selftrain.judges.builtin import SolutionKeyJudge
 from selftrain.loop.driver import run_arm
 from selftrain.metrics import outcome_metrics, tail_metrics
+from selftrain.metrics.embed import Embedder, resolve_precision
 from selftrain.metrics.policy import policy_diversity
 from selftrain.models.tiny_model import build_char_tokenizer
 from selftrain.runfolder.folder import verify
@@ -56,6 +57,7 @@ def test_run_folder_follows_the_contract(rs_run):
 
 def test_metrics_equal_a_recomputation_from_parquet(rs_run):
     cfg, history, run = rs_run
+    manifest = json.loads((run / "manifest.json").read_text())
     for k in (0, 1):
         rd = run / f"round_{k}"
         metrics = json.loads((rd / "metrics.json").read_text())
@@ -77,10 +79,13 @@ def test_metrics_equal_a_recomputation_from_parquet(rs_run):
         for key, value in expected.items():
             assert metrics[key] == pytest.approx(value), key
         # the policy's diversity on the test split, from eval.parquet (the embedded model's
-        # tokenizer is the character one)
+        # tokenizer is the character one; MiniLM at the precision the metrics stage recorded)
         task = make_task(cfg.task.name, **cfg.task.args)
+        precision = manifest["rounds"][str(k)]["metrics"]["embed_precision"]
+        assert precision == resolve_precision("auto")
         policy = policy_diversity(evals, judge=SolutionKeyJudge(task), token_ids=lambda t: (
-            build_char_tokenizer()(t, add_special_tokens=False)["input_ids"]))
+            build_char_tokenizer()(t, add_special_tokens=False)["input_ids"]),
+            embedder=Embedder(precision=precision))
         assert policy["eval_classes"] >= 1
         for key, value in policy.items():
             assert metrics[key] == pytest.approx(value), key
