@@ -9,6 +9,8 @@ from typing import Any
 
 from bench_raw import weights_file
 
+from selftrain.heap import heap_info
+
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "configs" / "countdown_compare.yaml"
 
@@ -101,6 +103,8 @@ def loop_run(out: Path, per_level: int, tag: str) -> dict[str, Any]:
         "frozen_objects": {"rollout_worker": worker["frozen_objects"],
                            "training_rank": rank["frozen_objects"],
                            "driver": gc.get_freeze_count()},
+        "malloc": {"rollout_worker": worker["malloc"], "training_rank": rank["malloc"],
+                   "driver": heap_info()["malloc"]},
         "memory": memory,
     }
 

@@ -63,6 +63,7 @@ from rich.console import Console
 from rich.table import Table
 
 from selftrain.device import single_cpu_thread
+from selftrain.heap import heap_info
 from selftrain.metrics import embed
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,6 +94,7 @@ def _raw_twin(loop: dict[str, Any], cfg, folder: Path) -> dict[str, Any]:
         "weights": {"generate": weights_file(loop["policy"]),
                     "finetune": weights_file(loop["init"])},
         "torch_threads": torch.get_num_threads(),
+        "malloc": heap_info()["malloc"],  # the driver's process: tuned as the loop's workers are
     }
 
 
@@ -112,7 +114,7 @@ def one_run(out: Path, size: int, rep: int) -> dict[str, Any]:
                  "round_seconds": loop["round_seconds"], "parts": parts,
                  "generate_tokens": loop["generate_tokens"], "weights": loop["weights"],
                  "torch_threads": loop["torch_threads"], "peak_rss_mib": loop["memory"],
-                 "frozen_objects": loop["frozen_objects"]},
+                 "frozen_objects": loop["frozen_objects"], "malloc": loop["malloc"]},
         "raw": raw,
         "ratios": {"generate_vs_raw": raw["generate_seconds"] / st["generate"]["seconds"],
                    "finetune_vs_raw": raw["finetune_seconds"] / st["finetune"]["seconds"],

@@ -54,6 +54,8 @@ def test_the_raw_side_used_the_loop_stages_weights(bench):
         assert run["raw"]["torch_threads"] == 1
         # every process froze what it keeps (selftrain/heap.py): a full collection skips it
         assert min(run["loop"]["frozen_objects"].values()) > 50_000, run["loop"]["frozen_objects"]
+        # and keeps freed memory, the raw side's process included (like for like)
+        assert set(run["loop"]["malloc"].values()) == {run["raw"]["malloc"]} == {"kept"}
     # the raw side's one thread is its own: every loop run's driver had the process's count
     assert len({run["loop"]["torch_threads"]["driver"] for run in result["runs"]}) == 1
 

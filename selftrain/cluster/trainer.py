@@ -24,7 +24,6 @@ checkpoint it wrote.
 
 from __future__ import annotations
 
-import gc
 import os
 import socket
 from pathlib import Path
@@ -36,7 +35,7 @@ import torch
 from selftrain.cluster.groups import ActorGroup
 from selftrain.config import TrainConfig
 from selftrain.device import best_device, configure_threads
-from selftrain.heap import settle_heap
+from selftrain.heap import heap_info, settle_heap
 from selftrain.runfolder.storage import Storage
 from selftrain.train.rank_trainer import FinetuneJob, RankTrainer, examples_from_rows
 from selftrain.train.sft import SFTSettings
@@ -56,7 +55,7 @@ class TrainerWorker:
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "rank": self.rank,
                 "node": ray.get_runtime_context().get_node_id(),
-                "torch_threads": torch.get_num_threads(), "frozen_objects": gc.get_freeze_count()}
+                "torch_threads": torch.get_num_threads(), **heap_info()}
 
     def address(self) -> str:
         """tcp://host:port for the process group's rendezvous (asked of rank 0)."""

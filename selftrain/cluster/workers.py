@@ -11,7 +11,6 @@ raised it, so the driver can tell the user the cause rather than Ray's wrapping 
 
 from __future__ import annotations
 
-import gc
 import os
 import time
 from collections import deque
@@ -23,7 +22,7 @@ from selftrain.backends import Generation, SamplingConfig, make_backend
 from selftrain.config import CriticConfig, TaskConfig
 from selftrain.device import configure_threads
 from selftrain.errors import WorkerError
-from selftrain.heap import settle_heap
+from selftrain.heap import heap_info, settle_heap
 from selftrain.runfolder.storage import LocalStorage, Storage
 from selftrain.tasks import build_task
 from selftrain.types import Critique, CritiqueRequest
@@ -154,7 +153,7 @@ class RolloutWorker:
         import torch
 
         return {"pid": os.getpid(), "node": _node_id(), "weights": self.weights,
-                "torch_threads": torch.get_num_threads(), "frozen_objects": gc.get_freeze_count()}
+                "torch_threads": torch.get_num_threads(), **heap_info()}
 
 
 class CriticWorker:
