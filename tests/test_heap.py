@@ -50,3 +50,46 @@ def test_a_settled_worker_reuses_freed_memory_instead_of_faulting_it_back():
     # every chunk; kept, the heap already holds them after the first chunks
     assert sum(default["faults"][2:]) > 1000, default
     assert sum(kept["faults"][2:]) < sum(default["faults"][2:]) / 10, (kept, default)
+
+
+# A training rank (a world of one, gloo) warmed on the shipped model, then a round's finetune
+# of 96 countdown rows: the page faults of that first finetune, and of a second one.
+RANK_PROBE = """
+import json, resource, sys
+from pathlib import Path
+import pandas as pd, torch, torch.distributed as dist
+from selftrain.cluster.trainer import finetune_job
+from selftrain.heap import settle_heap
+from selftrain.train.rank_trainer import RankTrainer
+from selftrain.train_config import TrainConfig
+model, out = sys.argv[1], Path(sys.argv[2])
+torch.set_num_threads(1)
+rows = [{"prompt": f"Use 3 4 {n} to make {n + 7}.", "completion": f" {n} + 4 + 3 = {n + 7}"}
+        for n in range(96)]
+pd.DataFrame(rows).to_parquet(out / "train.parquet")
+dist.init_process_group("gloo", init_method=f"file://{out / 'rendezvous'}", rank=0, world_size=1)
+cfg = TrainConfig(epochs=1, batch_size=32, max_length=64)
+rank = RankTrainer(cfg, 0, 1, torch.device("cpu"))
+rank.warm(model)
+settle_heap()
+faults = []
+for k in range(2):
+    job = finetune_job(cfg, init_path=model, train_path=out / "train.parquet",
+                       out_path=out / f"ck{k}", seed=k)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    rank.finetune(job)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+dist.destroy_process_group()
+print(json.dumps({"faults": faults}))
+"""
+
+
+def test_a_warmed_rank_finetunes_in_the_memory_its_warm_made(tmp_path):
+    model = next(p for p in SHIPPED.iterdir() if (p / "model.safetensors").exists())
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = subprocess.run([sys.executable, "-c", RANK_PROBE, str(model), str(tmp_path)], env=env,
+                         check=True, capture_output=True, text=True, timeout=300).stdout
+    faults = json.loads(out.strip().splitlines()[-1])["faults"]
+    # the warm's full batch grew the heap to a step's size: round 1 faults about what round 2
+    # does (reading its init and writing its checkpoint), not its activations page by page
+    assert faults[0] < 4 * faults[1] + 2000, faults

@@ -138,8 +138,11 @@ class RankTrainer:
     def warm(self, init_path: str) -> None:
         """The model, and everything the first finetune would set up on first use: one update
         of a two-token row at learning rate 0 (autograd, AdamW and the schedule; an AdamW step
-        at lr 0 leaves every weight as it was) and the state-dict helpers of the save. Done
-        while round 0 samples, so round 1's finetune costs its training."""
+        at lr 0 leaves every weight as it was) and the state-dict helpers of the save; on the
+        CPU also a forward and backward pass of a full batch (`batch_size` rows of `max_length`
+        tokens, gradients then dropped), so the heap already holds a step's activations and the
+        first finetune does not fault them in page by page (~29k faults on the demo's model).
+        Done while round 0 samples, so round 1's finetune costs its training."""
         import torch.distributed.checkpoint.state_dict  # the save uses it
 
         from selftrain.train.optim import adamw_with_schedule, optimizer_step
@@ -151,6 +154,13 @@ class RankTrainer:
         ids = torch.tensor([[self.tokenizer.eos_token_id] * 2], device=self.device)
         model(input_ids=ids, labels=ids).loss.backward()
         optimizer_step(model, optim, sched)
+        if self.device.type == "cpu":  # the heap grows to a full batch's size now, not in round 1
+            length = min(self.cfg.max_length, getattr(self.model.config, "max_position_embeddings",
+                                                      self.cfg.max_length))
+            full = ids.new_full((self.cfg.batch_size, length), ids[0, 0].item())
+            with torch.autocast("cpu", dtype=self.autocast, enabled=self.autocast is not None):
+                model(input_ids=full, labels=full).loss.backward()
+            model.zero_grad(set_to_none=True)
 
     def prepare(self, init_path: str, seed: int) -> None:
         """The model holds the weights at `init_path` (read only when it does not already) and,
