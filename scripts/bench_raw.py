@@ -61,8 +61,9 @@ def raw_generate(policy: str, prompts: list[str], params, batch_size: int,
     return {"seconds": seconds, "tokens": tokens, "texts": texts}
 
 
-def raw_finetune(init: str, train_path: Path, train_cfg, seed: int) -> float:
-    """Seconds of the plain in-process SFT loop on the round's training set, from `init`."""
+def raw_finetune(init: str, train_path: Path, train_cfg, seed: int) -> dict[str, float]:
+    """Seconds (wall, and this thread's CPU) of the plain in-process SFT loop on the round's
+    training set, from `init`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from selftrain.cluster.trainer import examples_from_rows, finetune_job
@@ -71,10 +72,10 @@ def raw_finetune(init: str, train_path: Path, train_cfg, seed: int) -> float:
     model = AutoModelForCausalLM.from_pretrained(init, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(init)
     job = finetune_job(train_cfg, init_path=init, train_path=train_path, out_path="-", seed=seed)
-    start = time.perf_counter()  # from the training set's file, as the rank reads it
+    start, cpu = time.perf_counter(), time.thread_time()  # from the training set's file
     rows = pd.read_parquet(train_path).to_dict("records")
     train_sft(model, tok, examples_from_rows(rows), job.settings, torch.device("cpu"))
-    return time.perf_counter() - start
+    return {"seconds": time.perf_counter() - start, "cpu_seconds": time.thread_time() - cpu}
 
 
 def identical_share(loop_texts: list[str], raw_texts: list[str]) -> float:

@@ -88,7 +88,8 @@ def _raw_twin(loop: dict[str, Any], cfg, folder: Path) -> dict[str, Any]:
     evals = pd.read_parquet(folder / "round_1" / "eval.parquet")
     return {
         "generate_seconds": gen["seconds"], "generate_tokens": gen["tokens"],
-        "evaluate_seconds": ev["seconds"], "finetune_seconds": sft,
+        "evaluate_seconds": ev["seconds"], "finetune_seconds": sft["seconds"],
+        "finetune_cpu_seconds": sft["cpu_seconds"],
         "identical_share": {"generate": identical_share(list(samples["completion"]), gen["texts"]),
                             "evaluate": identical_share(list(evals["completion"]), ev["texts"])},
         "weights": {"generate": weights_file(loop["policy"]),
@@ -114,7 +115,9 @@ def one_run(out: Path, size: int, rep: int) -> dict[str, Any]:
                  "round_seconds": loop["round_seconds"], "parts": parts,
                  "generate_tokens": loop["generate_tokens"], "weights": loop["weights"],
                  "torch_threads": loop["torch_threads"], "peak_rss_mib": loop["memory"],
-                 "frozen_objects": loop["frozen_objects"], "malloc": loop["malloc"]},
+                 "frozen_objects": loop["frozen_objects"], "malloc": loop["malloc"],
+                 # the rank's CPU in its finetune: below the stage's seconds, it waited
+                 "finetune_cpu_seconds": st["finetune"]["workers"][0]["cpu_seconds"]},
         "raw": raw,
         "ratios": {"generate_vs_raw": raw["generate_seconds"] / st["generate"]["seconds"],
                    "finetune_vs_raw": raw["finetune_seconds"] / st["finetune"]["seconds"],

@@ -56,6 +56,10 @@ def test_the_raw_side_used_the_loop_stages_weights(bench):
         assert min(run["loop"]["frozen_objects"].values()) > 50_000, run["loop"]["frozen_objects"]
         # and keeps freed memory, the raw side's process included (like for like)
         assert set(run["loop"]["malloc"].values()) == {run["raw"]["malloc"]} == {"kept"}
+        # each side's finetune says how much of it was its own CPU
+        for side, wall in ((run["loop"], run["loop"]["stages"]["finetune"]),
+                           (run["raw"], run["raw"]["finetune_seconds"])):
+            assert 0 < side["finetune_cpu_seconds"] <= wall + 0.02, (side, wall)
     # the raw side's one thread is its own: every loop run's driver had the process's count
     assert len({run["loop"]["torch_threads"]["driver"] for run in result["runs"]}) == 1
 

@@ -119,7 +119,7 @@ class RankTrainer:
         reset_peak_memory(self.device)
         read_before = self.read_mib
         self.load_seconds = 0.0
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         stats = make_objective(job.objective).train(self, job)
         trained = time.perf_counter()
         examples = stats.pop("examples", None)  # where an SFT round's record always had it
@@ -128,7 +128,9 @@ class RankTrainer:
         parts = {"weight_load": round(self.load_seconds, 4),
                  "compute": round(trained - start - self.load_seconds, 4),
                  "write": round(time.perf_counter() - trained, 4)}
-        stats = stats | {"parts": parts}
+        # the CPU seconds of this thread (training runs on it): against the parts' wall seconds,
+        # what the rank computed and what it waited for (another process on its core, I/O)
+        stats = stats | {"parts": parts, "cpu_seconds": round(time.thread_time() - cpu, 4)}
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         return stats | peak_memory_mib(self.device) | {
             "examples": examples, "strategy": self.cfg.strategy, "precision": self.precision,
