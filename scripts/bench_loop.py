@@ -3,7 +3,6 @@ what its round-1 stages used and where their seconds went."""
 
 from __future__ import annotations
 
-import gc
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +65,7 @@ def loop_run(out: Path, per_level: int, tag: str) -> dict[str, Any]:
         clock = run.rollout.call_all("clock")[0]
         memory = {"rollout_worker": peak_rss_mib(worker["pid"]),  # while the workers live
                   "training_rank": peak_rss_mib(rank["pid"])}
+        heaps = {"rollout_worker": worker, "training_rank": rank, "driver": heap_info()}
         stages = run.folder.manifest["rounds"]["1"]
         folder, task = run.folder.path, run.task
         pool, test = [q.prompt for q in run.pool], [q.prompt for q in run.test]
@@ -100,11 +100,8 @@ def loop_run(out: Path, per_level: int, tag: str) -> dict[str, Any]:
         "weights": {"generate": weights_file(policy), "finetune": weights_file(init)},
         "torch_threads": {"rollout_worker": worker["torch_threads"],
                           "training_rank": rank["torch_threads"]},
-        "frozen_objects": {"rollout_worker": worker["frozen_objects"],
-                           "training_rank": rank["frozen_objects"],
-                           "driver": gc.get_freeze_count()},
-        "malloc": {"rollout_worker": worker["malloc"], "training_rank": rank["malloc"],
-                   "driver": heap_info()["malloc"]},
+        "frozen_objects": {p: h["frozen_objects"] for p, h in heaps.items()},
+        "malloc": {p: h["malloc"] for p, h in heaps.items()},
         "memory": memory,
     }
 

@@ -13,8 +13,9 @@ trimming) and fault it back in page by page, zeroed: 3-6k page faults per chunk 
 generate (8 prompts x 4 samples), 55-70k in a rollout worker's generate stage of ~1.1 s.
 `keep_freed_memory` fixes the mmap threshold and raises the trim threshold (glibc's `mallopt`,
 the same knobs as the `MALLOC_*_` environment variables), so freed blocks stay in the heap:
-after its first chunks a process faults ~10 pages per chunk. The price is resident memory: up to `TRIM_MIB` of freed
-heap stays with the process. `SELFTRAIN_KEEP_FREED_MEMORY=0` leaves glibc's defaults.
+after its first chunks a process faults ~10 pages per chunk. The price is resident memory: up
+to `TRIM_MIB` of freed heap stays with the process. `SELFTRAIN_KEEP_FREED_MEMORY=0` leaves
+glibc's defaults.
 """
 
 from __future__ import annotations

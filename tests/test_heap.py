@@ -34,16 +34,17 @@ print(json.dumps({"faults": faults, **heap_info()}))
 """
 
 
-def _probe(keep: str) -> dict:
+def _run(probe: str, *args: str, keep: str = "1") -> dict:
+    """A probe in a fresh process on the shipped base model; its last line, parsed."""
     model = next(p for p in SHIPPED.iterdir() if (p / "model.safetensors").exists())
     env = dict(os.environ, SELFTRAIN_KEEP_FREED_MEMORY=keep, PYTHONPATH=str(REPO))
-    out = subprocess.run([sys.executable, "-c", PROBE, str(model)], env=env, check=True,
+    out = subprocess.run([sys.executable, "-c", probe, str(model), *args], env=env, check=True,
                          capture_output=True, text=True, timeout=300).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
 def test_a_settled_worker_reuses_freed_memory_instead_of_faulting_it_back():
-    kept, default = _probe("1"), _probe("0")
+    kept, default = _run(PROBE, keep="1"), _run(PROBE, keep="0")
     assert (kept["malloc"], default["malloc"]) == ("kept", "default")
     assert kept["frozen_objects"] > 10_000
     # glibc's defaults hand the KV cache's copies back to the kernel and fault them in again,
@@ -85,11 +86,7 @@ print(json.dumps({"faults": faults}))
 
 
 def test_a_warmed_rank_finetunes_in_the_memory_its_warm_made(tmp_path):
-    model = next(p for p in SHIPPED.iterdir() if (p / "model.safetensors").exists())
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    out = subprocess.run([sys.executable, "-c", RANK_PROBE, str(model), str(tmp_path)], env=env,
-                         check=True, capture_output=True, text=True, timeout=300).stdout
-    faults = json.loads(out.strip().splitlines()[-1])["faults"]
+    faults = _run(RANK_PROBE, str(tmp_path))["faults"]
     # the warm's full batch grew the heap to a step's size: round 1 faults about what round 2
     # does (reading its init and writing its checkpoint), not its activations page by page
     assert faults[0] < 4 * faults[1] + 2000, faults

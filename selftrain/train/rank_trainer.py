@@ -159,7 +159,8 @@ class RankTrainer:
         if self.device.type == "cpu":  # the heap grows to a full batch's size now, not in round 1
             length = min(self.cfg.max_length, getattr(self.model.config, "max_position_embeddings",
                                                       self.cfg.max_length))
-            full = ids.new_full((self.cfg.batch_size, length), ids[0, 0].item())
+            full = torch.full((self.cfg.batch_size, length), self.tokenizer.eos_token_id,
+                              device=self.device)
             with torch.autocast("cpu", dtype=self.autocast, enabled=self.autocast is not None):
                 model(input_ids=full, labels=full).loss.backward()
             model.zero_grad(set_to_none=True)
