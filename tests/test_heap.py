@@ -87,6 +87,7 @@ print(json.dumps({"faults": faults}))
 
 def test_a_warmed_rank_finetunes_in_the_memory_its_warm_made(tmp_path):
     faults = _run(RANK_PROBE, str(tmp_path))["faults"]
-    # the warm's full batch grew the heap to a step's size: round 1 faults about what round 2
-    # does (reading its init and writing its checkpoint), not its activations page by page
-    assert faults[0] < 4 * faults[1] + 2000, faults
+    # the warm's full batch grew the heap to a step's size: round 1 faults a few thousand pages
+    # at most (reading its init, writing its checkpoint; 0.5-2.6k measured, under CI's load the
+    # high end), not a step's activations page by page (26-29k without the full batch)
+    assert faults[0] < 8000, faults
